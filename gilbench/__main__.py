@@ -1,0 +1,3 @@
+from gilbench.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,256 @@
+"""Typed run configuration: dataclasses with one doc line per field, YAML files and ``--set`` overrides.
+
+Precedence, lowest first: dataclass defaults -> the method's ``defaults`` -> ``--config FILE.yaml`` -> ``--set``.
+Each stage's cache key is a hash of only the fields that change that stage's output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gilbench.errors import GilbenchError
+
+
+@dataclass
+class ModelConfig:
+    policy: str = "tiny"  # preset (tiny, smollm2-135m), hub id or local path of the policy
+    reward: str = "auto"  # reward-model backbone; auto: minilm for smollm2-135m, else the policy's
+    critic: str = "policy"  # value-model trunk: policy (copy of the SFT policy) or reward (needs its tokenizer)
+    lora: bool = False  # train LoRA adapters instead of all weights (reference = adapters disabled)
+    lora_r: int = 16  # LoRA rank
+    lora_alpha: int = 32  # LoRA scaling numerator
+
+
+@dataclass
+class SFTConfig:
+    enabled: bool = True  # fine-tune the policy on the task's SFT text before RL (false: start from the base model)
+    epochs: int = 1  # passes over the SFT examples
+    lr: float = 5e-5  # AdamW learning rate
+    batch_size: int = 8  # sequences per optimizer step
+    max_length: int = 192  # tokens per prompt+response; longer ones are cut
+    max_examples: int = 512  # SFT examples used (0 = all)
+
+
+@dataclass
+class RewardModelConfig:
+    epochs: int = 1  # passes over the preference pairs
+    lr: float = 5e-5  # AdamW learning rate
+    batch_size: int = 16  # pairs per optimizer step
+    max_length: int = 192  # tokens per prompt+response
+    max_pairs: int = 2048  # training pairs used (0 = all)
+
+
+@dataclass
+class RLConfig:
+    steps: int = 40  # PPO iterations (rollout + update)
+    rollout_batch_size: int = 16  # prompts sampled per iteration
+    minibatch_size: int = 16  # samples per optimizer step
+    micro_batch_size: int = 8  # samples per forward/backward (gradient accumulation inside a minibatch)
+    ppo_epochs: int = 2  # passes over each rollout batch
+    max_prompt_length: int = 96  # prompt tokens (longer prompts are cut from the left)
+    max_new_tokens: int = 32  # response tokens sampled per prompt
+    temperature: float = 1.0  # sampling temperature of rollouts
+    top_p: float = 1.0  # nucleus sampling of rollouts (1 = off)
+    stop_at_eos: bool = True  # end a response at EOS (false: always max_new_tokens, as in throughput benchmarks)
+    forward_batch_size: int = 32  # samples per no-grad forward pass during rollouts
+    lr: float = 1e-5  # policy AdamW learning rate
+    critic_lr: float = 5e-5  # value model AdamW learning rate
+    clip_range: float = 0.2  # PPO ratio clip
+    clip_range_value: float = 0.2  # value clip around the rollout values
+    vf_coef: float = 0.1  # weight of the value loss
+    gamma: float = 1.0  # discount
+    lam: float = 0.95  # GAE lambda
+    kl_coef: float = 0.05  # KL penalty coefficient (initial value when adaptive)
+    kl_estimator: str = "k1"  # per-token KL in the reward: k1 | k2 | k3
+    adaptive_kl: bool = False  # adjust kl_coef toward kl_target (Ziegler et al. controller)
+    kl_target: float = 6.0  # adaptive controller: target sequence KL
+    kl_horizon: int = 10000  # adaptive controller: horizon in samples
+    whiten_advantages: bool = True  # normalise advantages per batch
+    reward_norm: bool = False  # divide scores by a running std (and subtract the running mean)
+    reward_clip: float = 0.0  # clip scores to +-reward_clip after normalising (0 = off)
+    max_grad_norm: float = 1.0  # gradient clipping
+    missing_eos_penalty: float = 0.0  # subtracted from the score of responses that never emit EOS (0 = off)
+    checkpoint_every: int = 10  # save a resumable checkpoint every N steps (0 = only at the end)
+
+
+@dataclass
+class GenerateConfig:
+    max_prompts: int = 64  # prompts per eval split
+    max_new_tokens: int = 48  # response tokens
+    temperature: float = 0.7  # 0 = greedy
+    top_p: float = 0.9  # nucleus sampling
+    batch_size: int = 16  # prompts per generate call
+
+
+@dataclass
+class RunConfig:
+    method: str = "ppo-kl"  # registered method name (gilbench ls methods)
+    task: str = "chitchat"  # registered task name (gilbench ls tasks)
+    seed: int = 0  # training seed; the CLI runs a list one by one
+    split_seed: int = 0  # seed of the task's train/eval split, fixed across training seeds so all see the same prompts
+    limit: int = 0  # cap prompts / pairs / examples per split for quick runs (0 = no cap)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    mixed_precision: str = "no"  # no | bf16 | fp16 (accelerate)
+    data_dir: str = ""  # local copies of hub datasets in their public layout
+    output_dir: str = "results/runs"  # run store root
+    tensorboard: bool = False  # also write TensorBoard event files
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    rm: RewardModelConfig = field(default_factory=RewardModelConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    method_args: dict = field(default_factory=dict)  # the method's own config fields (see `gilbench ls methods -v`)
+
+
+# ---------------------------------------------------------------- typed overrides
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check (and gently convert) ``value`` against a dataclass field type, or raise a clear error."""
+    if isinstance(tp, str):
+        tp = eval(tp, vars(typing) | {"__builtins__": __builtins__})
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return coerce(value, arg, where)
+            except GilbenchError as e:
+                errors.append(str(e))
+        raise GilbenchError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise GilbenchError(f"{where}: expected bool (true/false), got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise GilbenchError(f"{where}: expected int, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise GilbenchError(f"{where}: expected float, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise GilbenchError(f"{where}: expected str, got {value!r}")
+    if origin in (list, tuple) or tp in (list, tuple):
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v]
+        if not isinstance(value, (list, tuple)):
+            raise GilbenchError(f"{where}: expected a list, got {value!r}")
+        (item_tp,) = typing.get_args(tp)[:1] or (Any,)
+        return [coerce(v, item_tp, f"{where}[{i}]") if item_tp is not Any else v for i, v in enumerate(value)]
+    if tp is dict or origin is dict:
+        if isinstance(value, dict):
+            return value
+        raise GilbenchError(f"{where}: expected a mapping, got {value!r}")
+    return value
+
+
+def parse_cli_value(text: str) -> Any:
+    """``--set key=value`` values are YAML scalars: 3, 0.1, true, null, [1, 2], text."""
+    try:
+        return yaml.safe_load(text) if text != "" else ""
+    except yaml.YAMLError:
+        return text
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def update_dataclass(obj: Any, updates: dict, where: str = "") -> None:
+    """Apply a nested mapping of updates to a dataclass instance, type-checking each field."""
+    types_ = field_types(type(obj))
+    for key, value in updates.items():
+        path = f"{where}{key}"
+        if key not in types_:
+            import difflib
+
+            close = difflib.get_close_matches(key, list(types_), n=3)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            raise GilbenchError(f"unknown config field '{path}'.{hint} Fields here: {', '.join(types_)}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise GilbenchError(f"{path}: expected a mapping of {type(current).__name__} fields, got {value!r}")
+            update_dataclass(current, value, f"{path}.")
+        elif key == "method_args" and isinstance(value, dict):
+            current.update(value)
+        else:
+            setattr(obj, key, coerce(value, types_[key], f"config field {path}"))
+
+
+def nest(dotted: str, value: Any) -> dict:
+    out: dict = {}
+    node = out
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def resolve_set_key(key: str, cfg: RunConfig, method_config_cls: type | None) -> str:
+    """Bare ``--set n_groups=4`` names a field of the method's config or of one unique section."""
+    if "." in key or key in field_types(RunConfig):
+        return "method_args." + key.split(".", 1)[1] if key.startswith("method.") else key
+    if method_config_cls is not None and key in field_types(method_config_cls):
+        return f"method_args.{key}"
+    owners = [name for name, value in vars(cfg).items() if dataclasses.is_dataclass(value) and key in field_types(type(value))]
+    if len(owners) == 1:
+        return f"{owners[0]}.{key}"
+    if len(owners) > 1:
+        raise GilbenchError(f"--set {key}: ambiguous, it is a field of {', '.join(owners)}; write e.g. {owners[0]}.{key}")
+    raise GilbenchError(f"--set {key}: no such config field (try `gilbench ls methods -v` for method fields, or a section like rl.{key})")
+
+
+def load_yaml_config(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise GilbenchError(f"--config {path}: no such file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise GilbenchError(f"--config {path}: not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise GilbenchError(f"--config {path}: expected a mapping of config fields, got {type(data).__name__}")
+    return data
+
+
+def build_method_config(method_config_cls: type | None, args: dict, method: str) -> Any:
+    if method_config_cls is None:
+        if args:
+            raise GilbenchError(f"method {method} takes no method_args, got {sorted(args)}")
+        return None
+    obj = method_config_cls()
+    update_dataclass(obj, args, "method.")
+    return obj
+
+
+def to_dict(obj: Any) -> Any:
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+
+
+def stable_hash(*parts: Any, length: int = 12) -> str:
+    text = json.dumps([to_dict(p) for p in parts], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]

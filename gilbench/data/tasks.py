@@ -1,0 +1,120 @@
+"""Tasks are YAML files (tasks/*.yaml, or any file given to --include / `validate`) naming a loader function.
+
+A task file looks like::
+
+    name: chitchat
+    description: one line
+    loader: gilbench.data.chitchat:load_chitchat   # "module:function" returning TaskData
+    options: {n_rl_prompts: 512}                     # keyword arguments for the loader
+    source: {pypi: chitchat-dataset}                 # where the data comes from (hub / local / pypi)
+    license: ...
+    eval_splits: [{name: "id:test", distribution: id}]   # what the loader will return, for `ls tasks`
+    groups: [computers, hypotheticals, personal]         # known group labels, if any
+
+The loader is called as ``loader(seed=..., limit=..., data_dir=..., **options)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from gilbench.data.types import TaskData
+from gilbench.errors import GilbenchError
+from gilbench.registry import register_task
+
+REQUIRED_FIELDS = {"name": str, "description": str, "loader": str}
+OPTIONAL_FIELDS = {"options": dict, "source": dict, "license": str, "eval_splits": list, "groups": list, "prompt_format": str}
+
+
+@dataclass
+class TaskSpec:
+    name: str
+    description: str
+    loader: str
+    options: dict = field(default_factory=dict)
+    source: dict = field(default_factory=dict)
+    license: str = ""
+    eval_splits: list = field(default_factory=list)
+    groups: list = field(default_factory=list)
+    prompt_format: str = "chat"
+    path: str = ""
+
+    def loader_function(self) -> Callable[..., TaskData]:
+        module_name, _, func_name = self.loader.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as e:
+            raise GilbenchError(f"task {self.name}: cannot import loader module '{module_name}': {e}") from e
+        func = getattr(module, func_name, None)
+        if not callable(func):
+            raise GilbenchError(f"task {self.name}: loader '{self.loader}' is not a function in {module_name}")
+        return func
+
+    def load(self, seed: int = 0, limit: int | None = None, data_dir: str | None = None) -> TaskData:
+        func = self.loader_function()
+        accepted = inspect.signature(func).parameters
+        unknown = [k for k in self.options if k not in accepted and not any(p.kind == p.VAR_KEYWORD for p in accepted.values())]
+        if unknown:
+            raise GilbenchError(f"task {self.name} ({self.path}): option(s) {unknown} are not parameters of {self.loader}; it takes {[k for k in accepted]}")
+        data = func(seed=seed, limit=limit, data_dir=data_dir, **self.options)
+        if not isinstance(data, TaskData):
+            raise GilbenchError(f"task {self.name}: loader {self.loader} returned {type(data).__name__}, expected TaskData")
+        data.prompt_format = self.prompt_format
+        data.check_no_leakage()
+        return data
+
+
+def parse_task_file(path: str | Path) -> TaskSpec:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise GilbenchError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise GilbenchError(f"{path}: a task file must be a mapping of fields, got {type(raw).__name__}")
+    for key, typ in REQUIRED_FIELDS.items():
+        if key not in raw:
+            raise GilbenchError(f"{path}: missing required field '{key}' ({typ.__name__})")
+    for key, value in raw.items():
+        typ = REQUIRED_FIELDS.get(key) or OPTIONAL_FIELDS.get(key)
+        if typ is None:
+            known = sorted(REQUIRED_FIELDS) + sorted(OPTIONAL_FIELDS)
+            raise GilbenchError(f"{path}: unknown field '{key}'; task fields are {known}")
+        if not isinstance(value, typ):
+            raise GilbenchError(f"{path}: field '{key}' must be {typ.__name__}, got {type(value).__name__} ({value!r})")
+    if ":" not in raw["loader"]:
+        raise GilbenchError(f"{path}: loader must be 'module:function', got {raw['loader']!r}")
+    for i, split in enumerate(raw.get("eval_splits", [])):
+        if not isinstance(split, dict) or split.get("distribution") not in ("id", "ood") or "name" not in split:
+            raise GilbenchError(f"{path}: eval_splits[{i}] needs a name and distribution: id | ood, got {split!r}")
+    return TaskSpec(path=str(path), **raw)
+
+
+def register_task_file(path: str | Path) -> TaskSpec:
+    spec = parse_task_file(path)
+    return register_task(spec.name)(spec)
+
+
+def _register_builtin_tasks() -> None:
+    for entry in sorted(resources.files("gilbench_tasks").iterdir(), key=lambda p: p.name):
+        if entry.name.endswith(".yaml"):
+            register_task_file(Path(str(entry)))
+
+
+def as_task_spec(obj: Any, name: str) -> TaskSpec:
+    """Plugins may register a TaskSpec or a bare loader function."""
+    if isinstance(obj, TaskSpec):
+        return obj
+    if callable(obj):
+        return TaskSpec(name=name, description=(obj.__doc__ or "").strip().split("\n")[0], loader=f"{obj.__module__}:{obj.__name__}")
+    raise GilbenchError(f"task '{name}' is registered as {type(obj).__name__}; expected a TaskSpec or a loader function")
+
+
+_register_builtin_tasks()

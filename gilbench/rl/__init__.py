@@ -1,0 +1,1 @@
+"""The shared PPO machinery: rollout, KL, advantages and the loop every RL method runs."""
