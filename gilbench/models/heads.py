@@ -1,0 +1,147 @@
+"""Value model (critic) and reward scoring helpers.
+
+Batches are usually LEFT-padded (see ``gilbench.models.presets``). Every function here takes the attention
+mask and derives positions from it, so a sequence gets the same values / score whether it is padded or not.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+
+import torch
+from torch import nn
+
+from gilbench.errors import GilbenchError
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted over real tokens only: ``cumsum(mask) - 1``, clamped at 0 (pads get 0).
+
+    With left padding the first real token of every row gets position 0, as if the row were unpadded.
+    """
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def _unwrap(model) -> nn.Module:
+    """A plain transformers model: a peft-wrapped one is deep-copied with its adapters merged."""
+    if hasattr(model, "merge_and_unload"):  # peft.PeftModel
+        return copy.deepcopy(model).merge_and_unload()
+    return copy.deepcopy(model)
+
+
+def _trunk_of(model) -> nn.Module:
+    prefix = getattr(model, "base_model_prefix", "")
+    trunk = getattr(model, prefix, None) if prefix else None
+    if trunk is None:
+        raise GilbenchError(f"{type(model).__name__} has no transformer trunk under base_model_prefix '{prefix}'")
+    return trunk
+
+
+def _is_decoder(model) -> bool:
+    """True for decoder-only (causal) models; BERT-style encoders return False."""
+    config = model.config
+    return bool(getattr(config, "is_decoder", False)) or config.model_type in _decoder_types()
+
+
+@functools.cache
+def _decoder_types() -> frozenset[str]:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES as causal
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES as masked
+
+    return frozenset(causal) - frozenset(masked)
+
+
+class ValueModel(nn.Module):
+    """A transformer trunk plus a linear value head: one value per token.
+
+    ``forward`` returns ``(values [B, T] float32, hidden [B, T, H])``; ``hidden`` are the trunk's final hidden
+    states, for extra heads (e.g. GIL's group head). Build one with ``from_causal_lm`` (the policy's trunk,
+    without its LM head) or ``from_sequence_classifier`` (the reward model's trunk, without its score head).
+    Both deep-copy the trunk, so training the critic never changes the policy or the reward model.
+    """
+
+    def __init__(self, trunk: nn.Module, hidden_size: int | None = None, decoder: bool = True):
+        super().__init__()
+        self.trunk = trunk
+        self.hidden_size = hidden_size or trunk.config.hidden_size
+        self._decoder = decoder  # decoders get use_cache=False; encoders (BERT) take no such argument
+        self.value_head = nn.Linear(self.hidden_size, 1)
+        # Zero init: every value starts at exactly 0, so the first advantages are the plain (whitened) returns
+        # instead of noise from a random head on large hidden states, and the first value-loss steps do not
+        # push big random gradients into a pretrained trunk. The head itself still learns from step one
+        # (its weight gradient is the hidden state); the trunk starts learning once the head is non-zero.
+        nn.init.zeros_(self.value_head.weight)
+        nn.init.zeros_(self.value_head.bias)
+
+    @property
+    def config(self):
+        return self.trunk.config
+
+    @classmethod
+    def from_causal_lm(cls, model) -> "ValueModel":
+        """Critic from a copy of a causal LM's base model (the LM head is dropped, never computed)."""
+        plain = _unwrap(model)
+        return cls._from_trunk(_trunk_of(plain), decoder=True)
+
+    @classmethod
+    def from_sequence_classifier(cls, model) -> "ValueModel":
+        """Critic from a copy of a sequence classifier's trunk (its score head is dropped)."""
+        plain = _unwrap(model)
+        return cls._from_trunk(_trunk_of(plain), decoder=_is_decoder(plain))
+
+    @classmethod
+    def _from_trunk(cls, trunk: nn.Module, decoder: bool) -> "ValueModel":
+        value = cls(trunk, trunk.config.hidden_size, decoder=decoder)
+        return value.to(device=next(trunk.parameters()).device)  # the head stays float32 (see forward)
+
+    def gradient_checkpointing_enable(self, **kwargs) -> None:
+        self.trunk.gradient_checkpointing_enable(**kwargs)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor | None = None):
+        if position_ids is None:
+            position_ids = position_ids_from_mask(attention_mask)
+        kwargs = {"use_cache": False} if self._decoder else {}
+        out = self.trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs)
+        hidden = out[0]
+        values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)
+        return values.float(), hidden
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last real token of each row (works for left and right padding)."""
+    positions = torch.arange(attention_mask.shape[-1], device=attention_mask.device)
+    return (positions * attention_mask.long()).argmax(-1)
+
+
+def _right_pad(input_ids: torch.Tensor, attention_mask: torch.Tensor):
+    """Move every row's real tokens to the front (stable), turning left padding into right padding."""
+    order = torch.argsort((attention_mask == 0).to(torch.int8), dim=1, stable=True)
+    return input_ids.gather(1, order), attention_mask.gather(1, order)
+
+
+def sequence_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Scalar reward ``[B]`` (float32) of a sequence-classifier reward model, i.e. ``logits[:, 0]``.
+
+    Decoder classifiers (GPT-2, Llama, ...): the score head is applied to the hidden state of the last token
+    with ``attention_mask == 1``. We do this ourselves rather than rely on the model's own pooling, which
+    finds the last token through ``pad_token_id`` and so skips a real final eos when pad == eos; positions
+    come from the mask, so left-padded and unpadded rows score the same.
+    Encoder classifiers (BERT-style, CLS pooler): rows are moved to right padding first, then the model runs
+    as trained. Gradients flow if the caller has them enabled (for reward-model training).
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = getattr(base, "score", None)
+    if not _is_decoder(base) or head is None:
+        input_ids, attention_mask = _right_pad(input_ids, attention_mask)
+        return model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0].float()
+    out = _trunk_of(base)(
+        input_ids=input_ids, attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask), use_cache=False,
+    )
+    hidden = out[0]
+    last = hidden[torch.arange(hidden.shape[0], device=hidden.device), last_token_index(attention_mask)]
+    return head(last)[:, 0].float()
+
+
+__all__ = ["ValueModel", "last_token_index", "position_ids_from_mask", "sequence_scores"]
