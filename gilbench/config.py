@@ -254,3 +254,14 @@ def to_dict(obj: Any) -> Any:
 def stable_hash(*parts: Any, length: int = 12) -> str:
     text = json.dumps([to_dict(p) for p in parts], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def config_for_method(method: str, **fields: Any) -> RunConfig:
+    """A RunConfig with the method's own ``defaults`` applied (e.g. ppo sets rl.kl_coef = 0)."""
+    from gilbench import registry
+
+    method_cls = registry.methods.get(method)
+    cfg = RunConfig(method=method, **fields)
+    for dotted, value in getattr(method_cls, "defaults", {}).items():
+        update_dataclass(cfg, nest(dotted, value))
+    return cfg

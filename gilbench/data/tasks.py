@@ -37,7 +37,7 @@ OPTIONAL_FIELDS = {"options": dict, "source": dict, "license": str, "eval_splits
 class TaskSpec:
     name: str
     description: str
-    loader: str
+    loader: Any  # "module:function", or the function itself for tasks registered in code
     options: dict = field(default_factory=dict)
     source: dict = field(default_factory=dict)
     license: str = ""
@@ -47,6 +47,8 @@ class TaskSpec:
     path: str = ""
 
     def loader_function(self) -> Callable[..., TaskData]:
+        if callable(self.loader):
+            return self.loader
         module_name, _, func_name = self.loader.partition(":")
         try:
             module = importlib.import_module(module_name)
@@ -113,7 +115,7 @@ def as_task_spec(obj: Any, name: str) -> TaskSpec:
     if isinstance(obj, TaskSpec):
         return obj
     if callable(obj):
-        return TaskSpec(name=name, description=(obj.__doc__ or "").strip().split("\n")[0], loader=f"{obj.__module__}:{obj.__name__}")
+        return TaskSpec(name=name, description=(obj.__doc__ or "").strip().split("\n")[0], loader=obj)
     raise GilbenchError(f"task '{name}' is registered as {type(obj).__name__}; expected a TaskSpec or a loader function")
 
 

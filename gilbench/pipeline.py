@@ -1,0 +1,233 @@
+"""One run: task -> SFT (cached) -> reward model (cached) -> the method -> generate on eval splits -> summary.
+
+Stages are keyed by a hash of the config fields that change them, so a second method on the same task,
+model and seed reuses the SFT policy and the reward model. Every stage writes atomically and marks
+itself DONE; a killed run redoes only what was not finished (RL resumes from its checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from gilbench import registry
+from gilbench.config import RunConfig, build_method_config, stable_hash
+from gilbench.data.tasks import as_task_spec
+from gilbench.errors import GilbenchError
+from gilbench.method import RunContext
+from gilbench.models.reward import RewardScorer
+from gilbench.stages.generate import generate_split, summarise_scores
+from gilbench.stages.reward import train_reward_model
+from gilbench.stages.sft import train_sft
+from gilbench.store import (
+    MetricsLog,
+    atomic_dir,
+    atomic_write_json,
+    atomic_write_text,
+    atomic_write_yaml,
+    environment_record,
+    is_done,
+    mark_done,
+    read_json,
+    run_dir,
+    stage_dir,
+)
+
+
+def make_accelerator(cfg: RunConfig):
+    from accelerate import Accelerator
+
+    if cfg.device not in ("auto", "cpu") and not cfg.device.startswith("cuda"):
+        raise GilbenchError(f"--device must be auto, cpu, cuda or cuda:N, got {cfg.device!r}")
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise GilbenchError(f"--device {cfg.device}: no CUDA device is visible on this machine; use --device cpu")
+    if cfg.device.startswith("cuda:"):
+        os.environ.setdefault("CUDA_VISIBLE_DEVICES", cfg.device.split(":", 1)[1])
+    return Accelerator(cpu=cfg.device == "cpu", mixed_precision=cfg.mixed_precision)
+
+
+def reward_backbone(cfg: RunConfig) -> str:
+    if cfg.model.reward != "auto":
+        return cfg.model.reward
+    return "minilm" if cfg.model.policy == "smollm2-135m" else cfg.model.policy
+
+
+def data_key(cfg: RunConfig) -> dict:
+    return {"task": cfg.task, "limit": cfg.limit, "data_dir": os.path.abspath(cfg.data_dir) if cfg.data_dir else "", "split_seed": cfg.split_seed}
+
+
+def quiet_transformers() -> None:
+    """Our own tqdm bars show progress; transformers' per-load bars and notices would bury them."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def run(cfg: RunConfig, log=print) -> dict:
+    """Run one method on one task with one seed; returns the summary written to summary.json."""
+    t_start = time.time()
+    quiet_transformers()
+    method_cls = registry.methods.get(cfg.method)
+    method_cfg = build_method_config(method_cls.Config, cfg.method_args, cfg.method)
+    spec = as_task_spec(registry.tasks.get(cfg.task), cfg.task)
+    out = run_dir(cfg.output_dir, cfg.task, cfg.method, cfg.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    resolved = asdict(cfg) | {"method_args": asdict(method_cfg) if method_cfg is not None else {}}
+    previous = out / "config.yaml"
+    if previous.exists() and (out / "checkpoints").exists():
+        import yaml
+
+        if yaml.safe_load(previous.read_text()) != resolved:
+            raise GilbenchError(f"{out} holds a checkpoint of a run with a different config; pass another --output-dir or delete that folder")
+    atomic_write_yaml(out / "config.yaml", resolved)
+    atomic_write_json(out / "env.json", environment_record())
+
+    accelerator = make_accelerator(cfg)
+    log(f"[gilbench] {cfg.method} on {cfg.task}, seed {cfg.seed}, model {cfg.model.policy}, device {accelerator.device} -> {out}")
+    task = spec.load(seed=cfg.split_seed, limit=cfg.limit or None, data_dir=cfg.data_dir or None)
+    atomic_write_json(out / "task.json", {"name": task.name, "notes": task.notes, "rl_prompts": len(task.rl_prompts), "sft": len(task.sft),
+                                          "pairs_train": len(task.pairs_train), "pairs_val": len(task.pairs_val),
+                                          "eval_splits": {s.name: len(s.prompts) for s in task.eval_splits}})
+
+    sft_path, sft_stats = sft_stage(cfg, task, accelerator, log)
+    reward, rm_stats = reward_stage(cfg, task, accelerator, log) if method_cls.needs_reward_model or task.eval_splits else (None, {})
+    ctx = RunContext(cfg=cfg, method_cfg=method_cfg, task=task, run_dir=out, accelerator=accelerator, sft_path=sft_path, reward=reward, log=log)
+
+    policy_dir = out / "policy"
+    if not is_done(policy_dir):
+        method = method_cls()
+        method.cfg = method_cfg
+        policy, tokenizer = method.train(ctx)
+        with atomic_dir(policy_dir) as tmp:
+            policy = getattr(policy, "merge_and_unload", lambda: policy)()
+            policy.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+            mark_done(tmp)
+        atomic_write_json(out / "method_summary.json", ctx.summary)
+    else:
+        log(f"[gilbench] policy already trained in {policy_dir}; evaluating it")
+
+    evals = generate_stage(cfg, task, policy_dir, reward, accelerator, out, log)
+    summary = build_summary(cfg, out, sft_stats, rm_stats, evals, time.time() - t_start)
+    atomic_write_json(out / "summary.json", summary)
+    return summary
+
+
+def sft_stage(cfg: RunConfig, task, accelerator, log) -> tuple[Path, dict]:
+    from gilbench.models.presets import load_causal_lm
+
+    key = stable_hash(data_key(cfg), cfg.model.policy, cfg.sft, cfg.seed)
+    path = stage_dir(cfg.output_dir, "sft", key)
+    if is_done(path):
+        log(f"[gilbench] SFT model cached: {path}")
+        return path, read_json(path / "stats.json")
+    model, tokenizer = load_causal_lm(cfg.model.policy)
+    stats: dict = {"sft/enabled": cfg.sft.enabled}
+    if cfg.sft.enabled:
+        examples = task.sft[: cfg.sft.max_examples or None]
+        log(f"[gilbench] SFT on {len(examples)} examples")
+        torch.manual_seed(cfg.seed)
+        stats.update(train_sft(model, tokenizer, examples, cfg.sft, task.prompt_format, accelerator, cfg.seed))
+        model = accelerator.unwrap_model(model)
+    with atomic_dir(path) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        atomic_write_json(tmp / "stats.json", stats)
+        mark_done(tmp)
+    return path, stats
+
+
+def reward_stage(cfg: RunConfig, task, accelerator, log) -> tuple[RewardScorer, dict]:
+    from gilbench.models.presets import load_sequence_classifier
+
+    backbone = reward_backbone(cfg)
+    key = stable_hash(data_key(cfg), backbone, cfg.rm, cfg.seed)
+    path = stage_dir(cfg.output_dir, "rm", key)
+    if is_done(path):
+        log(f"[gilbench] reward model cached: {path}")
+        model, tokenizer = load_sequence_classifier(str(path))
+        return RewardScorer(model.to(accelerator.device).eval(), tokenizer, cfg.rm.max_length), read_json(path / "stats.json")
+    torch.manual_seed(cfg.seed)
+    model, tokenizer = load_sequence_classifier(backbone)
+    scorer = RewardScorer(model.to(accelerator.device), tokenizer, cfg.rm.max_length)
+    pairs = task.pairs_train[: cfg.rm.max_pairs or None]
+    log(f"[gilbench] reward model ({backbone}) on {len(pairs)} pairs, {len(task.pairs_val)} held out")
+    stats = train_reward_model(scorer, pairs, task.pairs_val, cfg.rm, accelerator, cfg.seed)
+    stats["rm/backbone"] = backbone
+    log(f"[gilbench] reward model held-out pairwise accuracy {stats['rm/val_accuracy']:.3f} (before training {stats['rm/val_accuracy_before']:.3f})")
+    with atomic_dir(path) as tmp:
+        scorer.model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        atomic_write_json(tmp / "stats.json", stats)
+        mark_done(tmp)
+    return scorer, stats
+
+
+def generate_stage(cfg: RunConfig, task, policy_dir: Path, reward: RewardScorer | None, accelerator, out: Path, log) -> dict:
+    from gilbench.models.presets import load_causal_lm
+
+    results = {}
+    policy = tokenizer = None
+    for split in task.eval_splits:
+        path = out / "generations" / f"{split.name.replace(':', '_')}.jsonl"
+        if path.exists():
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        else:
+            if policy is None:
+                policy, tokenizer = load_causal_lm(str(policy_dir))
+                policy.to(accelerator.device)
+            prompts = split.prompts[: cfg.generate.max_prompts or None]
+            rows = generate_split(policy, tokenizer, prompts, cfg.generate, task.prompt_format, accelerator.device, cfg.rl.max_prompt_length, cfg.seed)
+            if reward is not None:
+                scores = reward.score([r["prompt"] for r in rows], [r["response"] for r in rows]).tolist()
+                for row, score in zip(rows, scores):
+                    row["rm_score"] = score
+            for row in rows:
+                row.update(split=split.name, distribution=split.distribution, method=cfg.method, seed=cfg.seed)
+            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+        stats = summarise_scores([r["rm_score"] for r in rows if "rm_score" in r])
+        stats["distribution"] = split.distribution
+        stats["mean_length"] = sum(r["length"] for r in rows) / max(1, len(rows))
+        results[split.name] = stats
+        log(f"[gilbench] {split.name:<24} ({split.distribution}) reward-model score {stats['mean']:+.3f} ± {stats['stderr']:.3f} (n={stats['n']})")
+    return results
+
+
+def build_summary(cfg: RunConfig, out: Path, sft_stats: dict, rm_stats: dict, evals: dict, seconds: float) -> dict:
+    rows = MetricsLog(out / "metrics.jsonl").rows()
+    curve = {}
+    if rows:
+        k = min(10, len(rows))
+        for name in ("objective/score", "objective/kl", "completions/mean_length"):
+            first = [r[name] for r in rows[:k] if r.get(name) is not None]
+            last = [r[name] for r in rows[-k:] if r.get(name) is not None]
+            curve[name] = {"first": sum(first) / len(first) if first else None, "last": sum(last) / len(last) if last else None, "window": k}
+        curve["max_kl"] = max(r["objective/kl"] for r in rows)
+        curve["steps"] = rows[-1]["step"]
+        curve["mean_step_seconds"] = sum(r["time/step"] for r in rows) / len(rows)
+    return {
+        "method": cfg.method, "task": cfg.task, "seed": cfg.seed, "model": cfg.model.policy, "run_dir": str(out),
+        "sft": sft_stats, "reward_model": rm_stats, "training": curve, "eval": evals, "seconds": seconds,
+    }
+
+
+def format_summary(summary: dict) -> str:
+    lines = [f"== {summary['method']} on {summary['task']} (seed {summary['seed']}, {summary['model']}) in {summary['seconds']:.0f} s =="]
+    rm = summary["reward_model"]
+    if rm:
+        lines.append(f"reward model ({rm.get('rm/backbone')}): held-out pairwise accuracy {rm['rm/val_accuracy']:.3f} on {rm['rm/val_pairs']} pairs")
+    tr = summary["training"]
+    if tr:
+        s, k = tr["objective/score"], tr["objective/kl"]
+        lines.append(f"training: reward-model score {s['first']:+.3f} (first {s['window']} steps) -> {s['last']:+.3f} (last {s['window']})")
+        lines.append(f"          KL to reference   {k['first']:.3f} -> {k['last']:.3f} (max {tr['max_kl']:.3f}); {tr['mean_step_seconds']:.1f} s/step")
+    for name, ev in summary["eval"].items():
+        lines.append(f"eval {name:<22} [{ev['distribution']}] score {ev['mean']:+.3f} ± {ev['stderr']:.3f} (n={ev['n']}), mean length {ev['mean_length']:.1f}")
+    lines.append(f"written to {summary['run_dir']}")
+    return "\n".join(lines)

@@ -1,0 +1,72 @@
+"""Resumable checkpoints of a PPO run: models, optimizers, KL controller, reward statistics, RNG states.
+
+Only the newest checkpoint is kept; it is written to a temporary folder and renamed into place,
+so a run killed while saving still has its previous checkpoint."""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gilbench.store import atomic_dir, is_done, mark_done
+
+
+def _dir(run_dir: Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def latest_step(run_dir: Path) -> int:
+    steps = [int(p.name.split("_")[1]) for p in _dir(run_dir).glob("step_*") if is_done(p)]
+    return max(steps, default=0)
+
+
+def save(trainer, run_dir: Path, step: int) -> Path:
+    acc = trainer.acc
+    acc.wait_for_everyone()
+    target = _dir(run_dir) / f"step_{step}"
+    if acc.is_main_process:
+        with atomic_dir(target) as tmp:
+            torch.save(
+                {
+                    "step": step,
+                    "policy": acc.unwrap_model(trainer.policy).state_dict(),
+                    "critic": acc.unwrap_model(trainer.critic).state_dict(),
+                    "policy_opt": trainer.policy_opt.state_dict(),
+                    "critic_opt": trainer.critic_opt.state_dict(),
+                    "kl_ctl": trainer.kl_ctl.state_dict(),
+                    "reward_stats": trainer.reward_stats.state_dict(),
+                    "method": trainer.method_state(),
+                    "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+                },
+                tmp / "trainer.pt",
+            )
+            mark_done(tmp)
+        for old in _dir(run_dir).glob("step_*"):
+            if old != target:
+                shutil.rmtree(old, ignore_errors=True)
+    acc.wait_for_everyone()
+    return target
+
+
+def restore(trainer, run_dir: Path) -> int:
+    """Load the newest complete checkpoint into ``trainer``; returns its step (0 if none)."""
+    step = latest_step(run_dir)
+    if not step:
+        return 0
+    state = torch.load(_dir(run_dir) / f"step_{step}" / "trainer.pt", map_location="cpu", weights_only=False)
+    acc = trainer.acc
+    acc.unwrap_model(trainer.policy).load_state_dict(state["policy"])
+    acc.unwrap_model(trainer.critic).load_state_dict(state["critic"])
+    trainer.policy_opt.load_state_dict(state["policy_opt"])
+    trainer.critic_opt.load_state_dict(state["critic_opt"])
+    trainer.kl_ctl.load_state_dict(state["kl_ctl"])
+    trainer.reward_stats.load_state_dict(state["reward_stats"])
+    trainer.load_method_state(state["method"])
+    torch.set_rng_state(state["rng"]["torch"])
+    np.random.set_state(state["rng"]["numpy"])
+    random.setstate(state["rng"]["python"])
+    return step

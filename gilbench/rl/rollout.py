@@ -1,0 +1,83 @@
+"""Sampling responses and the per-token quantities PPO needs, one forward pass per model.
+
+Layout of a batch: ``query`` [B, P] left-padded prompts, ``response`` [B, R] right-padded samples.
+Their concatenation is what every model reads; the logit at position P-1+t predicts response token t.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from gilbench.models.heads import position_ids_from_mask
+from gilbench.rl.core import entropy_from_logits, logprobs_from_logits
+
+
+def tokenize_prompts(tokenizer, texts: list[str], max_length: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded, left-truncated prompt ids (the end of a prompt matters most for generation)."""
+    tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
+    enc = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt", add_special_tokens=False)
+    return enc["input_ids"].to(device), enc["attention_mask"].to(device)
+
+
+def response_mask_from_ids(response: torch.Tensor, eos_token_id: int | None) -> torch.Tensor:
+    """1 up to and including the first EOS, 0 after it (generate pads finished rows)."""
+    if eos_token_id is None:
+        return torch.ones_like(response)
+    is_eos = response == eos_token_id
+    after_eos = (is_eos.cumsum(dim=1) - is_eos.long()) > 0
+    return (~after_eos).long()
+
+
+@torch.no_grad()
+def sample(policy, tokenizer, query, query_mask, max_new_tokens: int, temperature: float, top_p: float, stop_at_eos: bool = True):
+    """Sample responses with the KV cache; returns (response ids [B, R], response mask [B, R])."""
+    do_sample = temperature > 0
+    kwargs = dict(do_sample=do_sample, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, use_cache=True)
+    if do_sample:
+        kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
+    if stop_at_eos:
+        kwargs["eos_token_id"] = tokenizer.eos_token_id
+    else:  # fixed-length samples (benchmark configuration): EOS is an ordinary token
+        kwargs.update(eos_token_id=None, min_new_tokens=max_new_tokens)
+    out = policy.generate(input_ids=query, attention_mask=query_mask, **kwargs)
+    response = out[:, query.shape[1] :]
+    mask = response_mask_from_ids(response, tokenizer.eos_token_id if stop_at_eos else None)
+    response = torch.where(mask.bool(), response, torch.full_like(response, tokenizer.pad_token_id))
+    return response, mask
+
+
+def full_inputs(query, query_mask, response, response_mask):
+    ids = torch.cat([query, response], dim=1)
+    mask = torch.cat([query_mask, response_mask], dim=1)
+    return ids, mask, position_ids_from_mask(mask)
+
+
+def response_logprobs(model, query, query_mask, response, response_mask, temperature: float = 1.0, with_entropy: bool = False):
+    """Log-probs of the response tokens under ``model`` (logits scaled by the sampling temperature)."""
+    ids, mask, pos = full_inputs(query, query_mask, response, response_mask)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+    logits = logits[:, query.shape[1] - 1 : -1].float()
+    if temperature > 0 and temperature != 1.0:
+        logits = logits / temperature
+    logp = logprobs_from_logits(logits, response)
+    return (logp, entropy_from_logits(logits)) if with_entropy else logp
+
+
+def critic_forward(critic, query, query_mask, response, response_mask):
+    """Values of the states before each response token, and the hidden state at the last response token."""
+    ids, mask, pos = full_inputs(query, query_mask, response, response_mask)
+    values, hidden = critic(ids, mask, pos)
+    P = query.shape[1]
+    last = P + response_mask.sum(dim=1).clamp(min=1) - 1
+    last_hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    return values[:, P - 1 : -1], last_hidden
+
+
+def repetition_rate(response: torch.Tensor, mask: torch.Tensor, n: int = 3) -> float:
+    """Share of a response's token n-grams that repeat an earlier n-gram of the same response."""
+    repeats = total = 0
+    for row, m in zip(response.tolist(), mask.sum(dim=1).tolist()):
+        grams = [tuple(row[i : i + n]) for i in range(max(0, int(m) - n + 1))]
+        total += len(grams)
+        repeats += len(grams) - len(set(grams))
+    return repeats / total if total else 0.0

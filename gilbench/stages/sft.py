@@ -1,0 +1,68 @@
+"""Supervised fine-tuning: causal-LM loss on the task's responses (prompt tokens are not trained on)."""
+
+from __future__ import annotations
+
+import random
+
+import torch
+from tqdm.auto import tqdm
+
+from gilbench.data.format import format_example
+from gilbench.data.types import SFTExample
+
+
+def encode_sft(tokenizer, examples: list[SFTExample], prompt_format: str, max_length: int) -> list[tuple[list[int], int]]:
+    """(token ids, number of prompt tokens) per example; the loss covers the tokens after the prompt."""
+    out = []
+    for ex in examples:
+        head, tail = format_example(tokenizer, ex.prompt, ex.response, prompt_format)
+        head_ids = tokenizer(head, add_special_tokens=False)["input_ids"]
+        tail_ids = tokenizer(tail, add_special_tokens=False)["input_ids"]
+        ids = (head_ids + tail_ids)[:max_length]
+        if len(ids) > len(head_ids):
+            out.append((ids, len(head_ids)))
+    return out
+
+
+def lm_loss(model, batch: list[tuple[list[int], int]], pad_id: int, device) -> torch.Tensor:
+    """Mean token cross-entropy on the response part of each (right-padded) sequence."""
+    width = max(len(ids) for ids, _ in batch)
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), -100, dtype=torch.long)
+    attention = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, (ids, n_prompt) in enumerate(batch):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        labels[row, n_prompt : len(ids)] = torch.tensor(ids[n_prompt:])
+        attention[row, : len(ids)] = 1
+    out = model(input_ids=input_ids.to(device), attention_mask=attention.to(device), labels=labels.to(device))
+    return out.loss
+
+
+def train_sft(model, tokenizer, examples: list[SFTExample], cfg, prompt_format: str, accelerator, seed: int) -> dict:
+    """Fine-tune ``model`` in place; returns the loss at the start and the end."""
+    encoded = encode_sft(tokenizer, examples, prompt_format, cfg.max_length)
+    if not encoded:
+        return {"sft/examples": 0}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    model.train()
+    rng = random.Random(seed)
+    losses = []
+    steps = cfg.epochs * ((len(encoded) + cfg.batch_size - 1) // cfg.batch_size)
+    bar = tqdm(total=steps, desc="sft", dynamic_ncols=True)
+    for _ in range(cfg.epochs):
+        order = list(range(len(encoded)))
+        rng.shuffle(order)
+        for start in range(0, len(order), cfg.batch_size):
+            batch = [encoded[i] for i in order[start : start + cfg.batch_size]]
+            loss = lm_loss(model, batch, tokenizer.pad_token_id, accelerator.device)
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    bar.close()
+    k = max(1, len(losses) // 10)
+    return {"sft/examples": len(encoded), "sft/loss_start": sum(losses[:k]) / k, "sft/loss_end": sum(losses[-k:]) / k, "sft/steps": len(losses)}

@@ -1,0 +1,119 @@
+"""Configs, --set overrides, the registries and plugins."""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+
+import pytest
+
+from gilbench import registry
+from gilbench.cli import build_configs, main, parse_seeds
+from gilbench.config import RunConfig, nest, parse_cli_value, resolve_set_key, stable_hash, update_dataclass
+from gilbench.errors import GilbenchError
+
+
+def args(**kw):
+    base = dict(config=None, method="ppo-kl", task="chitchat", model=None, seed=None, output_dir=None, limit=None,
+                overrides=[], device=None, data_dir=None, include=[])
+    base.update(kw)
+    return argparse.Namespace(**base)
+
+
+def test_set_overrides_are_typed():
+    cfg = build_configs(args(overrides=["rl.steps=4", "kl_coef=0.1", "rl.adaptive_kl=true", "model.policy=tiny"]))[0]
+    assert cfg.rl.steps == 4 and cfg.rl.kl_coef == 0.1 and cfg.rl.adaptive_kl is True
+    with pytest.raises(GilbenchError, match=r"rl.steps: expected int, got 'abc'"):
+        build_configs(args(overrides=["rl.steps=abc"]))
+    with pytest.raises(GilbenchError, match=r"adaptive_kl: expected bool"):
+        build_configs(args(overrides=["rl.adaptive_kl=3"]))
+    with pytest.raises(GilbenchError, match=r"unknown config field 'rl.step'. Did you mean steps"):
+        build_configs(args(overrides=["rl.step=3"]))
+    with pytest.raises(GilbenchError, match="KEY=VALUE"):
+        build_configs(args(overrides=["rl.steps"]))
+
+
+def test_method_defaults_apply_before_user_overrides():
+    assert build_configs(args(method="ppo"))[0].rl.kl_coef == 0.0
+    assert build_configs(args(method="ppo", overrides=["rl.kl_coef=0.2"]))[0].rl.kl_coef == 0.2
+
+
+def test_method_fields_and_yaml_config(tmp_path):
+    cfg = build_configs(args(method="ppo-ptx", overrides=["ptx_coef=0.25"]))[0]
+    assert cfg.method_args == {"ptx_coef": 0.25}
+    path = tmp_path / "run.yaml"
+    path.write_text("method: ppo-ptx\nrl:\n  steps: 3\nmethod_args:\n  ptx_coef: 0.75\n")
+    cfg = build_configs(args(method=None, config=str(path)))[0]
+    assert cfg.rl.steps == 3 and cfg.method_args["ptx_coef"] == 0.75
+    path.write_text("rl:\n  steps: three\n")
+    with pytest.raises(GilbenchError, match="rl.steps: expected int"):
+        build_configs(args(config=str(path)))
+
+
+def test_seeds_and_hash():
+    assert parse_seeds("0,1,2") == [0, 1, 2] and parse_seeds("3-5") == [3, 4, 5]
+    with pytest.raises(GilbenchError, match="--seed"):
+        parse_seeds("a")
+    cfgs = build_configs(args(seed="0,1"))
+    assert [c.seed for c in cfgs] == [0, 1]
+    assert stable_hash(RunConfig().rl) == stable_hash(RunConfig().rl)
+    c = RunConfig()
+    update_dataclass(c, nest("rl.lr", 1.0))
+    assert stable_hash(c.rl) != stable_hash(RunConfig().rl)
+
+
+def test_bare_set_key_resolution():
+    cfg = RunConfig()
+    assert resolve_set_key("steps", cfg, None) == "rl.steps"
+    with pytest.raises(GilbenchError, match="ambiguous"):
+        resolve_set_key("lr", cfg, None)  # sft.lr, rm.lr and rl.lr
+    assert parse_cli_value("[1, 2]") == [1, 2] and parse_cli_value("null") is None
+
+
+def test_unknown_names_suggest_close_matches(capsys):
+    with pytest.raises(GilbenchError, match=r"unknown method 'ppo-kll'. Did you mean 'ppo-kl'"):
+        registry.methods.get("ppo-kll")
+    with pytest.raises(GilbenchError, match=r"unknown task 'chitchatt'. Did you mean 'chitchat'"):
+        build_configs(args(task="chitchatt"))
+    assert main(["run", "--method", "ppo_kl", "--task", "chitchat"]) == 2
+    assert "Did you mean 'ppo-kl'" in capsys.readouterr().err
+
+
+def test_builtin_methods_come_through_entry_points():
+    names = registry.methods.names()
+    assert {"ppo", "ppo-kl", "ppo-ptx"} <= set(names)
+
+
+PLUGIN = textwrap.dedent(
+    '''
+    """A third-party method: PPO w/ KL with a doubled score."""
+    from gilbench import register_method
+    from gilbench.rl.trainer import PPOTrainer
+
+    @register_method("my-ppo")
+    class MyPPO(PPOTrainer):
+        """Plugin PPO that doubles the reward-model score."""
+
+        def shape_rewards(self, batch):
+            batch.scores = 2 * batch.scores
+            return super().shape_rewards(batch)
+    '''
+)
+
+
+def test_plugin_is_listed_with_include(tmp_path, capsys):
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    (folder / "my_ppo.py").write_text(PLUGIN)
+    assert main(["ls", "methods", "--include", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "my-ppo" in out and "doubles the reward-model score" in out
+
+
+def test_include_errors(tmp_path, capsys):
+    assert main(["ls", "methods", "--include", str(tmp_path / "nope.py")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    bad = tmp_path / "bad.py"
+    bad.write_text("raise RuntimeError('boom')\n")
+    assert main(["ls", "methods", "--include", str(bad)]) == 2
+    assert "importing the plugin failed: RuntimeError: boom" in capsys.readouterr().err

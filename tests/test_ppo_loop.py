@@ -1,0 +1,123 @@
+"""The shared PPO loop end to end on the tiny model: every PPO-family method, resume, NaN guard, stage cache."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from gilbench.errors import GilbenchError
+from gilbench.pipeline import run
+from gilbench.rl import trainer as trainer_module
+
+FIXED_NAMES = [
+    "objective/score", "objective/kl", "objective/rlhf_reward", "objective/entropy",
+    "policy/approx_kl", "policy/clipfrac", "policy/ratio_mean", "loss/policy", "loss/value",
+    "val/clipfrac", "val/explained_var", "completions/mean_length", "completions/eos_rate",
+    "completions/repetition_rate", "time/rollout", "time/update", "time/step", "throughput/tokens_per_s",
+]
+TIMING = ("time/", "throughput/")
+
+
+def metrics(summary: dict) -> list[dict]:
+    path = Path(summary["run_dir"]) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def without_timing(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if not k.startswith(TIMING)} for r in rows]
+
+
+@pytest.mark.parametrize("method", ["ppo", "ppo-kl", "ppo-ptx"])
+def test_each_ppo_method_runs_end_to_end(tiny_cfg, method):
+    cfg = tiny_cfg(method, steps=2)
+    summary = run(cfg, log=lambda s: None)
+    rows = metrics(summary)
+    assert [r["step"] for r in rows] == [1, 2]
+    for name in FIXED_NAMES:
+        assert name in rows[0], name
+    if method == "ppo":
+        assert rows[0]["objective/kl_coef"] == 0.0
+    if method == "ppo-ptx":
+        assert rows[0]["loss/ptx"] > 0
+    assert all(torch.isfinite(torch.tensor(r["objective/kl"])) for r in rows)
+    assert set(summary["eval"]) == {"id:test", "ood:space"}
+    assert summary["eval"]["ood:space"]["distribution"] == "ood"
+    gens = Path(summary["run_dir"]) / "generations" / "ood_space.jsonl"
+    row = json.loads(gens.read_text().splitlines()[0])
+    assert {"id", "prompt", "response", "rm_score", "split", "distribution", "group"} <= set(row)
+    assert (Path(summary["run_dir"]) / "policy" / "model.safetensors").exists()
+
+
+def test_ppo_without_kl_differs_from_ppo_kl_only_in_the_penalty(tiny_cfg):
+    """Same seed: the first rollout (prompts, samples, scores) is identical; the shaped reward is not."""
+    a = metrics(run(tiny_cfg("ppo", steps=1), log=lambda s: None))[0]
+    b = metrics(run(tiny_cfg("ppo-kl", steps=1), log=lambda s: None))[0]
+    assert a["objective/score"] == b["objective/score"]
+    assert a["completions/mean_length"] == b["completions/mean_length"]
+
+
+def test_killed_run_resumes_to_the_same_metrics(tiny_cfg, tmp_path, monkeypatch):
+    full = run(tiny_cfg("ppo-kl", steps=4), log=lambda s: None)
+    expected = without_timing(metrics(full))
+
+    cfg = tiny_cfg("ppo-kl", steps=4)
+    cfg.output_dir = str(tmp_path / "killed")
+    original = trainer_module.PPOTrainer.iteration
+
+    def dies_in_step_three(self, step):
+        if step == 2:
+            raise KeyboardInterrupt  # as if the process were killed after checkpoint 2
+        return original(self, step)
+
+    monkeypatch.setattr(trainer_module.PPOTrainer, "iteration", dies_in_step_three)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, log=lambda s: None)
+    run_dir = Path(cfg.output_dir) / "toy" / "ppo-kl" / "seed0"
+    assert (run_dir / "checkpoints" / "step_2" / "DONE").exists()
+    assert not (run_dir / "policy").exists()
+
+    monkeypatch.setattr(trainer_module.PPOTrainer, "iteration", original)
+    logs = []
+    resumed = run(cfg, log=logs.append)
+    assert any("resumed from the checkpoint at step 2" in line for line in logs)
+    assert any("SFT model cached" in line for line in logs)
+    got = without_timing(metrics(resumed))
+    assert [r["step"] for r in got] == [1, 2, 3, 4]
+    for want, have in zip(expected, got):
+        assert want.keys() == have.keys()
+        for key in want:
+            assert have[key] == pytest.approx(want[key], rel=1e-5, abs=1e-6), (want["step"], key)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_cfg, monkeypatch):
+    cfg = tiny_cfg("ppo-kl", steps=3)
+    original = trainer_module.clipped_value_loss
+    calls = {"n": 0}
+
+    def nan_in_step_two(*args, **kwargs):
+        loss, stats = original(*args, **kwargs)
+        calls["n"] += 1
+        return (loss * float("nan"), stats) if calls["n"] > 4 else (loss, stats)  # 4 micro-steps per step
+
+    monkeypatch.setattr(trainer_module, "clipped_value_loss", nan_in_step_two)
+    with pytest.raises(GilbenchError, match=r"non-finite loss at step 2 .*last good checkpoint is step 1"):
+        run(cfg, log=lambda s: None)
+    run_dir = Path(cfg.output_dir) / "toy" / "ppo-kl" / "seed0"
+    assert (run_dir / "checkpoints" / "step_1" / "DONE").exists()
+
+
+def test_second_method_reuses_sft_and_reward_model(tiny_cfg):
+    run(tiny_cfg("ppo-kl", steps=1), log=lambda s: None)
+    logs = []
+    run(tiny_cfg("ppo", steps=1), log=logs.append)
+    assert any("SFT model cached" in line for line in logs)
+    assert any("reward model cached" in line for line in logs)
+
+
+def test_bad_batch_sizes_are_explained(tiny_cfg):
+    cfg = tiny_cfg("ppo-kl", steps=1, minibatch_size=3)
+    with pytest.raises(GilbenchError, match="multiple of rl.minibatch_size"):
+        run(cfg, log=lambda s: None)
