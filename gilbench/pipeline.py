@@ -201,16 +201,21 @@ def generate_stage(cfg: RunConfig, task, policy_dir: Path, reward: RewardScorer 
 
 def build_summary(cfg: RunConfig, out: Path, sft_stats: dict, rm_stats: dict, evals: dict, seconds: float) -> dict:
     rows = MetricsLog(out / "metrics.jsonl").rows()
-    curve = {}
+    curve: dict = {}
     if rows:
         k = min(10, len(rows))
+
+        def window(name: str, part: list[dict]):
+            values = [r[name] for r in part if r.get(name) is not None]
+            return sum(values) / len(values) if values else None
+
         for name in ("objective/score", "objective/kl", "completions/mean_length"):
-            first = [r[name] for r in rows[:k] if r.get(name) is not None]
-            last = [r[name] for r in rows[-k:] if r.get(name) is not None]
-            curve[name] = {"first": sum(first) / len(first) if first else None, "last": sum(last) / len(last) if last else None, "window": k}
-        curve["max_kl"] = max(r["objective/kl"] for r in rows)
+            if any(r.get(name) is not None for r in rows):  # DPO, for one, samples nothing during training
+                curve[name] = {"first": window(name, rows[:k]), "last": window(name, rows[-k:]), "window": k}
+        kls = [r["objective/kl"] for r in rows if r.get("objective/kl") is not None]
+        curve["max_kl"] = max(kls) if kls else None
         curve["steps"] = rows[-1]["step"]
-        curve["mean_step_seconds"] = sum(r["time/step"] for r in rows) / len(rows)
+        curve["mean_step_seconds"] = window("time/step", rows)
     return {
         "method": cfg.method, "task": cfg.task, "seed": cfg.seed, "model": cfg.model.policy, "run_dir": str(out),
         "sft": sft_stats, "reward_model": rm_stats, "training": curve, "eval": evals, "seconds": seconds,
@@ -223,10 +228,12 @@ def format_summary(summary: dict) -> str:
     if rm:
         lines.append(f"reward model ({rm.get('rm/backbone')}): held-out pairwise accuracy {rm['rm/val_accuracy']:.3f} on {rm['rm/val_pairs']} pairs")
     tr = summary["training"]
-    if tr:
+    if "objective/score" in tr:
         s, k = tr["objective/score"], tr["objective/kl"]
         lines.append(f"training: reward-model score {s['first']:+.3f} (first {s['window']} steps) -> {s['last']:+.3f} (last {s['window']})")
         lines.append(f"          KL to reference   {k['first']:.3f} -> {k['last']:.3f} (max {tr['max_kl']:.3f}); {tr['mean_step_seconds']:.1f} s/step")
+    elif tr:
+        lines.append(f"training: {tr['steps']} steps, {tr['mean_step_seconds'] or 0:.1f} s/step")
     for name, ev in summary["eval"].items():
         lines.append(f"eval {name:<22} [{ev['distribution']}] score {ev['mean']:+.3f} ± {ev['stderr']:.3f} (n={ev['n']}), mean length {ev['mean_length']:.1f}")
     lines.append(f"written to {summary['run_dir']}")

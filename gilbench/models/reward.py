@@ -12,6 +12,8 @@ from gilbench.models.heads import sequence_scores
 
 
 def encode_for_reward(tokenizer, prompts: list[str], responses: list[str], max_length: int, device) -> dict:
+    """Too-long inputs lose the start of the prompt, never the response the score is about."""
+    tokenizer.truncation_side = "left"
     if has_chat_template(tokenizer):
         texts = [
             tokenizer.apply_chat_template([{"role": "user", "content": p}, {"role": "assistant", "content": r}], tokenize=False)

@@ -18,9 +18,11 @@ def encode_sft(tokenizer, examples: list[SFTExample], prompt_format: str, max_le
         head, tail = format_example(tokenizer, ex.prompt, ex.response, prompt_format)
         head_ids = tokenizer(head, add_special_tokens=False)["input_ids"]
         tail_ids = tokenizer(tail, add_special_tokens=False)["input_ids"]
-        ids = (head_ids + tail_ids)[:max_length]
-        if len(ids) > len(head_ids):
-            out.append((ids, len(head_ids)))
+        # Keep the response: cut the prompt from the left (its end matters most), then the response's tail.
+        tail_ids = tail_ids[:max_length]
+        head_ids = head_ids[max(0, len(head_ids) - (max_length - len(tail_ids))) :] if len(tail_ids) < max_length else []
+        if tail_ids:
+            out.append((head_ids + tail_ids, len(head_ids)))
     return out
 
 
