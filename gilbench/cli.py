@@ -3,6 +3,8 @@
     gilbench run --method gil --task chitchat-ood --seed 0,1,2
     gilbench ls methods|tasks|models [-v]
     gilbench validate tasks/hh.yaml | --config run.yaml | --task NAME
+    gilbench compare gil ppo-kl --task chitchat-ood --judge gold
+    gilbench eval --lm-eval hellaswag --run results/runs/chitchat/gil/seed0
 """
 
 from __future__ import annotations
@@ -148,6 +150,11 @@ def make_parser() -> argparse.ArgumentParser:
     p_val.add_argument("--data-dir", default=None)
     p_val.add_argument("--include", action="append", default=[], metavar="PATH")
     p_val.set_defaults(func=cmd_validate)
+    from gilbench.eval.cli_compare import add_compare_parser
+    from gilbench.lm_eval_bridge import add_lm_eval_parser
+
+    add_compare_parser(sub)
+    add_lm_eval_parser(sub)
     return parser
 
 

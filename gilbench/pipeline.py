@@ -152,7 +152,7 @@ def reward_stage(cfg: RunConfig, task, accelerator, log) -> tuple[RewardScorer, 
     if is_done(path):
         log(f"[gilbench] reward model cached: {path}")
         model, tokenizer = load_sequence_classifier(str(path))
-        return RewardScorer(model.to(accelerator.device).eval(), tokenizer, cfg.rm.max_length), read_json(path / "stats.json")
+        return RewardScorer(model.to(accelerator.device).eval(), tokenizer, cfg.rm.max_length), read_json(path / "stats.json") | {"rm/path": str(path)}
     torch.manual_seed(cfg.seed)
     model, tokenizer = load_sequence_classifier(backbone)
     scorer = RewardScorer(model.to(accelerator.device), tokenizer, cfg.rm.max_length)
@@ -166,7 +166,7 @@ def reward_stage(cfg: RunConfig, task, accelerator, log) -> tuple[RewardScorer, 
         tokenizer.save_pretrained(tmp)
         atomic_write_json(tmp / "stats.json", stats)
         mark_done(tmp)
-    return scorer, stats
+    return scorer, stats | {"rm/path": str(path)}
 
 
 def generate_stage(cfg: RunConfig, task, policy_dir: Path, reward: RewardScorer | None, accelerator, out: Path, log) -> dict:

@@ -1,0 +1,161 @@
+"""``gilbench compare A B --task T --judge J``: judge method A against method B and print the table.
+
+    gilbench compare gil ppo-kl --task chitchat-ood --judge openai:gpt-4o-mini --price-per-1k 0.00015,0.0006 --dry-run
+    gilbench compare gil ppo-kl --task chitchat-ood --judge openai:llama3 --base-url http://127.0.0.1:8000/v1 --api-key-env VLLM_KEY
+    gilbench compare gil ppo-kl --task chitchat-ood --judge hf:smollm2-135m
+    gilbench compare gil ppo-kl --task chitchat-ood --judge rm:auto --tie-margin 0.1
+
+A and B are method names; their runs are ``<output-dir>/<task>/<method>/seed<k>`` (default: every seed both have).
+``rm:auto`` is the reward model run A was trained against (recomputed from its config.yaml, as the pipeline keys it).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from gilbench.errors import GilbenchError
+
+
+def add_compare_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("compare", help="judge method A against method B: win/tie/lose with CIs, in and out of distribution",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("a", help="method A (the one whose win rate is reported)")
+    p.add_argument("b", help="method B, the opponent")
+    p.add_argument("--task", required=True, help="registered task the runs were made on")
+    p.add_argument("--judge", required=True, help="openai:MODEL | hf:MODEL | rm:PATH|auto | any registered judge NAME[:ARG]")
+    p.add_argument("--seed", default=None, help="seeds to pair: 0 | 0,1,2 | 0-4 (default: every seed both methods have)")
+    p.add_argument("--output-dir", default="results/runs", help="run store root (default results/runs)")
+    p.add_argument("--dry-run", action="store_true", help="print the number of judge calls and their estimated cost; call nothing")
+    p.add_argument("--max-cost", type=float, default=None, help="stop before spending more than this many dollars")
+    p.add_argument("--concurrency", type=int, default=8, help="judge requests in flight at once (default 8)")
+    p.add_argument("--policy", choices=["conservative", "average"], default="conservative",
+                   help="combining the two orders: conservative (disagreement is a tie) or average (each order counts half)")
+    j = p.add_argument_group("judge options")
+    j.add_argument("--base-url", help="OpenAI-compatible endpoint (default $OPENAI_BASE_URL or https://api.openai.com/v1)")
+    j.add_argument("--api-key-env", help="environment variable holding the API key (default OPENAI_API_KEY)")
+    j.add_argument("--price-per-1k", help="dollars per 1000 tokens: INPUT[,OUTPUT] (for --dry-run and --max-cost)")
+    j.add_argument("--max-tokens", type=int, help="longest judge answer in tokens")
+    j.add_argument("--template", choices=["dialogue", "summary"], help="judge prompt (default: by task family)")
+    j.add_argument("--tie-margin", type=float, help="score judges: a score difference at most this is a tie")
+    j.add_argument("--judge-arg", action="append", default=[], metavar="KEY=VALUE", help="any other judge option, e.g. timeout=30")
+    s = p.add_argument_group("statistics")
+    s.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    s.add_argument("--boot-seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--include", action="append", default=[], metavar="PATH", help="plugin .py file or folder to import first (judges too)")
+    p.set_defaults(func=cmd_compare)
+    return p
+
+
+def judge_options(args: argparse.Namespace) -> dict:
+    from gilbench.config import parse_cli_value
+
+    options = {k: getattr(args, k) for k in ("base_url", "api_key_env", "max_tokens", "template", "tie_margin") if getattr(args, k) is not None}
+    if args.price_per_1k is not None:
+        try:
+            prices = [float(x) for x in args.price_per_1k.split(",")]
+        except ValueError:
+            prices = []
+        if len(prices) not in (1, 2) or min(prices) < 0:
+            raise GilbenchError(f"--price-per-1k expects INPUT[,OUTPUT] dollars, e.g. 0.00015,0.0006; got {args.price_per_1k!r}")
+        options["price_per_1k"] = (prices[0], prices[-1])
+    for item in args.judge_arg:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise GilbenchError(f"--judge-arg expects KEY=VALUE, got {item!r}")
+        options[key.strip().replace("-", "_")] = parse_cli_value(value.strip())
+    return options
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from gilbench.cli import parse_seeds
+    from gilbench.eval.compare import compare
+    from gilbench.eval.judges import JudgeContext, build_judge
+    from gilbench.eval.runs import resolve_runs, seeds_on_disk
+
+    if args.a == args.b:
+        raise GilbenchError("compare needs two different methods")
+    if args.concurrency < 1:
+        raise GilbenchError("--concurrency must be at least 1")
+    if args.max_cost is not None and args.max_cost < 0:
+        raise GilbenchError("--max-cost must be a positive number of dollars")
+    seeds = parse_seeds(args.seed) if args.seed is not None else None
+    if seeds is None:
+        on_disk = [seeds_on_disk(args.output_dir, args.task, m) for m in (args.a, args.b)]
+        seeds = sorted(set(on_disk[0]) & set(on_disk[1])) or None  # None: resolve_runs explains what is missing
+        if seeds is None and all(on_disk):
+            raise GilbenchError(f"{args.a} has seeds {on_disk[0]} and {args.b} has seeds {on_disk[1]}: none in common")
+    runs_a = resolve_runs(args.output_dir, args.task, args.a, seeds)
+    runs_b = resolve_runs(args.output_dir, args.task, args.b, seeds)
+    ctx = JudgeContext(task=args.task, output_dir=Path(args.output_dir), run_dirs_a=runs_a, options=judge_options(args))
+    judge = build_judge(args.judge, ctx)
+    results = compare(runs_a, runs_b, judge, policy=args.policy, concurrency=args.concurrency, dry_run=args.dry_run,
+                      max_cost=args.max_cost, n_boot=args.n_boot, boot_seed=args.boot_seed)
+    print(format_plan(results) if args.dry_run else format_results(results))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ printing
+def format_plan(plan: dict) -> str:
+    price_in, price_out = plan["price_per_1k"]
+    cost = (f"estimated cost ${plan['cost']:.4f} at ${price_in:g} / ${price_out:g} per 1k input / output tokens "
+            f"(at most ${plan['cost_upper']:.4f} if every answer reaches max_tokens; answers needing the reminder add calls)")
+    if price_in == price_out == 0:
+        cost = "cost unknown: pass --price-per-1k INPUT[,OUTPUT] for an estimate"
+    return (f"dry run, {plan['a']} vs {plan['b']}, judge {plan['judge']['id']}: {plan['pairs']} pairs ({plan['identical_pairs']} identical, "
+            f"no call); {plan['calls']} judge calls to make, {plan['cached_calls']} answered by the cache\n"
+            f"~{plan['tokens_in']} input + ~{plan['tokens_out']} output tokens (characters / 4; 80 output tokens a call); {cost}")
+
+
+def _pct(x, ci=None) -> str:
+    if x is None:
+        return "-"
+    return f"{100 * x:.1f}" + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "")
+
+
+def _row(split: str, group: str, s: dict) -> list:
+    h = s["health"]
+    p = s["sign_test"]["p"]
+    return [split, group, s["n"], _pct(s["win"], s["win_ci"]), _pct(s["tie"], s["tie_ci"]), _pct(s["lose"], s["lose_ci"]),
+            f"{p:.3g}", _pct(h["position_flip_rate"]), _pct(h["first_position_win_rate"]), _pct(h["longer_wins_rate"]), _pct(h["invalid_rate"])]
+
+
+def format_results(r: dict) -> str:
+    from tabulate import tabulate
+
+    rows = []
+    for s in r["splits"]:
+        rows.append(_row(s["split"], "all", s))
+        if len(s["groups"]) > 1:
+            rows.extend(_row("", g, gs) for g, gs in s["groups"].items())
+    pooled = len(r["splits"]) > len(r["distributions"])  # some distribution has several splits
+    if pooled:
+        rows.extend(_row(f"{d.upper()} (all)", "all", ds) for d, ds in r["distributions"].items())
+    headers = ["split", "group", "N", f"{r['a']} wins %", "tie %", f"{r['b']} wins %", "p (sign)", "flip %", "1st-pos %", "longer %", "invalid %"]
+    j = r["judge"]
+    lines = [f"== {r['a']} vs {r['b']} on {r.get('task', '?')}: judge {j['id']}, policy {r['policy']}, seeds {r['seeds']}, "
+             f"{r['n_items']} pairs ({r['n_identical']} identical) ==",
+             tabulate(rows, headers=headers, disable_numparse=True),
+             f"95 % CIs: {r['bootstrap']['n_boot']} bootstrap resamples of prompts (seed {r['bootstrap']['seed']}); p: two-sided sign test "
+             "on pairs won vs lost; health: position flips, first-shown wins, longer wins (decisive verdicts), unreadable verdicts."]
+    for s in r["splits"]:
+        if s["worst_group"]:
+            w = s["worst_group"]
+            lines.append(f"worst group in {s['split']}: {w['group']} ({r['a']} wins {_pct(w['win'])} %, N={w['n']})")
+    gap = r["gap_id_minus_ood"]
+    if gap:
+        lines.append(f"ID - OOD gap of the {r['a']} win rate: {100 * gap['win']:+.1f} points [{100 * gap['ci'][0]:+.1f}, {100 * gap['ci'][1]:+.1f}]")
+    rm = r["reward_model_score"]
+    views = list(rm["splits"].items()) + ([(f"{d.upper()} (all)", e) for d, e in rm["distributions"].items()] if pooled else [])
+    rm_rows = [[label, _mean(e["a"]), _mean(e["b"])] for label, e in views if e["a"]["n"] or e["b"]["n"]]
+    if rm_rows:
+        lines += ["", "mean reward-model score (each run's own reward model, paired prompts) [95 % CI]:",
+                  tabulate(rm_rows, headers=["split", r["a"], r["b"]], disable_numparse=True)]
+    calls = r["calls"]
+    lines.append(f"\njudge calls made {calls['made']}, answered from the cache {calls['cached']}, cost ${calls['cost']:.4f}; "
+                 f"written to {r['out_dir']}")
+    return "\n".join(lines)
+
+
+def _mean(e: dict) -> str:
+    return "-" if e["mean"] is None else f"{e['mean']:+.3f} [{e['ci'][0]:+.3f}, {e['ci'][1]:+.3f}] (n={e['n']})"

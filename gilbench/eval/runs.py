@@ -1,0 +1,101 @@
+"""Reading finished runs for evaluation: run folders, their generations, pairing two methods, their reward model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from gilbench.errors import GilbenchError
+from gilbench.store import is_done, run_dir, stage_dir
+
+
+def seeds_on_disk(output_dir: str | Path, task: str, method: str) -> list[int]:
+    folder = Path(output_dir) / task / method
+    seeds = []
+    for d in folder.glob("seed*"):
+        if d.is_dir() and d.name[4:].isdigit() and (d / "generations").is_dir():
+            seeds.append(int(d.name[4:]))
+    return sorted(seeds)
+
+
+def resolve_runs(output_dir: str | Path, task: str, method: str, seeds: list[int] | None) -> list[Path]:
+    """Run folders ``<output_dir>/<task>/<method>/seed<k>`` that hold generations, or a GilbenchError saying what to run."""
+    if seeds is None:
+        seeds = seeds_on_disk(output_dir, task, method)
+        if not seeds:
+            raise GilbenchError(f"no finished runs of method '{method}' on task '{task}' under {output_dir} "
+                                f"(looked for {Path(output_dir) / task / method}/seed*/generations); run "
+                                f"`gilbench run --method {method} --task {task}` first, or pass --output-dir")
+    dirs = []
+    for seed in seeds:
+        d = run_dir(output_dir, task, method, seed)
+        if not any((d / "generations").glob("*.jsonl")):
+            raise GilbenchError(f"{d} has no generations/*.jsonl; run `gilbench run --method {method} --task {task} --seed {seed}` first")
+        dirs.append(d)
+    return dirs
+
+
+def load_generations(run_dirs: list[Path]) -> dict[tuple[str, str, int], dict]:
+    """Rows keyed by (split, prompt id, seed)."""
+    rows: dict[tuple[str, str, int], dict] = {}
+    for d in run_dirs:
+        for path in sorted((Path(d) / "generations").glob("*.jsonl")):
+            for n, line in enumerate(path.read_text().splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    key = (row["split"], str(row["id"]), int(row["seed"]))
+                    row["prompt"], row["response"]
+                except (ValueError, KeyError, TypeError) as e:
+                    raise GilbenchError(f"{path}:{n}: not a generation row ({type(e).__name__}: {e})") from None
+                if key in rows:
+                    raise GilbenchError(f"{path}:{n}: prompt {key[1]} of split {key[0]}, seed {key[2]} appears twice")
+                rows[key] = row
+    return rows
+
+
+def pair_generations(rows_a: dict, rows_b: dict) -> tuple[list[dict], dict]:
+    """Items judged: one per (split, prompt id, seed) both methods answered; plus counts of the unmatched."""
+    common = sorted(set(rows_a) & set(rows_b))
+    items = []
+    for split, pid, seed in common:
+        a, b = rows_a[(split, pid, seed)], rows_b[(split, pid, seed)]
+        if a["prompt"] != b["prompt"]:
+            raise GilbenchError(f"prompt {pid} of split {split} differs between the two runs; were they made with the same task "
+                                "version, --limit and split_seed?")
+        items.append({
+            "item": f"{split}/{pid}/seed{seed}", "split": split, "id": pid, "seed": seed, "prompt": a["prompt"],
+            "group": a.get("group") if a.get("group") is not None else "(none)",
+            "distribution": a.get("distribution") or ("ood" if split.startswith("ood") else "id"),
+            "response_a": a["response"], "response_b": b["response"], "identical": a["response"].strip() == b["response"].strip(),
+            "length_a": a.get("length", len(a["response"])), "length_b": b.get("length", len(b["response"])),
+            "rm_score_a": a.get("rm_score"), "rm_score_b": b.get("rm_score"),
+        })
+    unmatched = {"only_a": len(set(rows_a) - set(rows_b)), "only_b": len(set(rows_b) - set(rows_a))}
+    return items, unmatched
+
+
+def reward_model_dir(run: Path, output_dir: str | Path) -> tuple[Path, int]:
+    """The reward model a run used, and its max_length: ``rm:auto``.
+
+    A run's summary.json names it (``reward_model['rm/path']``); otherwise the pipeline's stage key is recomputed from the
+    run's config.yaml (the same fields ``gilbench.pipeline.reward_stage`` hashes), under the given ``output_dir``.
+    """
+    import yaml
+
+    from gilbench.config import RunConfig, stable_hash, update_dataclass
+    from gilbench.pipeline import data_key, reward_backbone
+
+    cfg_path = Path(run) / "config.yaml"
+    if not cfg_path.exists():
+        raise GilbenchError(f"rm:auto: {cfg_path} is missing; pass the reward model folder explicitly, e.g. rm:{output_dir}/cache/rm/<key>")
+    cfg = RunConfig()
+    update_dataclass(cfg, yaml.safe_load(cfg_path.read_text()) or {})
+    summary = Path(run) / "summary.json"
+    named = json.loads(summary.read_text()).get("reward_model", {}).get("rm/path") if summary.exists() else None
+    path = Path(named) if named else stage_dir(output_dir, "rm", stable_hash(data_key(cfg), reward_backbone(cfg), cfg.rm, cfg.seed))
+    if not is_done(path):
+        raise GilbenchError(f"rm:auto: the reward model of {run} should be in {path}, which is missing or unfinished; "
+                            f"pass one explicitly as rm:PATH (reward models live under {Path(output_dir) / 'cache' / 'rm'})")
+    return path, cfg.rm.max_length

@@ -1,0 +1,113 @@
+"""Statistics of a pairwise comparison: rates with bootstrap CIs resampled by prompt, a sign test, judge health.
+
+An *item* is one judged pair (a prompt, a seed) with fractions ``win`` / ``tie`` / ``lose`` for method A (None when
+invalid) and a ``cluster``: the prompt. With several seeds a prompt has several items; the bootstrap resamples
+prompts with replacement and keeps all of a prompt's items together, so seeds are not counted as independent
+prompts. CIs are percentile intervals; every resampling stream is seeded by (seed, row label), so a table is
+reproducible and a row does not change when other rows are added.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+from scipy.stats import binomtest
+
+LEVEL = 0.95
+_CHUNK = 256  # bootstrap draws per block, to bound memory with many prompts
+
+
+def rng_for(seed: int, label: str) -> np.random.Generator:
+    return np.random.default_rng([seed, int(hashlib.sha256(label.encode()).hexdigest()[:12], 16)])
+
+
+def cluster_bootstrap(clusters: list, columns: dict[str, np.ndarray], n_boot: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Bootstrap draws of the mean of each column, resampling whole clusters (ratio of resampled sums to counts)."""
+    _, inverse = np.unique(np.asarray(clusters, dtype=str), return_inverse=True)
+    n_clusters = inverse.max() + 1
+    counts = np.bincount(inverse, minlength=n_clusters).astype(float)
+    sums = {k: np.bincount(inverse, weights=np.asarray(v, float), minlength=n_clusters) for k, v in columns.items()}
+    draws: dict[str, list] = {k: [] for k in columns}
+    for start in range(0, n_boot, _CHUNK):
+        idx = rng.integers(0, n_clusters, size=(min(_CHUNK, n_boot - start), n_clusters))
+        n = counts[idx].sum(axis=1)
+        for k, s in sums.items():
+            draws[k].append(s[idx].sum(axis=1) / n)
+    return {k: np.concatenate(v) for k, v in draws.items()}
+
+
+def interval(draws: np.ndarray) -> list[float]:
+    lo, hi = np.quantile(draws, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+    return [float(lo), float(hi)]
+
+
+def sign_test(items: list[dict]) -> dict:
+    """Paired two-sided sign test: items A won (win > lose) against items A lost; ties are left out."""
+    wins = sum(1 for it in items if it["win"] > it["lose"])
+    losses = sum(1 for it in items if it["lose"] > it["win"])
+    p = binomtest(wins, wins + losses, 0.5).pvalue if wins + losses else 1.0
+    return {"wins": wins, "losses": losses, "p": float(p)}
+
+
+def rates(items: list[dict], label: str, n_boot: int = 2000, seed: int = 0) -> tuple[dict, np.ndarray | None]:
+    """Win / tie / lose rates of A over valid items, with CIs, the sign test and N; plus the win-rate draws."""
+    valid = [it for it in items if it["win"] is not None]
+    out = {"n": len(valid), "n_prompts": len({it["cluster"] for it in valid}), "n_invalid": len(items) - len(valid)}
+    if not valid:
+        return out | {k: None for k in ("win", "tie", "lose", "win_ci", "tie_ci", "lose_ci")} | {"sign_test": sign_test([])}, None
+    columns = {k: np.array([it[k] for it in valid], float) for k in ("win", "tie", "lose")}
+    draws = cluster_bootstrap([it["cluster"] for it in valid], columns, n_boot, rng_for(seed, label))
+    for k, v in columns.items():
+        out[k] = float(v.mean())
+        out[f"{k}_ci"] = interval(draws[k])
+    out["sign_test"] = sign_test(valid)
+    return out, draws["win"]
+
+
+def gap(draws_id: np.ndarray | None, draws_ood: np.ndarray | None, win_id: float | None, win_ood: float | None) -> dict | None:
+    """ID - OOD win rate, with a CI from the two (independent) bootstrap streams."""
+    if draws_id is None or draws_ood is None:
+        return None
+    return {"win": win_id - win_ood, "ci": interval(draws_id - draws_ood)}
+
+
+def mean_ci(values: list[float], clusters: list, label: str, n_boot: int = 2000, seed: int = 0) -> dict:
+    if not values:
+        return {"n": 0, "mean": None, "ci": None}
+    draws = cluster_bootstrap(clusters, {"x": np.array(values, float)}, n_boot, rng_for(seed, label))["x"]
+    return {"n": len(values), "mean": float(np.mean(values)), "ci": interval(draws)}
+
+
+def _rate(hits: int, n: int) -> float | None:
+    return hits / n if n else None
+
+
+def health(items: list[dict]) -> dict:
+    """How trustworthy the judge looks on these items (identical pairs, which it never saw, are left out).
+
+    position_flip_rate: pairs whose two orders, mapped back to the methods, disagree (both orders valid);
+    first_position_win_rate: decisive verdicts (not a tie) that picked the response shown first (0.5 = no bias);
+    longer_wins_rate: decisive verdicts between responses of different length won by the longer one;
+    invalid_rate: orders without a readable verdict after the reminder.
+    """
+    judged = [it for it in items if not it.get("identical")]
+    orders = [(it, o) for it in judged for o in it["orders"]]
+    valid = [(it, o) for it, o in orders if o["outcome"] != "invalid"]
+    both = [it for it in judged if all(o["outcome"] != "invalid" for o in it["orders"])]
+    flips = sum(1 for it in both if len({o["outcome"] for o in it["orders"]}) > 1)
+    decisive = [(it, o) for it, o in valid if o["outcome"] in ("a", "b")]
+    first = sum(1 for _, o in decisive if o["verdict"] == "A")
+    uneven = [(it, o) for it, o in decisive if it["length_a"] != it["length_b"]]
+    longer = sum(1 for it, o in uneven if o["outcome"] == ("a" if it["length_a"] > it["length_b"] else "b"))
+    return {
+        "position_flip_rate": _rate(flips, len(both)), "first_position_win_rate": _rate(first, len(decisive)),
+        "longer_wins_rate": _rate(longer, len(uneven)), "invalid_rate": _rate(len(orders) - len(valid), len(orders)),
+        "n_orders": len(orders), "n_decisive": len(decisive),
+    }
+
+
+def summarise(items: list[dict], label: str, n_boot: int = 2000, seed: int = 0) -> tuple[dict, np.ndarray | None]:
+    out, draws = rates(items, label, n_boot, seed)
+    out["health"] = health(items)
+    return out, draws
