@@ -7,7 +7,8 @@ One iteration (``step``):
   4. GAE and advantage whitening;
   5. ``before_update(batch)``          hook: a step of the method's own (GIL's group-inference step);
   6. PPO epochs x minibatches; each micro-batch's loss is
-     ``policy_loss(per_sample_loss, mb)`` + ``extra_loss(mb)`` + vf_coef * clipped value loss;
+     ``policy_loss(per_sample_loss, mb)`` + ``extra_loss(mb)`` + vf_coef * clipped value loss
+     (both hooks return ``(loss, metrics)``; metrics are averaged over the update);
   7. log metrics (fixed names), checkpoint.
 Each step seeds its own RNG from (seed, step), so a resumed run samples exactly what an unbroken one would.
 """
@@ -112,9 +113,9 @@ class PPOTrainer(Method):
         """Runs after GAE, before the PPO epochs; return metrics to log."""
         return {}
 
-    def policy_loss(self, per_sample_loss: torch.Tensor, mb: Rollout) -> torch.Tensor:
-        """Aggregate per-sample clipped losses (each a token mean) into the policy loss."""
-        return per_sample_loss.mean()
+    def policy_loss(self, per_sample_loss: torch.Tensor, mb: Rollout) -> tuple[torch.Tensor, dict]:
+        """Aggregate per-sample clipped losses (each a token mean) into the policy loss; return it and metrics."""
+        return per_sample_loss.mean(), {}
 
     def extra_loss(self, mb: Rollout) -> tuple[torch.Tensor | None, dict]:
         """An additional policy loss term and its metrics (PPO-ptx adds language modelling)."""
@@ -336,7 +337,7 @@ class PPOTrainer(Method):
         args = (mb.query, mb.query_mask, mb.response, mb.mask.long())
         logp = response_logprobs(self.policy, *args, temperature=rl.temperature)
         per_sample, pstats = clipped_policy_loss(logp, mb.logprobs, mb.advantages, mb.mask, rl.clip_range)
-        policy_loss = self.policy_loss(per_sample, mb)
+        policy_loss, policy_stats = self.policy_loss(per_sample, mb)
         extra, extra_stats = self.extra_loss(mb)
         values, _ = critic_forward(self.critic, *args)
         value_loss, vstats = clipped_value_loss(values.float(), mb.values, mb.returns, mb.mask, rl.clip_range_value)
@@ -357,6 +358,7 @@ class PPOTrainer(Method):
             "policy/ratio_mean": pstats["ratio_mean"],
             "val/clipfrac": vstats["clipfrac"],
         }
+        stats.update(policy_stats)
         stats.update(extra_stats)
         return stats
 

@@ -1,0 +1,312 @@
+"""Group Invariant Learning (GIL) for RLHF (Zheng et al., ICLR 2024): PPO that must do well on every group.
+
+After each rollout a group head on the critic's last hidden state, p_phi(g|tau) = softmax(W h + b), learns
+to split the batch into M soft groups whose mean performance differs most (maximise V, the variance of the
+group means; a balance term stops it isolating one outlier). The policy minimises the PPO loss plus
+beta_policy x the variance of the group-wise PPO losses (V-REx), so no group is neglected, and each sample's
+KL penalty is scaled by p(g_high|tau): easy, high-reward samples stay near the reference, hard ones may move
+further. With beta_policy = 0 and adaptive_kl = false it is PPO w/ KL, step for step.
+Specification, our own choices marked (ours): ../shared/GIL.md. Ablations: gil-fixed-kl, gil-no-inv, gil-oracle.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gilbench import register_method
+from gilbench.errors import GilbenchError
+from gilbench.rl.rollout import critic_forward
+from gilbench.rl.trainer import PPOTrainer, Rollout
+
+
+@dataclass
+class GILConfig:
+    n_groups: int = 2  # M, groups the head infers (2 in the paper); oracle uses the task's label count
+    beta_critic: float = 1.0  # weight of the performance gap V in the group head's loss (paper: 1)
+    beta_policy: float = 1.0  # weight of the variance of group-wise PPO losses (ours; 0 = plain PPO loss)
+    group_balance: float = 1.0  # weight of KL(m || uniform) in the group loss, against one-outlier groups (ours)
+    normalise_performance: bool = True  # z-score R_i in the batch for the group loss, so the balance is scale-free (ours)
+    group_steps: int = 8  # AdamW steps on the group head after each rollout (ours)
+    group_lr: float = 1e-2  # learning rate of the group head (ours)
+    center_hidden: bool = True  # the head reads h minus its batch mean (see GroupHead) (ours)
+    group_head_shares_trunk: bool = False  # the group loss also trains the critic trunk, at rl.critic_lr (costly, see GIL.group_step) (ours)
+    performance: str = "score"  # R_i: "score" (raw reward-model score) or "return" (sum of KL-shaped rewards) (ours)
+    adaptive_kl: bool = True  # scale each sample's KL penalty by p(g_high | tau) (section 3)
+    kl_normalise: bool = True  # rescale those KL weights to mean 1, same KL budget as PPO w/ KL (ours)
+    groups: str = "inferred"  # "inferred" (group head) or "oracle" (the task's known prompt groups, one-hot)
+
+
+# ----------------------------------------------------------------------------- the math, on its own
+def soft_group_stats(p: torch.Tensor, perf: torch.Tensor):
+    """m_g = mean_i p_ig, R_g = sum_i p_ig R_i / sum_i p_ig, V = (1/M) sum_g (R_g - mean R)^2.
+
+    A group with no mass (possible with one-hot oracle p) has R_g = nan and is left out of V and the
+    mean. Masks rather than boolean indexing, so a GPU never waits for the host here.
+    """
+    mass = p.sum(dim=0)
+    present = mass > 0
+    R = (p * perf[:, None]).sum(dim=0) / torch.where(present, mass, torch.ones_like(mass))
+    n_present = present.sum().clamp_min(1)
+    R_mean = torch.where(present, R, 0.0).sum() / n_present
+    V = torch.where(present, (R - R_mean) ** 2, 0.0).sum() / n_present
+    return mass / p.shape[0], torch.where(present, R, math.nan), V
+
+
+def group_inference_loss(p: torch.Tensor, perf: torch.Tensor, beta_critic: float, balance: float) -> torch.Tensor:
+    """-beta_critic * V + balance * KL(m || uniform): minimising it maximises the gap between groups."""
+    m, _, V = soft_group_stats(p, perf)
+    kl_to_uniform = (m * torch.log((m * p.shape[1]).clamp_min(1e-12))).sum()  # clamp: 0 log 0 = 0
+    return -beta_critic * V + balance * kl_to_uniform
+
+
+def invariant_policy_loss(per_sample_loss: torch.Tensor, p: torch.Tensor, beta_policy: float):
+    """sum_g m_g L_g + beta_policy * (1/M) sum_g (L_g - mean L)^2 with L_g = sum_i p_ig l_i / sum_i p_ig.
+
+    Rows of p sum to 1, so sum_g m_g L_g is exactly the mean of l_i; it is computed as that mean so
+    that beta_policy = 0 reproduces PPO's loss bit for bit. Groups without mass are left out.
+    """
+    _, L, penalty = soft_group_stats(p, per_sample_loss)
+    loss = per_sample_loss.mean() + beta_policy * penalty
+    return loss, {"penalty": penalty.detach(), "group_losses": L.detach()}
+
+
+def adaptive_kl_weights(p_high: torch.Tensor, normalise: bool) -> torch.Tensor:
+    """Per-sample KL multipliers p(g_high | tau_i), rescaled to mean 1 if ``normalise``."""
+    return p_high / p_high.mean().clamp_min(1e-8) if normalise else p_high
+
+
+def standardise(x: torch.Tensor) -> torch.Tensor:
+    return (x - x.mean()) / (x.std(unbiased=False) + 1e-8)
+
+
+def normalized_mutual_info(a, b) -> float:
+    """NMI of two labelings, MI / mean(H(a), H(b)) (the arithmetic normalisation, as scikit-learn's default)."""
+    _, a = np.unique(np.asarray(a), return_inverse=True)
+    _, b = np.unique(np.asarray(b), return_inverse=True)
+    joint = np.zeros((a.max() + 1, b.max() + 1))
+    np.add.at(joint, (a, b), 1.0)
+    joint /= len(a)
+    pa, pb = joint.sum(axis=1), joint.sum(axis=0)
+    nz = joint > 0
+    mi = float((joint[nz] * np.log(joint[nz] / np.outer(pa, pb)[nz])).sum())
+    ha, hb = float(-(pa * np.log(pa)).sum()), float(-(pb * np.log(pb)).sum())
+    if ha == 0 and hb == 0:
+        return 1.0  # both labelings put everything in one group: they agree
+    return max(0.0, mi / ((ha + hb) / 2))
+
+
+def purity(pred, labels) -> float:
+    """Share of samples whose label is the most common one in their predicted group."""
+    pred, labels = np.asarray(pred), np.asarray(labels)
+    return sum(np.unique(labels[pred == g], return_counts=True)[1].max() for g in np.unique(pred)) / len(pred)
+
+
+# ----------------------------------------------------------------------------- the group head
+class GroupHead(nn.Module):
+    """p_phi(g | tau) = softmax(W h + b) on the critic's hidden state at the last response token.
+
+    With ``center`` the head reads h minus the batch mean (ours, GILConfig.center_hidden): on one batch
+    that is only a shift of b, but LM hidden states share a large common component (and a few huge
+    dimensions) that would otherwise saturate the softmax from the first step.
+    """
+
+    def __init__(self, hidden_size: int, n_groups: int, seed: int, center: bool = True):
+        super().__init__()
+        self.center = center
+        # Its own generator: creating the head must not move the global RNG, or GIL would sample
+        # different responses than PPO on the same seed (see the equivalence test).
+        gen = torch.Generator().manual_seed(seed)
+        bound = 1 / math.sqrt(hidden_size)  # nn.Linear's default range
+        self.weight = nn.Parameter(torch.empty(n_groups, hidden_size).uniform_(-bound, bound, generator=gen))
+        self.bias = nn.Parameter(torch.zeros(n_groups))
+
+    def forward(self, hidden: torch.Tensor, batch_mean: torch.Tensor | None = None) -> torch.Tensor:
+        """Group probabilities [B, M]; pass ``batch_mean`` when ``hidden`` is one chunk of a batch."""
+        hidden = hidden.float()
+        if self.center:
+            hidden = hidden - (hidden.mean(dim=0) if batch_mean is None else batch_mean).detach()
+        return F.linear(hidden, self.weight, self.bias).softmax(dim=-1)
+
+
+def train_group_head(head: GroupHead, optimizer, hidden: torch.Tensor, perf: torch.Tensor, cfg: GILConfig) -> None:
+    """cfg.group_steps optimizer steps on the head alone; hidden states are read detached, R_i are constants."""
+    target = standardise(perf) if cfg.normalise_performance else perf
+    for _ in range(cfg.group_steps):
+        loss = group_inference_loss(head(hidden.detach()), target, cfg.beta_critic, cfg.group_balance)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+# ----------------------------------------------------------------------------- the method
+@register_method("gil")
+class GIL(PPOTrainer):
+    """Group Invariant Learning: inferred groups, invariance penalty on group-wise PPO losses, group-adaptive KL."""
+
+    Config = GILConfig
+
+    def setup(self, ctx) -> None:
+        super().setup(ctx)
+        self.gil = gc = ctx.method_cfg if ctx.method_cfg is not None else GILConfig()
+        missing = [k for k in self.defaults if k.startswith("method_args.") and k.split(".", 1)[1] not in ctx.cfg.method_args]
+        if missing:  # pipeline.run() takes the config as given: a bare RunConfig(method=...) lacks them
+            raise GilbenchError(f"{self.registered_name} needs its defaults {self.defaults} in the config; "
+                                "build it with gilbench.config.config_for_method (the CLI does)")
+        for field, value, allowed in (("performance", gc.performance, ("score", "return")), ("groups", gc.groups, ("inferred", "oracle"))):
+            if value not in allowed:
+                raise GilbenchError(f"GIL {field} must be one of {', '.join(allowed)}, got {value!r}")
+        self.n_groups = gc.n_groups
+        if gc.groups == "oracle":
+            labels = [p.group for p in self.prompts]
+            if None in labels:
+                raise GilbenchError(f"groups=oracle needs a group label on every RL prompt; task {ctx.task.name} has unlabelled ones")
+            self.group_index = {g: i for i, g in enumerate(sorted(set(labels)))}  # sorted: the same indices every run
+            self.n_groups = len(self.group_index)
+            ctx.log(f"[gil] oracle groups: {self.group_index}")
+        if self.n_groups < 2:
+            raise GilbenchError(f"GIL needs at least 2 groups, got {self.n_groups}")
+        if self.rl.micro_batch_size < self.rl.minibatch_size and gc.beta_policy:
+            ctx.log("[gil] group losses are computed per micro-batch; set rl.micro_batch_size = rl.minibatch_size for whole-minibatch statistics")
+        critic = self.acc.unwrap_model(self.critic)
+        self.head = GroupHead(critic.hidden_size, self.n_groups, self.cfg.seed, gc.center_hidden).to(self.acc.device)
+        groups = [{"params": list(self.head.parameters()), "lr": gc.group_lr}]
+        if gc.group_head_shares_trunk:
+            groups.append({"params": [p for p in critic.trunk.parameters() if p.requires_grad], "lr": self.rl.critic_lr})
+        self.group_opt = torch.optim.AdamW(groups, lr=gc.group_lr)
+
+    # -- p_phi(g | tau) and performance
+    @torch.no_grad()
+    def group_probs(self, batch: Rollout) -> torch.Tensor:
+        if self.gil.groups == "oracle":
+            idx = torch.tensor([self.group_index[p.group] for p in batch.prompts], device=batch.mask.device)
+            return F.one_hot(idx, self.n_groups).float()
+        return self.head(self.all_hidden_states(batch) if self.gil.group_head_shares_trunk else batch.last_hidden)
+
+    @torch.no_grad()
+    def all_hidden_states(self, batch: Rollout) -> torch.Tensor:
+        return torch.cat([self.hidden_states(batch, sl) for sl in self.chunks(batch)]).float()
+
+    def chunks(self, batch: Rollout) -> list[slice]:
+        size = self.rl.forward_batch_size
+        return [slice(i, i + size) for i in range(0, len(batch), size)]
+
+    def hidden_states(self, batch: Rollout, sl: slice) -> torch.Tensor:
+        """The critic's current hidden states at the last response token (with grad if enabled)."""
+        args = (batch.query[sl], batch.query_mask[sl], batch.response[sl], batch.mask[sl].long())
+        return critic_forward(self.critic, *args)[1]
+
+    def performance(self, batch: Rollout) -> torch.Tensor:
+        """R_i, constants for the group head. For "return" before reward shaping (picking g_high, which the
+        adaptive weights need), the KL penalty is taken with unit weights."""
+        if self.gil.performance == "score":
+            return batch.raw_scores
+        if batch.rewards is not None:
+            return (batch.rewards * batch.mask).sum(dim=1)
+        return batch.scores - self.kl_ctl.value * (batch.kl * batch.mask).sum(dim=1)
+
+    # -- hooks, in the order the loop calls them (GIL.md, "Where it sits in the PPO loop")
+    def after_rollout(self, batch: Rollout) -> dict:
+        p = batch.extra["group_probs"] = self.group_probs(batch)
+        _, R, _ = soft_group_stats(p, self.performance(batch))
+        g_high = int(torch.nan_to_num(R, nan=-math.inf).argmax())
+        ones = torch.ones(len(batch), device=p.device)
+        w = adaptive_kl_weights(p[:, g_high], self.gil.kl_normalise) if self.gil.adaptive_kl else ones
+        batch.extra["kl_weight"] = w
+        return {"gil/kl_weight_mean": w.mean().item(), "gil/kl_weight_std": w.std(unbiased=False).item(), "gil/g_high": g_high}
+
+    def kl_weights(self, batch: Rollout) -> torch.Tensor:
+        return batch.extra["kl_weight"]
+
+    def before_update(self, batch: Rollout) -> dict:
+        perf = self.performance(batch)
+        if self.gil.groups == "inferred" and self.gil.group_steps > 0:
+            if self.gil.group_head_shares_trunk:
+                for _ in range(self.gil.group_steps):
+                    self.group_step(batch, perf)
+            else:
+                train_group_head(self.head, self.group_opt, batch.last_hidden, perf, self.gil)
+        p = batch.extra["group_probs"] = self.group_probs(batch)  # held fixed during the PPO epochs
+        return self.group_metrics(batch, p, perf)
+
+    def group_step(self, batch: Rollout, perf: torch.Tensor) -> None:
+        """One step on the head and the critic trunk. V is a statistic of the whole batch, so first get
+        dLoss/dp from a no-grad forward, then push it through the critic one forward batch at a time
+        (memory of one forward batch). Cost per step: 2 critic forwards + 1 backward over the rollout."""
+        gc = self.gil
+        hidden = self.all_hidden_states(batch)
+        with torch.no_grad():
+            p = self.head(hidden)
+        p.requires_grad_()
+        target = standardise(perf) if gc.normalise_performance else perf
+        (grad_p,) = torch.autograd.grad(group_inference_loss(p, target, gc.beta_critic, gc.group_balance), p)
+        for sl in self.chunks(batch):  # chain rule, chunk by chunk, centred on the whole batch's mean
+            self.head(self.hidden_states(batch, sl), batch_mean=hidden.mean(dim=0)).backward(grad_p[sl])
+        self.group_opt.step()
+        self.group_opt.zero_grad(set_to_none=True)  # leaves no group gradient in the critic for the PPO step
+
+    def policy_loss(self, per_sample_loss: torch.Tensor, mb: Rollout) -> tuple[torch.Tensor, dict]:
+        # Group statistics are per micro-batch (the unit the trainer calls this hook with).
+        loss, stats = invariant_policy_loss(per_sample_loss, mb.extra["group_probs"], self.gil.beta_policy)
+        return loss, {"loss/invariance": stats["penalty"].item()}
+
+    # -- logging
+    @torch.no_grad()
+    def group_metrics(self, batch: Rollout, p: torch.Tensor, perf: torch.Tensor) -> dict:
+        gc = self.gil
+        m, R, V = soft_group_stats(p, perf)
+        target = standardise(perf) if gc.normalise_performance else perf
+        per_sample = {"score": batch.raw_scores, "kl": (batch.kl * batch.mask).sum(dim=1), "length": batch.mask.sum(dim=1)}
+        soft = {name: soft_group_stats(p, x)[1] for name, x in per_sample.items()}
+        R_present = R[~R.isnan()]  # variance, worst and gap are over R_g, the performance the head separates
+        metrics = {
+            "group/variance": V.item(),
+            "group/worst": R_present.min().item(),
+            "group/gap": (R_present.max() - R_present.min()).item(),
+            "loss/group": group_inference_loss(p, target, gc.beta_critic, gc.group_balance).item(),
+        }
+        for g in range(self.n_groups):
+            metrics[f"group/{g}/mass"] = m[g].item()
+            metrics.update({f"group/{g}/{name}": soft[name][g].item() for name in per_sample})
+        labels = [prompt.group for prompt in batch.prompts]
+        if None not in labels:  # how well the inferred groups match the task's known ones
+            pred = p.argmax(dim=1).cpu().numpy()
+            metrics["group/nmi"] = normalized_mutual_info(pred, labels)
+            metrics["group/purity"] = purity(pred, labels)
+        return metrics
+
+    # -- checkpoint
+    def method_state(self) -> dict:
+        return {"head": self.head.state_dict(), "group_opt": self.group_opt.state_dict()}
+
+    def load_method_state(self, state: dict) -> None:
+        self.head.load_state_dict(state["head"])
+        self.group_opt.load_state_dict(state["group_opt"])
+
+
+# ----------------------------------------------------------------------------- ablations (GIL.md table)
+@register_method("gil-fixed-kl")
+class GILFixedKL(GIL):
+    """GIL without the group-adaptive KL penalty (ablation "w/o dynamic KL")."""
+
+    defaults = {"method_args.adaptive_kl": False}
+
+
+@register_method("gil-no-inv")
+class GILNoInvariance(GIL):
+    """GIL without the invariance penalty, beta_policy = 0 (ablation "w/o invariant learning")."""
+
+    defaults = {"method_args.beta_policy": 0.0}
+
+
+@register_method("gil-oracle")
+class GILOracle(GIL):
+    """GIL with the task's known prompt groups (one-hot) instead of inferred ones."""
+
+    defaults = {"method_args.groups": "oracle"}

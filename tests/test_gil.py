@@ -1,0 +1,372 @@
+"""GIL (gilbench/gil.py): the group math by hand, group inference on planted batches, the adaptive KL,
+equivalence with PPO w/ KL when both GIL terms are off, end-to-end runs of gil / gil-oracle and resume."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from gilbench import registry
+from gilbench.data.types import Prompt
+from gilbench.gil import (
+    GIL,
+    GILConfig,
+    GroupHead,
+    adaptive_kl_weights,
+    group_inference_loss,
+    invariant_policy_loss,
+    normalized_mutual_info,
+    purity,
+    soft_group_stats,
+    train_group_head,
+)
+from gilbench.pipeline import run
+from gilbench.rl.trainer import PPOTrainer, Rollout
+
+
+# Six samples, two groups. Masses: g0 = 1+1+.75+.5+.25+0 = 3.5, g1 = 0+0+.25+.5+.75+1 = 2.5.
+P6 = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.75, 0.25], [0.5, 0.5], [0.25, 0.75], [0.0, 1.0]])
+PERF6 = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+LOSS6 = torch.tensor([0.5, -1.0, 2.0, 0.0, 1.0, -0.5])
+
+
+def test_soft_group_stats_by_hand():
+    m, R, V = soft_group_stats(P6, PERF6)
+    # m = (3.5/6, 2.5/6) = (7/12, 5/12)
+    # R0 = (1*1 + 1*2 + .75*3 + .5*4 + .25*5 + 0*6) / 3.5 = 8.5 / 3.5 = 17/7
+    # R1 = (0 + 0 + .25*3 + .5*4 + .75*5 + 1*6) / 2.5 = 12.5 / 2.5 = 5
+    # mean R = (17/7 + 35/7)/2 = 26/7; V = ((17/7 - 26/7)^2 + (5 - 26/7)^2) / 2 = (9/7)^2 = 81/49
+    assert torch.allclose(m, torch.tensor([7 / 12, 5 / 12]))
+    assert torch.allclose(R, torch.tensor([17 / 7, 5.0]))
+    assert V.item() == pytest.approx(81 / 49, rel=1e-6)
+    # KL(m || uniform) = 7/12 log(2*7/12) + 5/12 log(2*5/12) = 0.0139539...
+    kl = 7 / 12 * math.log(14 / 12) + 5 / 12 * math.log(10 / 12)
+    assert group_inference_loss(P6, PERF6, beta_critic=1.0, balance=0.5).item() == pytest.approx(-81 / 49 + 0.5 * kl, rel=1e-6)
+    assert group_inference_loss(P6, PERF6, beta_critic=2.0, balance=0.0).item() == pytest.approx(-2 * 81 / 49, rel=1e-6)
+
+
+def test_invariant_policy_loss_by_hand_and_gradient():
+    loss, stats = invariant_policy_loss(LOSS6, P6, beta_policy=2.0)
+    # L0 = (.5 - 1 + .75*2 + 0 + .25*1 + 0) / 3.5 = 1.25 / 3.5 = 5/14
+    # L1 = (0 + 0 + .25*2 + 0 + .75*1 - .5) / 2.5 = 0.75 / 2.5 = 3/10
+    # sum_g m_g L_g = 7/12 * 5/14 + 5/12 * 3/10 = 5/24 + 3/24 = 1/3 = mean(l) = 2/6
+    # penalty = ((5/14 - 3/10) / 2)^2 = (1/35)^2 = 1/1225; loss = 1/3 + 2/1225
+    assert torch.allclose(stats["group_losses"], torch.tensor([5 / 14, 3 / 10]))
+    assert stats["penalty"].item() == pytest.approx(1 / 1225, rel=1e-5)
+    assert loss.item() == pytest.approx(1 / 3 + 2 / 1225, rel=1e-6)
+    assert 7 / 12 * 5 / 14 + 5 / 12 * 3 / 10 == pytest.approx(LOSS6.mean().item())
+    assert invariant_policy_loss(LOSS6, P6, beta_policy=0.0)[0].item() == LOSS6.mean().item()  # beta 0: PPO's loss, exactly
+
+    p64 = P6.double()
+    assert torch.autograd.gradcheck(lambda losses: invariant_policy_loss(losses, p64, 2.0)[0], LOSS6.double().requires_grad_())
+    soft = torch.softmax(torch.randn(6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0)), dim=1)
+    assert torch.autograd.gradcheck(lambda losses: invariant_policy_loss(losses, soft, 0.7)[0], LOSS6.double().requires_grad_())
+    assert torch.autograd.gradcheck(lambda p: group_inference_loss(p, PERF6.double(), 1.0, 0.5), soft.clone().requires_grad_())
+
+
+def test_groups_without_mass_are_left_out():
+    onehot = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # group 1 absent (oracle p)
+    m, R, V = soft_group_stats(onehot, torch.tensor([1.0, 3.0, 6.0]))
+    # R = (2, nan, 6); V over the two present groups = ((2 - 4)^2 + (6 - 4)^2) / 2 = 4
+    assert m[1] == 0 and math.isnan(R[1]) and R[0] == 2 and R[2] == 6 and V.item() == pytest.approx(4.0)
+    losses = torch.tensor([1.0, 3.0, 6.0], requires_grad=True)
+    loss, _ = invariant_policy_loss(losses, onehot, 1.0)  # mean 10/3 + the same penalty, 4
+    assert loss.item() == pytest.approx(10 / 3 + 4.0) and torch.isfinite(torch.autograd.grad(loss, losses)[0]).all()
+
+
+def test_nmi_and_purity():
+    assert normalized_mutual_info([0, 0, 1, 1], ["a", "a", "b", "b"]) == pytest.approx(1.0)
+    assert normalized_mutual_info([1, 1, 0, 0], ["a", "a", "b", "b"]) == pytest.approx(1.0)  # names do not matter
+    assert normalized_mutual_info([0, 1, 0, 1], ["a", "a", "b", "b"]) == pytest.approx(0.0, abs=1e-12)
+    # pred (0,0,0,1), labels (a,a,b,b): H(pred) = H(.75,.25) = 0.5623, H(labels) = log 2 = 0.6931,
+    # MI = .5 log(.5/(.75*.5)) + .25 log(.25/(.75*.5)) + .25 log(.25/(.25*.5)) = 0.2158; NMI = MI / mean(H) = 0.3441
+    h_pred = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
+    mi = 0.5 * math.log(0.5 / 0.375) + 0.25 * math.log(0.25 / 0.375) + 0.25 * math.log(2.0)
+    assert normalized_mutual_info([0, 0, 0, 1], list("aabb")) == pytest.approx(mi / ((h_pred + math.log(2)) / 2))
+    assert purity([0, 0, 0, 1], list("aabb")) == pytest.approx(0.75)  # group 0: 2 of 3 are a; group 1: 1 of 1
+    assert purity([0, 0, 0, 0], list("aabb")) == 0.5
+    sklearn = pytest.importorskip("sklearn.metrics")  # a cross-check only: not a dependency of gilbench
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randint(0, 3, (50,), generator=gen).tolist(), torch.randint(0, 4, (50,), generator=gen).tolist()
+    assert normalized_mutual_info(a, b) == pytest.approx(sklearn.normalized_mutual_info_score(b, a))
+
+
+def test_group_head_leaves_the_global_rng_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    head = GroupHead(16, 4, seed=7)
+    assert torch.equal(torch.rand(3), expected)
+    assert torch.equal(head.weight, GroupHead(16, 4, seed=7).weight) and not torch.equal(head.weight, GroupHead(16, 4, seed=8).weight)
+
+
+def planted_batch(seed: int, B: int = 32, H: int = 64):
+    """Two clusters of hidden states (a shared offset, a small shift along one direction, noise), rewards +1 / -1."""
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.arange(B) % 2
+    hidden = 3 * torch.randn(H, generator=gen) + (2 * labels[:, None] - 1) * 0.3 * torch.randn(H, generator=gen)
+    hidden = hidden + 0.5 * torch.randn(B, H, generator=gen)
+    rewards = torch.where(labels == 1, 1.0, -1.0) + 0.3 * torch.randn(B, generator=gen)
+    return hidden, rewards, labels
+
+
+def fit(hidden, rewards, seed, cfg):
+    head = GroupHead(hidden.shape[1], cfg.n_groups, seed=seed)
+    train_group_head(head, torch.optim.AdamW(head.parameters(), lr=cfg.group_lr), hidden, rewards, cfg)
+    with torch.no_grad():
+        return head(hidden)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_group_inference_recovers_a_planted_split(seed):
+    hidden, rewards, labels = planted_batch(seed)
+    p = fit(hidden, rewards, seed, GILConfig())  # the default group_steps on one rollout batch
+    assert purity(p.argmax(1).numpy(), labels.numpy()) >= 0.9
+    assert normalized_mutual_info(p.argmax(1).numpy(), labels.numpy()) > 0.5
+
+
+def test_balance_term_stops_the_head_isolating_an_outlier():
+    """One sample with an outlying reward and a distinctive hidden state: maximising V alone puts it in a
+    group of its own (mass 1/32). 256 steps (32 rollouts' worth, on the same batch) is the worst case."""
+    min_mass = {}
+    for balance in (0.0, GILConfig.group_balance):
+        masses = []
+        for seed in range(4):
+            gen = torch.Generator().manual_seed(seed)
+            hidden = torch.randn(64, generator=gen) + torch.randn(32, 64, generator=gen)
+            hidden[0] += 3 * torch.randn(64, generator=gen)
+            rewards = 0.3 * torch.randn(32, generator=gen)
+            rewards[0] = 6.0
+            p = fit(hidden, rewards, seed, GILConfig(group_balance=balance, group_steps=256))
+            masses.append(p.mean(0).min().item())
+        min_mass[balance] = min(masses)
+    assert min_mass[0.0] < 0.1  # the failure the guard exists for
+    assert min_mass[GILConfig.group_balance] >= 0.1
+
+
+def fake_batch(hidden: torch.Tensor, scores: torch.Tensor, kl: torch.Tensor) -> Rollout:
+    B, R = kl.shape
+    zeros = torch.zeros(B, R)
+    return Rollout(
+        prompts=[Prompt(id=str(i), text="q") for i in range(B)], query=torch.zeros(B, 2, dtype=torch.long), query_mask=torch.ones(B, 2, dtype=torch.long),
+        response=torch.zeros(B, R, dtype=torch.long), mask=torch.ones(B, R), texts=[""] * B, scores=scores, raw_scores=scores,
+        logprobs=zeros, ref_logprobs=zeros, kl=kl, values=zeros, last_hidden=hidden, entropy=zeros,
+    )
+
+
+@pytest.mark.parametrize("normalise", [True, False])
+def test_adaptive_kl_weights_follow_the_high_group(normalise):
+    p_high = torch.tensor([0.9, 0.5, 0.1, 0.3])
+    w = adaptive_kl_weights(p_high, normalise)
+    assert torch.allclose(w, p_high / p_high.mean() if normalise else p_high)
+    # Through the hooks: a 1-d head with p(g=1 | h) = sigmoid(-2h); the samples with h < 0 score high, so g_high = 1.
+    method = GIL.__new__(GIL)
+    method.gil, method.n_groups = GILConfig(kl_normalise=normalise), 2
+    method.kl_ctl = SimpleNamespace(value=0.1)
+    method.head = GroupHead(1, 2, seed=0, center=False)
+    with torch.no_grad():
+        method.head.weight.copy_(torch.tensor([[1.0], [-1.0]]))
+    hidden = torch.tensor([[-2.0], [-1.0], [0.5], [2.0]])
+    batch = fake_batch(hidden, scores=torch.tensor([3.0, 2.0, 0.0, -1.0]), kl=torch.ones(4, 3))
+    metrics = method.after_rollout(batch)
+    p1 = torch.sigmoid(-2 * hidden[:, 0])
+    expected = p1 / p1.mean() if normalise else p1
+    assert metrics["gil/g_high"] == 1
+    assert torch.allclose(method.kl_weights(batch), expected)
+    assert metrics["gil/kl_weight_mean"] == pytest.approx(1.0 if normalise else p1.mean().item(), rel=1e-6)
+    rewards = PPOTrainer.shape_rewards(method, batch)  # the trainer's hook: -kl_coef * w_i * KL_t, + score at the end
+    assert torch.allclose(rewards[:, 0], -0.1 * expected)
+    assert torch.allclose(rewards[:, -1], -0.1 * expected + batch.scores)
+    method.gil.adaptive_kl = False
+    method.after_rollout(batch)
+    assert torch.equal(method.kl_weights(batch), torch.ones(4))
+
+
+def test_shared_trunk_step_matches_a_whole_batch_backward():
+    """group_step pushes dLoss/dp through the critic chunk by chunk; the update must equal one plain
+    backward of the group loss through head and trunk on the whole batch."""
+    import copy
+
+    from gilbench.models.heads import ValueModel
+    from gilbench.models.presets import load_causal_lm
+    from gilbench.rl.rollout import critic_forward
+
+    critic = ValueModel.from_causal_lm(load_causal_lm("tiny")[0])
+    gen = torch.Generator().manual_seed(0)
+    batch = fake_batch(torch.zeros(5, 64), scores=torch.randn(5, generator=gen), kl=torch.zeros(5, 4))
+    batch.query, batch.response = torch.randint(0, 250, (5, 2), generator=gen), torch.randint(0, 250, (5, 4), generator=gen)
+    batch.mask[3, 2:] = 0  # a short response: its hidden state is read at its own last token
+    cfg = GILConfig(group_head_shares_trunk=True, n_groups=3)
+
+    reference_critic, reference_head = copy.deepcopy(critic), GroupHead(64, 3, seed=0)
+    _, hidden = critic_forward(reference_critic, batch.query, batch.query_mask, batch.response, batch.mask.long())
+    group_inference_loss(reference_head(hidden), (batch.scores - batch.scores.mean()) / batch.scores.std(unbiased=False), 1.0, cfg.group_balance).backward()
+
+    method = GIL.__new__(GIL)
+    method.gil, method.critic, method.head = cfg, critic, GroupHead(64, 3, seed=0)
+    method.rl = SimpleNamespace(forward_batch_size=2)  # chunks of 2, 2 and 1
+    method.group_opt = torch.optim.SGD([*method.head.parameters(), *critic.trunk.parameters()], lr=1.0)
+    before = {n: p.detach().clone() for n, p in [*method.head.named_parameters(), *critic.trunk.named_parameters()]}
+    method.group_step(batch, batch.scores)
+    for name, param in [*method.head.named_parameters(), *critic.trunk.named_parameters()]:
+        ref = dict([*reference_head.named_parameters(), *reference_critic.trunk.named_parameters()])[name]
+        step = before[name] - param.detach()  # SGD with lr 1: the gradient
+        assert torch.allclose(step, ref.grad if ref.grad is not None else torch.zeros_like(step), atol=1e-5, rtol=1e-4), name
+        assert param.grad is None  # nothing left behind for the PPO step
+
+
+def test_performance_return_uses_the_kl_shaped_return():
+    """performance=return: g_high (before shaping) from score - kl_coef * sum KL with unit weights; the group
+    step (after shaping) from the sum of the shaped rewards."""
+    method = GIL.__new__(GIL)
+    method.gil, method.n_groups = GILConfig(performance="return"), 2
+    method.kl_ctl = SimpleNamespace(value=1.0)
+    method.head = GroupHead(1, 2, seed=0, center=False)
+    with torch.no_grad():
+        method.head.weight.copy_(torch.tensor([[5.0], [-5.0]]))  # h > 0: group 0, h < 0: group 1
+    # Group 0 scores higher (2 vs 1) but pays 3 nats of KL over 3 tokens: its return is 2 - 3 = -1 < 1.
+    batch = fake_batch(torch.tensor([[1.0], [1.0], [-1.0], [-1.0]]), scores=torch.tensor([2.0, 2.0, 1.0, 1.0]),
+                       kl=torch.tensor([[1.0, 1.0, 1.0]] * 2 + [[0.0, 0.0, 0.0]] * 2))
+    assert method.after_rollout(batch)["gil/g_high"] == 1
+    assert torch.allclose(method.performance(batch), torch.tensor([-1.0, -1.0, 1.0, 1.0]), atol=1e-3)
+    batch.rewards = PPOTrainer.shape_rewards(method, batch)
+    w = method.kl_weights(batch)
+    assert torch.allclose(method.performance(batch), batch.scores - 3 * w * torch.tensor([1.0, 1.0, 0.0, 0.0]))
+    method.gil.performance = "score"
+    assert torch.equal(method.performance(batch), batch.raw_scores)
+
+
+# ----------------------------------------------------------------------------- runs on the toy task
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """One SFT model and reward model for every run in this file (runs get their own folders)."""
+    root = tmp_path_factory.mktemp("gil_runs")
+    (root / "cache").mkdir()
+    return root
+
+
+def configure(cfg, store: Path, name: str, **method_args):
+    """Give a run its own output folder that shares the stage cache (tiny_cfg applied the method's defaults)."""
+    out = store / name
+    out.mkdir()
+    (out / "cache").symlink_to(store / "cache")
+    cfg.output_dir = str(out)
+    cfg.method_args.update(method_args)
+    return cfg
+
+
+def metrics_of(cfg) -> list[dict]:
+    path = Path(cfg.output_dir) / "toy" / cfg.method / f"seed{cfg.seed}" / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def comparable(row: dict) -> dict:
+    return {k: v for k, v in row.items() if not k.startswith(("time/", "throughput/"))}
+
+
+def assert_same_rows(rows_a: list[dict], rows_b: list[dict], keys=None) -> None:
+    assert len(rows_a) == len(rows_b)
+    for a, b in zip(rows_a, rows_b):
+        for key in keys or comparable(a):
+            assert b[key] == pytest.approx(a[key], rel=1e-6, abs=1e-7), (a["step"], key)
+
+
+def quiet(*_):
+    pass
+
+
+def test_gil_with_both_terms_off_is_ppo_with_kl(tiny_cfg, store):
+    ppo = configure(tiny_cfg("ppo-kl", steps=3), store, "ppo")
+    gil = configure(tiny_cfg("gil", steps=3), store, "gil-off", beta_policy=0.0, adaptive_kl=False)
+    run(ppo, log=quiet)
+    run(gil, log=quiet)
+    ppo_rows, gil_rows = metrics_of(ppo), metrics_of(gil)
+    shared = set(comparable(ppo_rows[0])) & set(gil_rows[0])
+    assert {"loss/policy", "loss/value", "objective/score", "objective/kl", "policy/approx_kl"} <= shared
+    assert_same_rows(ppo_rows, gil_rows, sorted(shared))
+    weights = [load_file(Path(c.output_dir) / "toy" / c.method / "seed0" / "policy" / "model.safetensors") for c in (ppo, gil)]
+    assert weights[0].keys() == weights[1].keys()
+    for name in weights[0]:
+        assert torch.allclose(weights[0][name], weights[1][name], atol=1e-6, rtol=0), name
+
+
+GROUP_METRICS = ["group/variance", "group/worst", "group/gap", "loss/group", "gil/kl_weight_mean", "gil/kl_weight_std",
+                 "group/nmi", "group/purity", "loss/invariance"]
+
+
+def check_group_metrics(rows: list[dict], n_groups: int) -> None:
+    for row in rows:
+        for name in GROUP_METRICS + [f"group/{g}/{q}" for g in range(n_groups) for q in ("mass", "score", "kl", "length")]:
+            assert name in row and row[name] is not None and math.isfinite(row[name]), (row["step"], name)
+        assert sum(row[f"group/{g}/mass"] for g in range(n_groups)) == pytest.approx(1.0, abs=1e-5)
+        assert 0 <= row["group/nmi"] <= 1 and 0.5 <= row["group/purity"] <= 1
+        assert row["gil/kl_weight_mean"] == pytest.approx(1.0, abs=1e-5)  # kl_normalise is on by default
+        assert row["group/worst"] <= row[f"group/{0}/score"] + 1e-6
+
+
+def test_gil_oracle_end_to_end(tiny_cfg, store):
+    cfg = configure(tiny_cfg("gil-oracle", steps=2), store, "oracle")
+    assert cfg.method_args == {"groups": "oracle"}
+    run(cfg, log=quiet)
+    rows = metrics_of(cfg)
+    check_group_metrics(rows, n_groups=2)  # toy has two labelled groups: food, pets
+    assert all(r["group/nmi"] == pytest.approx(1.0) and r["group/purity"] == 1.0 for r in rows)
+
+
+def test_gil_with_a_shared_trunk_and_three_groups_end_to_end(tiny_cfg, store):
+    cfg = configure(tiny_cfg("gil", steps=2), store, "gil-trunk", n_groups=3, group_head_shares_trunk=True)
+    run(cfg, log=quiet)
+    check_group_metrics(metrics_of(cfg), n_groups=3)
+
+
+def test_gil_resumes_to_the_same_metrics_and_logs_groups(tiny_cfg, store, monkeypatch):
+    whole = configure(tiny_cfg("gil", steps=4), store, "gil-whole")
+    run(whole, log=quiet)
+    check_group_metrics(metrics_of(whole), n_groups=2)
+
+    broken = configure(tiny_cfg("gil", steps=4), store, "gil-killed")
+    original = GIL.iteration
+
+    def killed_after_two_steps(self, step):
+        if step == 2:
+            raise KeyboardInterrupt("killed")
+        return original(self, step)
+
+    monkeypatch.setattr(GIL, "iteration", killed_after_two_steps)
+    with pytest.raises(KeyboardInterrupt):
+        run(broken, log=quiet)
+    assert [r["step"] for r in metrics_of(broken)] == [1, 2]
+    monkeypatch.setattr(GIL, "iteration", original)
+    run(broken, log=quiet)  # the same run folder: resumes from the checkpoint at step 2
+    assert_same_rows(metrics_of(whole), metrics_of(broken))
+
+
+def test_an_ablation_run_without_its_defaults_is_refused(tiny_cfg, store):
+    from gilbench.errors import GilbenchError
+
+    cfg = tiny_cfg("gil-oracle", steps=1)
+    cfg.method_args = {}  # as if built with RunConfig(method="gil-oracle"), not config_for_method
+    cfg.output_dir = str(store)  # the shared cache; the run stops in setup, before any step
+    with pytest.raises(GilbenchError, match="needs its defaults"):
+        run(cfg, log=quiet)
+
+
+def test_ablations_are_registered_with_their_defaults():
+    expected = {"gil-fixed-kl": ("adaptive_kl", False), "gil-no-inv": ("beta_policy", 0.0), "gil-oracle": ("groups", "oracle")}
+    for name, (field, value) in expected.items():
+        cls = registry.methods.get(name)
+        assert issubclass(cls, GIL) and cls.Config is GILConfig and cls.defaults == {f"method_args.{field}": value}
+    from argparse import Namespace
+
+    from gilbench.cli import build_configs
+
+    args = Namespace(config=None, method="gil-no-inv", task="toy", model=None, seed=None, output_dir=None, limit=None,
+                     overrides=["n_groups=4"], device=None, data_dir=None, include=[])
+    cfg = build_configs(args)[0]
+    assert cfg.method_args == {"beta_policy": 0.0, "n_groups": 4}
