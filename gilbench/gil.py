@@ -6,7 +6,7 @@ group means; a balance term stops it isolating one outlier). The policy minimise
 beta_policy x the variance of the group-wise PPO losses (V-REx), so no group is neglected, and each sample's
 KL penalty is scaled by p(g_high|tau): easy, high-reward samples stay near the reference, hard ones may move
 further. With beta_policy = 0 and adaptive_kl = false it is PPO w/ KL, step for step.
-Specification, our own choices marked (ours): ../shared/GIL.md. Ablations: gil-fixed-kl, gil-no-inv, gil-oracle.
+Specification, our own choices marked (ours): docs/GIL.md. Ablations: gil-fixed-kl, gil-no-inv, gil-oracle.
 """
 
 from __future__ import annotations

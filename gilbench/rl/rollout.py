@@ -55,8 +55,9 @@ def full_inputs(query, query_mask, response, response_mask):
 def response_logprobs(model, query, query_mask, response, response_mask, temperature: float = 1.0, with_entropy: bool = False):
     """Log-probs of the response tokens under ``model`` (logits scaled by the sampling temperature)."""
     ids, mask, pos = full_inputs(query, query_mask, response, response_mask)
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
-    logits = logits[:, query.shape[1] - 1 : -1].float()
+    # Only the last R+1 positions predict response tokens: skip the LM head (vocab-sized) over the prompt.
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=response.shape[1] + 1).logits
+    logits = logits[:, :-1].float()
     if temperature > 0 and temperature != 1.0:
         logits = logits / temperature
     logp = logprobs_from_logits(logits, response)
