@@ -3,7 +3,10 @@
     gilbench run --method gil --task chitchat-ood --seed 0,1,2
     gilbench ls methods|tasks|models [-v]
     gilbench validate tasks/hh.yaml | --config run.yaml | --task NAME
+    gilbench sweep --methods ppo-kl,gil --tasks chitchat-ood --seeds 0-2
     gilbench compare gil ppo-kl --task chitchat-ood --judge gold
+    gilbench table --spec main --format latex
+    gilbench plot --task chitchat-ood
     gilbench eval --lm-eval hellaswag --run results/runs/chitchat/gil/seed0
 """
 
@@ -152,8 +155,13 @@ def make_parser() -> argparse.ArgumentParser:
     p_val.set_defaults(func=cmd_validate)
     from gilbench.eval.cli_compare import add_compare_parser
     from gilbench.lm_eval_bridge import add_lm_eval_parser
+    from gilbench.report import add_plot_parser, add_table_parser
+    from gilbench.sweep import add_sweep_parser
 
+    add_sweep_parser(sub)
     add_compare_parser(sub)
+    add_table_parser(sub)
+    add_plot_parser(sub)
     add_lm_eval_parser(sub)
     return parser
 

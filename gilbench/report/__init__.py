@@ -1,0 +1,13 @@
+"""Reports from the run store: tables (Markdown, LaTeX with booktabs, CSV) from declarative specs, stability
+analysis of the per-step metrics, and PNG plots. Everything is rebuilt from stored results, byte for byte.
+
+    gilbench table --spec main --format latex      # specs: tables/*.yaml (see gilbench/report/spec.py)
+    gilbench plot --task chitchat-ood
+
+Modules: ``store`` (reading runs and comparisons), ``stability`` (per-run numbers and collapse flags), ``spec``
+(table specs), ``tables`` / ``tables_runs`` (builders), ``render`` (md / latex / csv), ``plots``, ``cli``.
+"""
+
+from gilbench.report.cli import add_plot_parser, add_table_parser, render_table
+
+__all__ = ["add_plot_parser", "add_table_parser", "render_table"]

@@ -1,0 +1,90 @@
+"""``gilbench table`` and ``gilbench plot``: tables and PNG plots regenerated from the run store.
+
+    gilbench table --spec main --format latex --out results/tables/main.tex
+    gilbench table --spec tables/my_table.yaml --format md --output-dir results/runs
+    gilbench plot --task chitchat-ood --methods gil,ppo-kl --out-dir results/plots
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from gilbench.errors import GilbenchError
+
+
+def _names(text: str | None) -> list[str] | None:
+    return [x.strip() for x in text.split(",") if x.strip()] if text else None
+
+
+def add_table_parser(subparsers) -> argparse.ArgumentParser:
+    from gilbench.report.spec import available_specs
+
+    p = subparsers.add_parser("table", help="build a table (md / LaTeX / CSV) from stored results with a table spec",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--spec", required=True, help=f"a spec name ({', '.join(available_specs()) or 'tables/*.yaml'}) or a .yaml file")
+    p.add_argument("--format", choices=["md", "latex", "csv"], default="md", help="output format (default md)")
+    p.add_argument("--output-dir", default="results/runs", help="run store root (default results/runs)")
+    p.add_argument("--out", help="write to this file instead of standard output")
+    p.add_argument("--tasks", help="override the spec's tasks: T1,T2")
+    p.add_argument("--judge", help="override the spec's judge id")
+    p.set_defaults(func=cmd_table)
+    return p
+
+
+def render_table(spec_name: str, fmt: str = "md", output_dir: str = "results/runs", tasks: list[str] | None = None,
+                 judge: str | None = None) -> str:
+    """The table as text; the same stored results always give the same bytes."""
+    from gilbench.report.render import RENDERERS
+    from gilbench.report.spec import load_spec
+    from gilbench.report.tables import build_table
+
+    spec = load_spec(spec_name)
+    if tasks:
+        spec.tasks = tasks
+    if judge:
+        spec.judge = judge
+    if fmt not in RENDERERS:
+        raise GilbenchError(f"--format must be one of {', '.join(RENDERERS)}, got {fmt!r}")
+    return RENDERERS[fmt](build_table(spec, output_dir))
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    from gilbench.store import atomic_write_text
+
+    text = render_table(args.spec, args.format, args.output_dir, _names(args.tasks), args.judge)
+    if args.out:
+        atomic_write_text(args.out, text)
+        print(f"[gilbench] table {args.spec} ({args.format}) written to {args.out}")
+    else:
+        print(text, end="")
+    return 0
+
+
+def add_plot_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("plot", help="PNG plots of a task's runs: curves, group dynamics, reward-KL frontier, win rates",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", required=True, help="task whose runs to plot")
+    p.add_argument("--methods", help="methods to plot: M1,M2 (default: every method with runs)")
+    p.add_argument("--output-dir", default="results/runs", help="run store root (default results/runs)")
+    p.add_argument("--out-dir", default="results/plots", help="folder for the PNG files (default results/plots)")
+    p.add_argument("--judge", help="judge id of the win-rate plot (default: the most common stored one)")
+    p.set_defaults(func=cmd_plot)
+    return p
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from gilbench.errors import require
+    from gilbench.report import store
+
+    require("matplotlib", "gilbench plot", extra="plots")
+    from gilbench.report.plots import make_plots
+
+    if args.task not in store.task_names(args.output_dir):
+        raise GilbenchError(f"no runs or comparisons of task '{args.task}' under {args.output_dir}; "
+                            f"tasks there: {', '.join(store.task_names(args.output_dir)) or '(none)'}")
+    written = make_plots(args.output_dir, args.task, _names(args.methods), args.out_dir, args.judge)
+    for path in written:
+        print(f"[gilbench] wrote {path}")
+    if not written:
+        raise GilbenchError(f"nothing to plot for task {args.task}: no per-step metrics or comparisons found")
+    return 0

@@ -1,0 +1,122 @@
+"""Table specs: small declarative YAML files (``tables/<name>.yaml``) that say what a table shows.
+
+    kind: winrate            # the builder: winrate | ood | ablation | stability | groups
+    title: GIL against each baseline
+    tasks: auto              # task names, or auto (every task in the run store)
+    methods: [gil]           # rows: these methods ...
+    baselines: [sft, ppo]    # ... against these opponents (compare results <method>_vs_<baseline>)
+    judge: null              # judge id (folder under compare/A_vs_B/, or openai:MODEL / hf:MODEL); null: the stored one
+    splits: [id, ood]        # distributions (id, ood) or split names (id:test)
+    columns: [win, tie, lose, n]   # which columns, in order (each kind lists its own; empty: the kind's default)
+    labels: {gil: GIL}       # display names
+    alpha: 0.05              # sign-test level marked with a dagger
+    last_steps: 10           # (groups) the last steps whose metrics are averaged
+    thresholds: {}           # (stability) overrides of gilbench.report.stability.Thresholds
+
+``NAME`` resolves to ``./tables/NAME.yaml``, then to the ``tables/`` folder shipped next to the package; any path
+to a ``.yaml`` file works too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from gilbench.errors import GilbenchError
+
+KIND_COLUMNS = {
+    "winrate": ["win", "tie", "lose", "n", "p"],
+    "ood": ["win", "gap", "rm"],
+    "ablation": ["score", "win"],
+    "stability": ["final", "best", "best_step", "max_kl", "ev_final", "ev_mean", "length", "repetition", "kl", "judge"],
+    "groups": ["groups", "worst", "gap", "nmi", "purity"],
+}
+DEFAULT_COLUMNS = {"winrate": ["win", "tie", "lose", "n"], **{k: v for k, v in KIND_COLUMNS.items() if k != "winrate"}}
+DEFAULT_LABELS = {"sft": "SFT", "ppo": "PPO", "ppo-kl": "PPO w/ KL", "ppo-ptx": "PPO-ptx", "dpo": "DPO", "gil": "GIL",
+                  "gil-fixed-kl": "GIL w/o dynamic KL", "gil-no-inv": "GIL w/o invariant learning", "gil-oracle": "GIL, oracle groups"}
+
+
+@dataclass
+class TableSpec:
+    name: str
+    kind: str
+    title: str = ""
+    tasks: list[str] | str = "auto"
+    methods: list[str] | str = "auto"
+    baselines: list[str] = field(default_factory=list)
+    judge: str | None = None
+    splits: list[str] = field(default_factory=lambda: ["id", "ood"])
+    columns: list[str] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+    alpha: float = 0.05
+    last_steps: int = 10
+    thresholds: dict = field(default_factory=dict)
+
+    def label(self, name: str) -> str:
+        return self.labels.get(name) or DEFAULT_LABELS.get(name, name)
+
+
+def _list(value, key: str, name: str, allow_auto: bool = False):
+    if allow_auto and value == "auto":
+        return value
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, (str, int)) for v in value):
+        raise GilbenchError(f"table spec {name}: '{key}' must be a list of names{' or auto' if allow_auto else ''}, got {value!r}")
+    return [str(v) for v in value]
+
+
+def parse_spec(data: dict, name: str) -> TableSpec:
+    if not isinstance(data, dict):
+        raise GilbenchError(f"table spec {name}: expected a mapping of fields, got {type(data).__name__}")
+    known = {f.name for f in fields(TableSpec)} - {"name"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise GilbenchError(f"table spec {name}: unknown field(s) {unknown}; known: {', '.join(sorted(known))}")
+    kind = data.get("kind")
+    if kind not in KIND_COLUMNS:
+        raise GilbenchError(f"table spec {name}: 'kind' must be one of {', '.join(KIND_COLUMNS)}, got {kind!r}")
+    spec = TableSpec(name=name, kind=kind, title=str(data.get("title") or name))
+    for key in ("tasks", "methods"):
+        if key in data:
+            setattr(spec, key, _list(data[key], key, name, allow_auto=True))
+    for key in ("baselines", "splits", "columns"):
+        if key in data:
+            setattr(spec, key, _list(data[key] or [], key, name))
+    bad = sorted(set(spec.columns) - set(KIND_COLUMNS[kind]))
+    if bad:
+        raise GilbenchError(f"table spec {name}: columns {bad} do not exist for kind {kind}; choose from {KIND_COLUMNS[kind]}")
+    spec.columns = spec.columns or list(DEFAULT_COLUMNS[kind])
+    spec.judge = None if data.get("judge") in (None, "", "auto") else str(data["judge"])
+    spec.labels = {str(k): str(v) for k, v in (data.get("labels") or {}).items()}
+    spec.thresholds = dict(data.get("thresholds") or {})
+    try:
+        spec.alpha = float(data.get("alpha", spec.alpha))
+        spec.last_steps = int(data.get("last_steps", spec.last_steps))
+    except (TypeError, ValueError):
+        raise GilbenchError(f"table spec {name}: alpha must be a number and last_steps an integer") from None
+    return spec
+
+
+def spec_dirs() -> list[Path]:
+    return [Path.cwd() / "tables", Path(__file__).resolve().parents[2] / "tables"]
+
+
+def available_specs() -> list[str]:
+    return sorted({p.stem for d in spec_dirs() if d.is_dir() for p in d.glob("*.yaml")})
+
+
+def load_spec(name_or_file: str) -> TableSpec:
+    path = Path(name_or_file)
+    if not (path.suffix in (".yaml", ".yml") and path.exists()):
+        path = next((d / f"{name_or_file}.yaml" for d in spec_dirs() if (d / f"{name_or_file}.yaml").exists()), None)
+    if path is None:
+        raise GilbenchError(f"no table spec '{name_or_file}': give a .yaml file or one of {', '.join(available_specs()) or '(none found)'} "
+                            f"(looked in {', '.join(str(d) for d in spec_dirs())})")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise GilbenchError(f"table spec {path}: not valid YAML ({e})") from None
+    return parse_spec(data, path.stem)

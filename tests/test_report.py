@@ -1,0 +1,203 @@
+"""Tables, stability analysis and plots from synthetic stored results (tests/report_fixtures.py); no training."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from gilbench.errors import GilbenchError
+from gilbench.report import render_table
+from gilbench.report.render import DAGGER, DASH, pct_ci
+from gilbench.report.spec import available_specs, load_spec, parse_spec
+from gilbench.report.stability import Thresholds, aggregate, analyse_method, analyse_run, detect_judge, frontier
+from gilbench.report.store import load_compare, read_json
+from gilbench.store import atomic_write_text
+
+sys.path.insert(0, str(Path(__file__).parent))
+from report_fixtures import TASK, curve, make_store, write_run  # noqa: E402
+
+SPECS = ["ablation", "groups", "main", "ood", "stability"]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return make_store(tmp_path_factory.mktemp("report") / "runs")
+
+
+def md_rows(text: str) -> dict[str, list[str]]:
+    """Markdown table rows keyed by their label cells joined with '/'."""
+    rows = {}
+    for line in text.splitlines():
+        if line.startswith("| ") and not line.startswith("| Task"):
+            cells = [c.strip() for c in line.strip("|").split(" | ")]
+            rows["/".join(cells[:3])] = cells
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------ tables
+def test_shipped_specs_parse():
+    assert set(SPECS) <= set(available_specs())
+    assert [load_spec(s).kind for s in SPECS] == ["ablation", "groups", "winrate", "ood", "stability"]
+
+
+@pytest.mark.parametrize("fmt", ["md", "latex", "csv"])
+def test_tables_regenerate_byte_identically(store, tmp_path, fmt):
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(store, copy)  # another folder, files written at another time: the same bytes
+    for spec in SPECS:
+        first = render_table(spec, fmt, str(store))
+        assert first == render_table(spec, fmt, str(store)) == render_table(spec, fmt, str(copy)), spec
+        assert str(store) not in first and first.endswith("\n")
+
+
+def test_latex_uses_booktabs_and_escapes(store):
+    for spec in SPECS:
+        tex = render_table(spec, "latex", str(store))
+        assert tex.count(r"\toprule") == tex.count(r"\bottomrule") == 1 and r"\midrule" in tex and r"\hline" not in tex
+        assert "±" not in tex and DAGGER not in tex and DASH not in tex and "_" not in tex.replace(r"\_", "")
+    main = render_table("main", "latex", str(store))
+    assert r"\multicolumn{4}{c}{ID}" in main and r"\cmidrule(lr){3-6}" in main and r"$^{\dagger}$" in main
+
+
+def test_main_table_matches_stored_results_and_marks_missing(store):
+    text = render_table("main", "md", str(store))
+    rows = md_rows(text)
+    r = read_json(store / TASK / "compare" / "gil_vs_sft" / "gold-v1" / "results.json")
+    id_ = r["distributions"]["id"]
+    sft = rows[f"{TASK}/SFT/{pct_ci(id_['win'], id_['win_ci'])}" + (DAGGER if id_["sign_test"]["p"] < 0.05 else "")]
+    assert sft[5] == str(id_["n"]) and sft[4] == pct_ci(id_["lose"], id_["lose_ci"])
+    dpo = next(v for k, v in rows.items() if k.startswith(f"{TASK}/DPO/"))
+    assert dpo[2:] == [DASH] * 8  # never compared: a dash, not a number
+    assert "not stored, not estimated: gil vs dpo (chitchat-ood)" in text and "gilbench compare" in text
+
+
+def test_significance_marks_follow_the_sign_test(store):
+    rows = md_rows(render_table("main", "md", str(store)))
+    for b, label in (("sft", "SFT"), ("ppo", "PPO"), ("ppo-kl", "PPO w/ KL")):
+        r = load_compare(store, TASK, "gil", b, "gold-v1")
+        cells = next(v for k, v in rows.items() if k.startswith(f"{TASK}/{label}/"))
+        for dist, offset in (("id", 2), ("ood", 6)):
+            e = r["distributions"][dist]
+            marked = any(DAGGER in c for c in cells[offset : offset + 3])
+            assert marked == (e["sign_test"]["p"] < 0.05), (b, dist)
+
+
+def test_opposite_comparison_is_read_flipped(store):
+    stored = read_json(store / TASK / "compare" / "ppo-ptx_vs_gil" / "gold-v1" / "results.json")
+    seen = load_compare(store, TASK, "gil", "ppo-ptx", "gold-v1")
+    assert seen["flipped"] and seen["a"] == "gil"
+    assert seen["distributions"]["ood"]["win"] == stored["distributions"]["ood"]["lose"]
+    assert seen["distributions"]["ood"]["lose_ci"] == stored["distributions"]["ood"]["win_ci"]
+    text = render_table("ood", "md", str(store))
+    assert "Read from the opposite comparison" in text and "gil vs ppo-ptx" in text
+
+
+def test_ablation_and_groups_tables(store):
+    abl = md_rows(render_table("ablation", "md", str(store)))
+    oracle = next(v for k, v in abl.items() if "oracle" in k)
+    assert oracle[2] == "0" and set(oracle[3:]) == {DASH}
+    gil = next(v for k, v in abl.items() if k.startswith(f"{TASK}/GIL/"))
+    assert gil[2] == "3" and "±" in gil[3] and gil[5] != DASH
+    groups = md_rows(render_table("groups", "md", str(store)))
+    g = next(v for k, v in groups.items() if k.startswith(f"{TASK}/GIL/"))
+    high, low = float(g[3].split(" ±")[0]), float(g[4].split(" ±")[0])
+    assert high > low and g[5] == g[4] and g[7].startswith("0.600")  # worst group = the lowest; NMI of the last steps
+
+
+def test_stability_table_reports_the_collapsed_seed(store):
+    rows = md_rows(render_table("stability", "md", str(store)))
+    ppo = next(v for k, v in rows.items() if k.startswith(f"{TASK}/PPO/"))
+    assert ppo[2] == "3" and "1/3 @ 25" in ppo and ppo[-1] == "n/a"  # fixture: seed 0 of ppo blows up its length at 25
+    gil = next(v for k, v in rows.items() if k.startswith(f"{TASK}/GIL/"))
+    assert gil[-4:-1] == ["0/3"] * 3
+
+
+def test_user_spec_file_and_spec_errors(store, tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("kind: winrate\ntitle: Mine\ntasks: [chitchat-ood]\nmethods: [gil-no-inv]\nbaselines: [ppo-kl]\nsplits: [id:test]\n"
+                    "columns: [win, p]\njudge: gold-v1\n")
+    csv = render_table(str(path), "csv", str(store))
+    assert csv.splitlines()[0] == "Task,vs,id:test Win,id:test p" and csv.count("\n") == 2
+    with pytest.raises(GilbenchError, match="unknown field"):
+        parse_spec({"kind": "winrate", "colums": ["win"]}, "x")
+    with pytest.raises(GilbenchError, match="do not exist for kind"):
+        parse_spec({"kind": "ood", "columns": ["tie"]}, "x")
+    with pytest.raises(GilbenchError, match="no table spec 'nope'"):
+        load_spec("nope")
+
+
+def test_table_and_plot_commands(store, tmp_path):
+    from gilbench.report import add_plot_parser, add_table_parser
+
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    add_table_parser(sub)
+    add_plot_parser(sub)
+    args = parser.parse_args(["table", "--spec", "main", "--format", "latex", "--output-dir", str(store), "--out", str(tmp_path / "t.tex")])
+    assert args.func(args) == 0 and (tmp_path / "t.tex").read_text() == render_table("main", "latex", str(store))
+    args = parser.parse_args(["plot", "--task", TASK, "--output-dir", str(store), "--out-dir", str(tmp_path / "plots")])
+    assert args.func(args) == 0
+    pngs = sorted(p.name for p in (tmp_path / "plots").glob("*.png"))
+    assert pngs == [f"{TASK}_{k}.png" for k in ("curves", "frontier", "groups", "winrates")]
+    for p in (tmp_path / "plots").glob("*.png"):
+        data = p.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    args = parser.parse_args(["plot", "--task", "nope", "--output-dir", str(store)])
+    with pytest.raises(GilbenchError, match="no runs or comparisons of task 'nope'"):
+        args.func(args)
+
+
+# ------------------------------------------------------------------------------------------------ stability
+@pytest.mark.parametrize("kind", ["length", "repetition", "kl"])
+def test_collapse_detector_fires_at_the_collapse_step(kind):
+    flags = analyse_run(curve(40, seed=3, collapse=kind, at=25))["flags"]
+    assert flags[kind]["fired"] and flags[kind]["step"] == 25
+    others = [name for name in ("length", "repetition", "kl") if name != kind]
+    assert not any(flags[o]["fired"] for o in others)
+
+
+def test_superlinear_kl_fires_soon_after_the_onset_and_threshold_later():
+    th = Thresholds()
+    flag = analyse_run(curve(40, seed=1, collapse="kl_superlinear", at=20), th=th)["flags"]["kl"]
+    assert flag["fired"] and flag["reason"] == "super-linear growth" and 20 < flag["step"] <= 20 + 2 * th.kl_window
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_detectors_stay_silent_on_healthy_runs(seed):
+    flags = analyse_run(curve(60, seed=seed), [{"step": s, "win": 0.4 + 0.01 * s / 10} for s in (10, 20, 30, 40, 50, 60)])["flags"]
+    assert [flags[k]["fired"] for k in ("length", "repetition", "kl", "judge")] == [False] * 4
+
+
+def test_judge_flag_needs_checkpoint_results_and_fires_when_win_falls_as_score_rises():
+    rows = curve(40, seed=2)
+    assert detect_judge(rows, None, Thresholds()) == {"fired": None, "step": None, "status": "n/a"}
+    falling = [{"step": 10, "win": 0.50}, {"step": 20, "win": 0.52}, {"step": 30, "win": 0.44}, {"step": 40, "win": 0.40}]
+    assert detect_judge(rows, falling, Thresholds())["step"] == 30
+    flat_score = [dict(r, **{"objective/score": 0.5}) for r in rows]
+    assert not detect_judge(flat_score, falling, Thresholds(score_rise=0.01))["fired"]
+
+
+def test_judge_curve_file_reaches_the_aggregate(tmp_path):
+    for seed in (0, 1):
+        run = write_run(tmp_path, "toy", "ppo-kl", seed, curve(40, seed=seed))
+        if seed == 0:
+            atomic_write_text(run / "judge_curve.jsonl", '{"step": 20, "win": 0.6}\n{"step": 40, "win": 0.4}\n')
+    agg = analyse_method(tmp_path, "toy", "ppo-kl")["aggregate"]
+    assert agg["n"] == 2 and agg["flags"]["judge"] == {"fired": 1, "n": 1, "steps": [40], "mean_step": 40}
+    assert agg["flags"]["length"]["fired"] == 0 and agg["flags"]["length"]["n"] == 2
+
+
+def test_run_numbers_and_aggregate():
+    rows = [{"step": t, "objective/score": s, "objective/kl": k, "val/explained_var": ev}
+            for t, s, k, ev in [(1, 0.0, 0.1, None), (2, 1.0, 0.5, 0.2), (3, 0.5, 0.3, 0.4), (4, 0.2, 2.0, 0.6)]]
+    r = analyse_run(rows, th=Thresholds(smooth=1))
+    assert (r["final_score"], r["best_score"], r["best_step"], r["max_kl"]) == (0.2, 1.0, 2, 2.0)
+    assert r["ev_final"] == 0.6 and r["ev_mean"] == pytest.approx(0.4)
+    assert r["frontier"] == frontier(rows) == [[0.1, 0.0], [0.3, 0.5], [0.5, 1.0]]
+    agg = aggregate([r, dict(r, final_score=0.4)])
+    assert agg["final_score"]["mean"] == pytest.approx(0.3) and agg["final_score"]["sd"] == pytest.approx(0.1414, abs=1e-4)
+    assert analyse_run([{"step": 1, "loss/dpo": 0.7}]) is None  # no rollouts: nothing to analyse

@@ -1,0 +1,146 @@
+"""`gilbench sweep`: the grid, skipping finished runs, waves, the Slurm job specs (not submitted) and, for real, the
+sequential in-process local launcher on the toy task (registered in conftest.py) with the tiny model."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from gilbench.store import atomic_write_json
+from gilbench.sweep import Job, add_sweep_parser, is_complete, plan, run_local, slurm_parameters, split_done, submit_slurm, waves
+
+sys.path.insert(0, str(Path(__file__).parent))
+from report_fixtures import curve, write_run  # noqa: E402
+
+TINY = ["sft.max_examples=16", "sft.batch_size=8", "sft.max_length=64", "rm.max_pairs=16", "rm.batch_size=8", "rm.max_length=64",
+        "rl.steps=1", "rl.rollout_batch_size=8", "rl.minibatch_size=4", "rl.micro_batch_size=4", "rl.max_new_tokens=8",
+        "rl.max_prompt_length=48", "rl.ppo_epochs=1", "generate.max_new_tokens=8", "generate.max_prompts=2"]
+
+
+def sweep_args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_sweep_parser(parser.add_subparsers())
+    return parser.parse_args(["sweep", *argv])
+
+
+def test_plan_is_the_grid_of_gilbench_run_commands(tmp_path):
+    plugin = tmp_path / "plugin.py"
+    jobs = plan(["gil", "ppo-kl"], ["toy", "chitchat-ood"], [0, 1, 2], str(tmp_path / "runs"), model="tiny",
+                overrides=["rl.steps=4"], limit=16, includes=[str(plugin)], device="cpu")
+    assert len(jobs) == 12 and [j.name for j in jobs[:4]] == ["toy/gil/seed0", "toy/gil/seed1", "toy/gil/seed2", "toy/ppo-kl/seed0"]
+    cmd = jobs[0].command()
+    assert cmd[:4] == [sys.executable, "-m", "gilbench", "run"]
+    assert cmd[4:10] == ["--method", "gil", "--task", "toy", "--seed", "0"]
+    for flag, value in (("--output-dir", str(tmp_path / "runs")), ("--model", "tiny"), ("--limit", "16"), ("--set", "rl.steps=4"),
+                        ("--include", str(plugin)), ("--device", "cpu")):
+        assert cmd[cmd.index(flag) + 1] == value
+    assert jobs[0].run_dir == tmp_path / "runs" / "toy" / "gil" / "seed0"
+
+
+def test_completed_runs_are_skipped(tmp_path):
+    root = tmp_path / "runs"
+    write_run(root, "toy", "ppo-kl", 0, curve(5))  # summary.json and policy/DONE: complete
+    atomic_write_json(root / "toy" / "ppo-kl" / "seed1" / "summary.json", {})  # a summary but no finished policy: not complete
+    jobs = plan(["ppo-kl"], ["toy"], [0, 1, 2], str(root))
+    todo, done = split_done(jobs)
+    assert [j.seed for j in done] == [0] and [j.seed for j in todo] == [1, 2]
+    assert is_complete(root / "toy" / "ppo-kl" / "seed0") and not is_complete(root / "toy" / "ppo-kl" / "seed1")
+
+
+def test_waves_put_one_run_per_task_and_seed_first(tmp_path):
+    jobs = plan(["gil", "ppo", "sft"], ["a", "b"], [0, 1], str(tmp_path))
+    first, rest = waves(jobs)
+    assert [(j.task, j.method, j.seed) for j in first] == [("a", "gil", 0), ("a", "gil", 1), ("b", "gil", 0), ("b", "gil", 1)]
+    assert len(rest) == 8
+    primed = waves(jobs, primed={("a", 0)})  # a finished run of (a, 0) built its caches: those runs need not wait
+    assert {(j.task, j.seed) for j in primed[0]} >= {("a", 0)} and all((j.task, j.seed) != ("a", 0) for j in primed[1])
+
+
+def test_local_pool_runs_wave_one_before_wave_two(tmp_path):
+    jobs = plan(["gil", "ppo"], ["a"], [0, 1], str(tmp_path))
+    order, lock = [], threading.Lock()
+
+    def fake(job: Job) -> int:
+        with lock:
+            order.append(job.name)
+        return 3 if job.method == "ppo" and job.seed == 1 else 0
+
+    status = run_local(jobs, workers=2, runner=fake, log=lambda s: None)
+    assert set(order[:2]) == {"a/gil/seed0", "a/gil/seed1"} and set(order[2:]) == {"a/ppo/seed0", "a/ppo/seed1"}
+    assert status == {"a/gil/seed0": 0, "a/gil/seed1": 0, "a/ppo/seed0": 0, "a/ppo/seed1": 3}
+
+
+def test_slurm_executor_parameters_and_sbatch_script(tmp_path, monkeypatch):
+    pytest.importorskip("submitit")
+    from gilbench.sweep import make_executor
+
+    bin_dir = tmp_path / "bin"  # submitit checks that srun exists; nothing is ever submitted here
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (bin_dir / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    params = slurm_parameters("gpu", gpus_per_node=2, timeout_min=90, cpus_per_task=6, mem_gb=64, array_parallelism=4)
+    executor = make_executor(tmp_path / "slurm", params | {"slurm_additional_parameters": {"dependency": "afterany:17"}})
+    p = executor._executor.parameters
+    assert (p["partition"], p["gpus_per_node"], p["time"], p["cpus_per_task"], p["array_parallelism"]) == ("gpu", 2, 90, 6, 4)
+    script = executor._executor._make_submission_file_text("python -u -m submitit.core._submit x", "uid")
+    for line in ("--partition=gpu", "--gpus-per-node=2", "--time=90", "--cpus-per-task=6", "--mem=64GB", "--dependency=afterany:17",
+                 "--job-name=gilbench"):
+        assert f"#SBATCH {line}" in script
+
+
+def test_slurm_submission_wires_wave_two_after_wave_one(tmp_path):
+    from gilbench.sweep import run_job
+
+    calls = []
+
+    class FakeJob:
+        def __init__(self, job_id):
+            self.job_id = job_id
+
+    class FakeExecutor:
+        def __init__(self, folder, params):
+            self.params, self.array = params, 100 + len(calls)
+
+        def map_array(self, fn, argvs):
+            calls.append((self.params, fn, argvs))
+            return [FakeJob(f"{self.array}_{i}") for i in range(len(argvs))]
+
+    jobs = plan(["gil", "ppo-kl"], ["toy"], [0, 1], str(tmp_path))
+    ids = submit_slurm(jobs, slurm_parameters("gpu"), tmp_path, executor_factory=FakeExecutor, log=lambda s: None)
+    assert ids == ["100_0", "100_1", "101_0", "101_1"] and len(calls) == 2
+    (p1, fn, argv1), (p2, _, argv2) = calls
+    assert fn is run_job and "slurm_additional_parameters" not in p1
+    assert p2["slurm_additional_parameters"] == {"dependency": "afterany:100"} and p2["slurm_partition"] == "gpu"
+    assert [a[1] for a in argv1] == ["gil", "gil"] and [a[1] for a in argv2] == ["ppo-kl", "ppo-kl"]
+
+
+def test_dry_run_prints_the_plan(tmp_path, capsys):
+    write_run(tmp_path / "runs", "toy", "ppo-kl", 0, curve(5))
+    args = sweep_args("--methods", "ppo-kl,gil", "--tasks", "toy", "--seeds", "0-1", "--output-dir", str(tmp_path / "runs"), "--dry-run",
+                      "--launcher", "slurm", "--partition", "gpu")
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "4 runs: 1 complete (skipped), 3 to run on slurm" in out
+    assert out.count("skip  ") == 1 and out.count("run   ") == 3 and "'slurm_partition': 'gpu'" in out
+
+
+def test_local_launcher_runs_the_grid_in_process_then_skips_it(tmp_path, capsys):
+    """For real: toy task (registered in conftest, so in-process: the sequential launcher) and the tiny model."""
+    out = tmp_path / "runs"
+    argv = ["--methods", "ppo-kl,sft", "--tasks", "toy", "--seeds", "0", "--model", "tiny", "--device", "cpu", "--output-dir", str(out)]
+    argv += [x for kv in TINY for x in ("--set", kv)]
+    args = sweep_args(*argv)
+    assert args.func(args) == 0
+    runs = [out / "toy" / m / "seed0" for m in ("ppo-kl", "sft")]
+    assert all(is_complete(r) for r in runs)
+    stamps = [(r / "summary.json").stat().st_mtime_ns for r in runs]
+    capsys.readouterr()
+    assert args.func(args) == 0
+    assert "2 runs: 2 complete (skipped), 0 to run" in capsys.readouterr().out
+    assert [(r / "summary.json").stat().st_mtime_ns for r in runs] == stamps
