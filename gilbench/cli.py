@@ -55,9 +55,9 @@ def build_configs(args: argparse.Namespace) -> list[RunConfig]:
     file_cfg = load_yaml_config(args.config) if args.config else {}
     method = args.method or file_cfg.get("method") or RunConfig.method
     method_cls = registry.methods.get(method)
-    cfg = config_for_method(method)
+    cfg = config_for_method(method, task=args.task or file_cfg.get("task") or RunConfig.task)
     update_dataclass(cfg, file_cfg)
-    flags = {"task": args.task, "limit": args.limit, "device": args.device, "data_dir": args.data_dir, "output_dir": args.output_dir}
+    flags = {"limit": args.limit, "device": args.device, "data_dir": args.data_dir, "output_dir": args.output_dir}
     update_dataclass(cfg, {k: v for k, v in flags.items() if v is not None})
     if args.model:
         cfg.model.policy = args.model
@@ -66,7 +66,6 @@ def build_configs(args: argparse.Namespace) -> list[RunConfig]:
         if not sep:
             raise GilbenchError(f"--set expects KEY=VALUE, got {item!r}")
         update_dataclass(cfg, nest(resolve_set_key(key.strip(), cfg, method_cls.Config), parse_cli_value(value.strip())))
-    registry.tasks.get(cfg.task)  # fail early, with close matches
     seeds = parse_seeds(args.seed) if args.seed is not None else [cfg.seed]
     return [dataclasses.replace(cfg, seed=s) for s in seeds]
 
@@ -117,6 +116,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from gilbench.data.tasks import as_task_spec, parse_task_file
+    from gilbench.pipeline import quiet_transformers
+
+    quiet_transformers()
 
     if args.config:
         ns = argparse.Namespace(config=args.config, method=None, task=None, model=None, seed=None, output_dir=None, limit=None,

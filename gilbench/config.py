@@ -257,11 +257,18 @@ def stable_hash(*parts: Any, length: int = 12) -> str:
 
 
 def config_for_method(method: str, **fields: Any) -> RunConfig:
-    """A RunConfig with the method's own ``defaults`` applied (e.g. ppo sets rl.kl_coef = 0)."""
+    """A RunConfig with the task's ``defaults`` (sizes that suit it) and then the method's own ``defaults``
+    (what makes it that method, e.g. ppo sets rl.kl_coef = 0) applied."""
     from gilbench import registry
+    from gilbench.data.tasks import as_task_spec
 
     method_cls = registry.methods.get(method)
     cfg = RunConfig(method=method, **fields)
-    for dotted, value in getattr(method_cls, "defaults", {}).items():
-        update_dataclass(cfg, nest(dotted, value))
+    task_defaults = as_task_spec(registry.tasks.get(cfg.task), cfg.task).defaults
+    for source, defaults in ((f"task {cfg.task}", task_defaults), (f"method {method}", getattr(method_cls, "defaults", {}))):
+        for dotted, value in defaults.items():
+            try:
+                update_dataclass(cfg, nest(dotted, value))
+            except GilbenchError as e:
+                raise GilbenchError(f"defaults of {source}: {e}") from e
     return cfg

@@ -117,3 +117,29 @@ def test_include_errors(tmp_path, capsys):
     bad.write_text("raise RuntimeError('boom')\n")
     assert main(["ls", "methods", "--include", str(bad)]) == 2
     assert "importing the plugin failed: RuntimeError: boom" in capsys.readouterr().err
+
+
+def test_plugin_method_runs_with_include(tmp_path, capsys):
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    (folder / "my_ppo.py").write_text(PLUGIN)
+    small = ["rl.steps=1", "rl.rollout_batch_size=4", "rl.minibatch_size=4", "rl.micro_batch_size=4", "rl.max_new_tokens=4",
+             "rl.ppo_epochs=1", "sft.max_examples=4", "rm.max_pairs=4", "generate.max_prompts=1", "generate.max_new_tokens=4"]
+    argv = ["run", "--include", str(folder), "--method", "my-ppo", "--task", "toy", "--model", "tiny", "--device", "cpu",
+            "--output-dir", str(tmp_path / "runs")]
+    for item in small:
+        argv += ["--set", item]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "== my-ppo on toy (seed 0, tiny)" in out
+    assert (tmp_path / "runs" / "toy" / "my-ppo" / "seed0" / "metrics.jsonl").exists()
+
+
+def test_missing_optional_package_names_the_install(monkeypatch):
+    import sys
+
+    from gilbench.errors import MissingDependency, require
+
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if it were not installed
+    with pytest.raises(MissingDependency, match=r"TensorBoard logging needs the optional package 'tensorboard'.*pip install \"gilbench\[tensorboard\]\""):
+        require("tensorboard", "TensorBoard logging", extra="tensorboard")

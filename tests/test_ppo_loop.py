@@ -121,3 +121,12 @@ def test_bad_batch_sizes_are_explained(tiny_cfg):
     cfg = tiny_cfg("ppo-kl", steps=1, minibatch_size=3)
     with pytest.raises(GilbenchError, match="multiple of rl.minibatch_size"):
         run(cfg, log=lambda s: None)
+
+
+def test_lora_policy_uses_itself_without_adapters_as_reference(tiny_cfg):
+    cfg = tiny_cfg("ppo-kl", steps=2)
+    cfg.model.lora, cfg.model.lora_r = True, 4
+    summary = run(cfg, log=lambda s: None)
+    rows = metrics(summary)
+    assert rows[0]["objective/kl"] == pytest.approx(0.0, abs=1e-6)  # adapters start at zero: policy == reference
+    assert (Path(summary["run_dir"]) / "policy" / "model.safetensors").exists()  # merged into a plain model

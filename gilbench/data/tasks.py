@@ -10,6 +10,7 @@ A task file looks like::
     license: ...
     eval_splits: [{name: "id:test", distribution: id}]   # what the loader will return, for `ls tasks`
     groups: [computers, hypotheticals, personal]         # known group labels, if any
+    defaults: {rl.steps: 24, model.policy: smollm2-135m}  # run-config fields sized for the task (before the method's)
 
 The loader is called as ``loader(seed=..., limit=..., data_dir=..., **options)``.
 """
@@ -30,7 +31,7 @@ from gilbench.errors import GilbenchError
 from gilbench.registry import register_task
 
 REQUIRED_FIELDS = {"name": str, "description": str, "loader": str}
-OPTIONAL_FIELDS = {"options": dict, "source": dict, "license": str, "eval_splits": list, "groups": list, "prompt_format": str}
+OPTIONAL_FIELDS = {"options": dict, "source": dict, "license": str, "eval_splits": list, "groups": list, "prompt_format": str, "defaults": dict}
 
 
 @dataclass
@@ -44,6 +45,7 @@ class TaskSpec:
     eval_splits: list = field(default_factory=list)
     groups: list = field(default_factory=list)
     prompt_format: str = "chat"
+    defaults: dict = field(default_factory=dict)  # run-config fields sized for this task (dotted keys), before the method's
     path: str = ""
 
     def loader_function(self) -> Callable[..., TaskData]:
