@@ -114,6 +114,14 @@ def test_compare_results_files(tmp_path):
     assert res["seeds"] == [0, 1] and res["task"] == "toy"
 
 
+def test_limit_judges_the_first_prompts_of_each_split(tmp_path):
+    a, b = make_runs(tmp_path / "runs", seeds=(0, 1))
+    judge = ScoreJudge(lambda p, r: float("GOOD" in r), tie_margin=0.5, judge_id="marker")
+    res = compare(a, b, judge, progress=False, n_boot=100, limit=3)
+    assert len(res["splits"]) == 2 and all(s["n_prompts"] == 3 for s in res["splits"])
+    assert res["n_items"] == 12  # 2 splits x 3 prompts x 2 seeds
+
+
 def run_cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="gilbench")
     add_compare_parser(parser.add_subparsers(dest="command", required=True))

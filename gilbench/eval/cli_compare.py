@@ -28,6 +28,7 @@ def add_compare_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default="results/runs", help="run store root (default results/runs)")
     p.add_argument("--dry-run", action="store_true", help="print the number of judge calls and their estimated cost; call nothing")
     p.add_argument("--max-cost", type=float, default=None, help="stop before spending more than this many dollars")
+    p.add_argument("--limit", type=int, default=None, help="judge only the first N prompts (by id) of each split")
     p.add_argument("--concurrency", type=int, default=8, help="judge requests in flight at once (default 8)")
     p.add_argument("--policy", choices=["conservative", "average"], default="conservative",
                    help="combining the two orders: conservative (disagreement is a tie) or average (each order counts half)")
@@ -89,7 +90,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     runs_b = resolve_runs(args.output_dir, args.task, args.b, seeds)
     ctx = JudgeContext(task=args.task, output_dir=Path(args.output_dir), run_dirs_a=runs_a, options=judge_options(args))
     judge = build_judge(args.judge, ctx)
-    results = compare(runs_a, runs_b, judge, policy=args.policy, concurrency=args.concurrency, dry_run=args.dry_run,
+    results = compare(runs_a, runs_b, judge, policy=args.policy, concurrency=args.concurrency, dry_run=args.dry_run, limit=args.limit,
                       max_cost=args.max_cost, n_boot=args.n_boot, boot_seed=args.boot_seed)
     print(format_plan(results) if args.dry_run else format_results(results))
     return 0

@@ -81,13 +81,17 @@ def run_judging(judge: Judge, items: list[dict], policy: str, concurrency: int =
 def compare(run_a_dirs: list[str | Path], run_b_dirs: list[str | Path], judge: Judge, *, policy: str = "conservative",
             concurrency: int = 8, out_dir: str | Path | None = None, dry_run: bool = False, max_cost: float | None = None,
             n_boot: int = 2000, boot_seed: int = 0, log: Callable[[str], None] = print,
-            on_item: Callable[[dict], None] | None = None, progress: bool = True) -> dict:
-    """Judge run A against run B; returns the results dict (or, with ``dry_run``, the plan) and writes both files."""
+            on_item: Callable[[dict], None] | None = None, progress: bool = True, limit: int | None = None) -> dict:
+    """Judge run A against run B; returns the results dict (or, with ``dry_run``, the plan) and writes both files.
+    ``limit``: judge only the first N prompts (by id) of each split, e.g. for a slow or paid judge."""
     if policy not in POLICIES:
         raise GilbenchError(f"--policy must be one of {', '.join(POLICIES)}, got {policy!r}")
     run_a_dirs, run_b_dirs = [Path(d) for d in run_a_dirs], [Path(d) for d in run_b_dirs]
     rows_a, rows_b = load_generations(run_a_dirs), load_generations(run_b_dirs)
     items, unmatched = pair_generations(rows_a, rows_b)
+    if limit:
+        keep = {split: sorted({it["id"] for it in items if it["split"] == split})[:limit] for split in {it["split"] for it in items}}
+        items = [it for it in items if it["id"] in keep[it["split"]]]
     name_a, name_b = _method_name(rows_a, run_a_dirs), _method_name(rows_b, run_b_dirs)
     if not items:
         raise GilbenchError(f"no generations of {name_a} and {name_b} share a (split, prompt id, seed); nothing to compare")
