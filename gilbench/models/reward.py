@@ -36,10 +36,10 @@ class RewardScorer:
     def device(self):
         return next(self.model.parameters()).device
 
-    def logits(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
-        """Differentiable scores (for training)."""
+    def logits(self, prompts: list[str], responses: list[str], model=None) -> torch.Tensor:
+        """Differentiable scores (for training; ``model``: a wrapped copy of ``self.model``, e.g. by accelerate)."""
         enc = encode_for_reward(self.tokenizer, prompts, responses, self.max_length, self.device)
-        return sequence_scores(self.model, enc["input_ids"], enc["attention_mask"])
+        return sequence_scores(model or self.model, enc["input_ids"], enc["attention_mask"])
 
     @torch.no_grad()
     def score(self, prompts: list[str], responses: list[str]) -> torch.Tensor:

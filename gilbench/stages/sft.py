@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import random
-
 import torch
-from tqdm.auto import tqdm
 
 from gilbench.data.format import format_example
 from gilbench.data.types import SFTExample
+from gilbench.stages.fit import fit, start_end
 
 
 def encode_sft(tokenizer, examples: list[SFTExample], prompt_format: str, max_length: int) -> list[tuple[list[int], int]]:
@@ -45,26 +43,6 @@ def train_sft(model, tokenizer, examples: list[SFTExample], cfg, prompt_format: 
     encoded = encode_sft(tokenizer, examples, prompt_format, cfg.max_length)
     if not encoded:
         return {"sft/examples": 0}
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    model.train()
-    rng = random.Random(seed)
-    losses = []
-    steps = cfg.epochs * ((len(encoded) + cfg.batch_size - 1) // cfg.batch_size)
-    bar = tqdm(total=steps, desc="sft", dynamic_ncols=True)
-    for _ in range(cfg.epochs):
-        order = list(range(len(encoded)))
-        rng.shuffle(order)
-        for start in range(0, len(order), cfg.batch_size):
-            batch = [encoded[i] for i in order[start : start + cfg.batch_size]]
-            loss = lm_loss(model, batch, tokenizer.pad_token_id, accelerator.device)
-            accelerator.backward(loss)
-            accelerator.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    bar.close()
-    k = max(1, len(losses) // 10)
-    return {"sft/examples": len(encoded), "sft/loss_start": sum(losses[:k]) / k, "sft/loss_end": sum(losses[-k:]) / k, "sft/steps": len(losses)}
+    _, losses = fit(model, encoded, lambda m, batch: lm_loss(m, batch, tokenizer.pad_token_id, accelerator.device), cfg, accelerator, seed, "sft")
+    first, last = start_end(losses)
+    return {"sft/examples": len(encoded), "sft/loss_start": first, "sft/loss_end": last, "sft/steps": len(losses)}

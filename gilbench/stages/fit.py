@@ -1,0 +1,40 @@
+"""The small supervised loop the SFT and reward-model stages share: shuffled minibatches, AdamW, clipping."""
+
+from __future__ import annotations
+
+import random
+from typing import Callable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+
+def fit(model, items: Sequence, batch_loss: Callable, cfg, accelerator, seed: int, desc: str):
+    """``cfg.epochs`` passes over ``items`` in ``cfg.batch_size`` batches; ``batch_loss(model, batch)`` is
+    minimised with AdamW at ``cfg.lr``. Returns the (accelerate-prepared) model and the per-step losses."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    model.train()
+    rng = random.Random(seed)
+    losses: list[float] = []
+    bar = tqdm(total=cfg.epochs * ((len(items) + cfg.batch_size - 1) // cfg.batch_size), desc=desc, dynamic_ncols=True)
+    for _ in range(cfg.epochs):
+        order = list(range(len(items)))
+        rng.shuffle(order)
+        for start in range(0, len(order), cfg.batch_size):
+            loss = batch_loss(model, [items[i] for i in order[start : start + cfg.batch_size]])
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    bar.close()
+    return model, losses
+
+
+def start_end(losses: list[float]) -> tuple[float, float]:
+    """Mean loss over the first and the last tenth of training."""
+    k = max(1, len(losses) // 10)
+    return sum(losses[:k]) / k, sum(losses[-k:]) / k
