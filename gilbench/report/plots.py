@@ -111,7 +111,7 @@ def plot_groups(runs: dict[str, list[list[dict]]], task: str, path: Path) -> Pat
         ax.set(title=f"{m}: inferred-group scores (n={len(seeds)} seeds)", xlabel="PPO step", ylabel="reward-model score")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
-    fig.suptitle(f"{task}: group dynamics (groups ranked by score at each step)")
+    fig.suptitle(f"{task}: group dynamics\n(groups ranked by score at each step)")
     return _save(fig, path)
 
 
