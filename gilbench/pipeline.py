@@ -100,20 +100,20 @@ def run(cfg: RunConfig, log=print) -> dict:
     ctx = RunContext(cfg=cfg, method_cfg=method_cfg, task=task, run_dir=out, accelerator=accelerator, sft_path=sft_path, reward=reward, log=log)
 
     policy_dir = out / "policy"
+    trained = None
     if not is_done(policy_dir):
-        method = method_cls()
-        method.cfg = method_cfg
-        policy, tokenizer = method.train(ctx)
+        policy, tokenizer = method_cls().train(ctx)
         with atomic_dir(policy_dir) as tmp:
             policy = getattr(policy, "merge_and_unload", lambda: policy)()
             policy.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
             mark_done(tmp)
         atomic_write_json(out / "method_summary.json", ctx.summary)
+        trained = (policy, tokenizer)  # evaluate it as is instead of reloading what was just saved
     else:
         log(f"[gilbench] policy already trained in {policy_dir}; evaluating it")
 
-    evals = generate_stage(cfg, task, policy_dir, reward, accelerator, out, log)
+    evals = generate_stage(cfg, task, policy_dir, reward, accelerator, out, log, trained)
     summary = build_summary(cfg, out, sft_stats, rm_stats, evals, time.time() - t_start)
     atomic_write_json(out / "summary.json", summary)
     return summary
@@ -169,11 +169,11 @@ def reward_stage(cfg: RunConfig, task, accelerator, log) -> tuple[RewardScorer, 
     return scorer, stats | {"rm/path": str(path)}
 
 
-def generate_stage(cfg: RunConfig, task, policy_dir: Path, reward: RewardScorer | None, accelerator, out: Path, log) -> dict:
+def generate_stage(cfg: RunConfig, task, policy_dir: Path, reward: RewardScorer | None, accelerator, out: Path, log, trained=None) -> dict:
     from gilbench.models.presets import load_causal_lm
 
     results = {}
-    policy = tokenizer = None
+    policy, tokenizer = trained or (None, None)
     for split in task.eval_splits:
         path = out / "generations" / f"{split.name.replace(':', '_')}.jsonl"
         if path.exists():
