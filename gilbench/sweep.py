@@ -15,12 +15,15 @@ way) are visible; with ``--workers N`` it runs N subprocesses ``python -m gilben
 to ``<run folder>/sweep.log``; plugins reach them through ``--include``. ``slurm`` submits job arrays through submitit.
 Runs with the same task and seed share the SFT and reward-model caches, so with several workers (or on Slurm) the
 first run of each (task, seed) goes first (wave 1) and the rest after it (wave 2; on Slurm an array that depends on
-wave 1), instead of training the same SFT model twice at once.
+wave 1), instead of training the same SFT model twice at once; a (task, seed) with a finished run of any method in
+the store counts as cached and does not wait. Concurrent local runs split the cores between them (OMP_NUM_THREADS,
+unless you set it).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shlex
 import subprocess
@@ -84,6 +87,12 @@ def waves(jobs: list[Job], primed: set[tuple[str, int]] = frozenset()) -> list[l
     return [w for w in (first, rest) if w]
 
 
+def primed_groups(jobs: list[Job], output_dir: str | Path) -> set[tuple[str, int]]:
+    """(task, seed) groups with a finished run of any method in the store: their SFT/RM caches are (most likely) built."""
+    root = Path(output_dir)
+    return {(j.task, j.seed) for j in jobs if any(is_complete(p) for p in root.glob(f"{j.task}/*/seed{j.seed}"))}
+
+
 def split_done(jobs: list[Job]) -> tuple[list[Job], list[Job]]:
     done = [j for j in jobs if is_complete(j.run_dir)]
     return [j for j in jobs if j not in done], done
@@ -100,12 +109,22 @@ def run_in_process(job: Job) -> int:
         return 1
 
 
-def run_subprocess(job: Job) -> int:
+def worker_env(workers: int, environ: dict | None = None, cores: int | None = None) -> dict:
+    """The environment of one of ``workers`` concurrent runs: the cores split between them (torch would otherwise
+    start one thread per core in every run, and oversubscribed CPU runs slow down several-fold)."""
+    env = dict(os.environ if environ is None else environ) | {"TOKENIZERS_PARALLELISM": "false"}
+    threads = str(max(1, (cores or os.cpu_count() or 1) // workers))
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.setdefault(var, threads)  # a value the user exported wins
+    return env
+
+
+def run_subprocess(job: Job, workers: int = 1) -> int:
     job.run_dir.mkdir(parents=True, exist_ok=True)
     with open(job.run_dir / "sweep.log", "a") as logf:
         logf.write(f"$ {shlex.join(job.command())}\n")
         logf.flush()
-        return subprocess.run(job.command(), stdout=logf, stderr=subprocess.STDOUT, check=False, env=os.environ | {"TOKENIZERS_PARALLELISM": "false"}).returncode
+        return subprocess.run(job.command(), stdout=logf, stderr=subprocess.STDOUT, check=False, env=worker_env(workers)).returncode
 
 
 def run_local(jobs: list[Job], workers: int = 1, primed: set = frozenset(), log: Callable[[str], None] = print,
@@ -113,7 +132,7 @@ def run_local(jobs: list[Job], workers: int = 1, primed: set = frozenset(), log:
     """Run the jobs; returns {run name: exit status}. One worker: in this process; more: subprocesses, in waves."""
     if workers < 1:
         raise GilbenchError("--workers must be at least 1")
-    runner = runner or (run_in_process if workers == 1 else run_subprocess)
+    runner = runner or (run_in_process if workers == 1 else functools.partial(run_subprocess, workers=workers))
     status: dict[str, int] = {}
 
     def one(job: Job) -> None:
@@ -217,7 +236,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     jobs = plan(methods, tasks, parse_seeds(args.seeds), args.output_dir, args.model, args.overrides, args.limit, args.include,
                 args.config, args.device, args.data_dir)
     todo, done = split_done(jobs)
-    primed = {(j.task, j.seed) for j in done}
+    primed = primed_groups(jobs, args.output_dir)
     print(f"[sweep] {len(jobs)} runs: {len(done)} complete (skipped), {len(todo)} to run on {args.launcher}"
           + (f" ({args.workers} workers)" if args.launcher == "local" else ""))
     params = slurm_parameters(args.partition, args.gpus_per_node, args.timeout_min, args.cpus_per_task, args.mem_gb,

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from gilbench.store import atomic_write_json
-from gilbench.sweep import Job, add_sweep_parser, is_complete, plan, run_local, slurm_parameters, split_done, submit_slurm, waves
+from gilbench.sweep import (Job, add_sweep_parser, is_complete, plan, primed_groups, run_local, slurm_parameters, split_done, submit_slurm,
+                            waves, worker_env)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from report_fixtures import curve, write_run  # noqa: E402
@@ -59,6 +60,20 @@ def test_waves_put_one_run_per_task_and_seed_first(tmp_path):
     assert len(rest) == 8
     primed = waves(jobs, primed={("a", 0)})  # a finished run of (a, 0) built its caches: those runs need not wait
     assert {(j.task, j.seed) for j in primed[0]} >= {("a", 0)} and all((j.task, j.seed) != ("a", 0) for j in primed[1])
+
+
+def test_a_finished_run_of_another_method_primes_its_task_and_seed(tmp_path):
+    root = tmp_path / "runs"
+    write_run(root, "toy", "ppo-kl", 1, curve(5))  # another method's finished run: the (toy, 1) caches exist
+    jobs = plan(["gil", "sft"], ["toy"], [0, 1], str(root))
+    assert primed_groups(jobs, root) == {("toy", 1)}
+    assert [(j.method, j.seed) for j in waves(jobs, primed_groups(jobs, root))[0]] == [("gil", 0), ("gil", 1), ("sft", 1)]
+
+
+def test_concurrent_workers_split_the_cores_unless_the_user_chose():
+    assert worker_env(2, environ={}, cores=16)["OMP_NUM_THREADS"] == "8"
+    assert worker_env(4, environ={}, cores=2)["MKL_NUM_THREADS"] == "1"  # never 0
+    assert worker_env(2, environ={"OMP_NUM_THREADS": "3"}, cores=16)["OMP_NUM_THREADS"] == "3"
 
 
 def test_local_pool_runs_wave_one_before_wave_two(tmp_path):
