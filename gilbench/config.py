@@ -80,6 +80,8 @@ class RLConfig:
     max_grad_norm: float = 1.0  # gradient clipping
     missing_eos_penalty: float = 0.0  # subtracted from the score of responses that never emit EOS (0 = off)
     checkpoint_every: int = 10  # save a resumable checkpoint every N steps (0 = only at the end)
+    keep_checkpoint: bool = False  # keep the last resumable checkpoint once the run finished (policy + optimizer states: ~20x the policy)
+    log_rollouts_every: int = 1  # write every Nth step's samples to rollouts.jsonl, for `gilbench judge-curve` (0 = never)
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -110,6 +111,8 @@ def run(cfg: RunConfig, log=print) -> dict:
             mark_done(tmp)
         atomic_write_json(out / "method_summary.json", ctx.summary)
         trained = (policy, tokenizer)  # evaluate it as is instead of reloading what was just saved
+        if not cfg.rl.keep_checkpoint and (out / "checkpoints").exists():
+            shutil.rmtree(out / "checkpoints")  # the run is finished: the resume point (optimizer states too) is dead weight
     else:
         log(f"[gilbench] policy already trained in {policy_dir}; evaluating it")
 

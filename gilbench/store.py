@@ -105,6 +105,13 @@ def mark_done(path: str | Path) -> None:
     atomic_write_text(Path(path) / DONE, "")
 
 
+def _step(line: str) -> float:
+    try:
+        return json.loads(line)["step"]
+    except json.JSONDecodeError:  # the torn last line of a run killed while appending
+        return float("inf")
+
+
 class MetricsLog:
     """Append-only JSONL of per-step metrics; on resume, rows after the checkpoint are dropped."""
 
@@ -115,12 +122,15 @@ class MetricsLog:
     def truncate_after(self, step: int) -> None:
         if not self.path.exists():
             return
-        kept = [line for line in self.path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+        kept = [line for line in self.path.read_text().splitlines() if line.strip() and _step(line) <= step]
         atomic_write_text(self.path, "".join(line + "\n" for line in kept))
 
     def append(self, row: dict) -> None:
+        self.extend([row])
+
+    def extend(self, rows: list[dict]) -> None:
         with self.path.open("a") as f:
-            f.write(dumps(row, sort_keys=True) + "\n")
+            f.write("".join(dumps(row, sort_keys=True) + "\n" for row in rows))
             f.flush()
 
     def rows(self) -> list[dict]:

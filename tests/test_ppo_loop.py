@@ -90,6 +90,28 @@ def test_killed_run_resumes_to_the_same_metrics(tiny_cfg, tmp_path, monkeypatch)
         assert want.keys() == have.keys()
         for key in want:
             assert have[key] == pytest.approx(want[key], rel=1e-5, abs=1e-6), (want["step"], key)
+    # the rollout log holds each step once, as in the unbroken run, and the finished run drops its checkpoint
+    unbroken, redone = (rollouts(Path(s["run_dir"])) for s in (full, resumed))
+    assert [r["step"] for r in redone] == [r["step"] for r in unbroken] == [k for k in (1, 2, 3, 4) for _ in range(cfg.rl.rollout_batch_size)]
+    assert [r["response"] for r in redone] == [r["response"] for r in unbroken]
+    assert not (run_dir / "checkpoints").exists()
+
+
+def rollouts(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "rollouts.jsonl").read_text().splitlines()]
+
+
+def test_rollout_log_records_what_the_policy_said_and_its_score(tiny_cfg):
+    cfg = tiny_cfg("ppo-kl", steps=3)
+    cfg.rl.log_rollouts_every, cfg.rl.keep_checkpoint = 2, True
+    summary = run(cfg, log=lambda s: None)
+    rows, per_step = rollouts(Path(summary["run_dir"])), metrics(summary)
+    assert sorted({r["step"] for r in rows}) == [1, 2]  # the first step, then every 2nd
+    assert {"prompt_id", "prompt", "group", "response", "score", "kl", "length"} <= set(rows[0])
+    first = [r for r in rows if r["step"] == 1]
+    assert sum(r["score"] for r in first) / len(first) == pytest.approx(per_step[0]["objective/score"], rel=1e-5)
+    assert sum(r["length"] for r in first) / len(first) == pytest.approx(per_step[0]["completions/mean_length"])
+    assert (Path(summary["run_dir"]) / "checkpoints").exists()  # keep_checkpoint
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_cfg, monkeypatch):

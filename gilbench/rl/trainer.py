@@ -77,6 +77,16 @@ class Rollout:
         return Rollout(prompts=[self.prompts[i] for i in ids], texts=[self.texts[i] for i in ids], extra={k: take(v) for k, v in self.extra.items()}, **fields)
 
 
+ROLLOUTS = "rollouts.jsonl"  # one row per sampled response: what the policy said at each step, and its score
+
+
+def rollout_rows(batch: Rollout, seq_kl: torch.Tensor, step: int) -> list[dict]:
+    lengths, scores, kls = batch.mask.sum(dim=1).tolist(), batch.raw_scores.tolist(), seq_kl.tolist()
+    return [{"step": step, "prompt_id": p.id, "prompt": p.text, "group": p.group, "response": text, "score": score,
+             "kl": kl, "length": int(length)}
+            for p, text, score, kl, length in zip(batch.prompts, batch.texts, scores, kls, lengths)]
+
+
 def disable_dropout(model: torch.nn.Module) -> None:
     """PPO's ratio must compare the same function: dropout would make old and new log-probs differ."""
     for module in model.modules():
@@ -174,9 +184,10 @@ class PPOTrainer(Method):
     # ------------------------------------------------------------------ the loop
     def train(self, ctx: RunContext):
         self.setup(ctx)
-        metrics_log = MetricsLog(ctx.run_dir / "metrics.jsonl")
+        metrics_log, rollout_log = MetricsLog(ctx.run_dir / "metrics.jsonl"), MetricsLog(ctx.run_dir / ROLLOUTS)
         start = checkpoint.restore(self, ctx.run_dir)
         metrics_log.truncate_after(start)
+        rollout_log.truncate_after(start)
         if start:
             ctx.log(f"resumed from the checkpoint at step {start}")
         tb = self._tensorboard(ctx)
@@ -184,6 +195,9 @@ class PPOTrainer(Method):
         for step in bar:
             metrics = self.iteration(step)
             metrics_log.append(metrics)
+            every = self.rl.log_rollouts_every
+            if every and ((step + 1) % every == 0 or step == 0):
+                rollout_log.extend(self.last_rollout_rows)
             if tb is not None:
                 for key, value in metrics.items():
                     if isinstance(value, (int, float)):
@@ -216,6 +230,7 @@ class PPOTrainer(Method):
         metrics.update(self.update(batch, step))
         t_update = time.perf_counter() - t1
         seq_kl = (batch.kl * batch.mask).sum(dim=1)
+        self.last_rollout_rows = rollout_rows(batch, seq_kl, step + 1)
         self.kl_ctl.update(seq_kl.mean().item(), len(batch))
         n_tokens = int(batch.mask.sum().item())
         step_time = time.perf_counter() - t0
