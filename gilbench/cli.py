@@ -156,12 +156,14 @@ def make_parser() -> argparse.ArgumentParser:
     p_val.add_argument("--include", action="append", default=[], metavar="PATH")
     p_val.set_defaults(func=cmd_validate)
     from gilbench.eval.cli_compare import add_compare_parser
+    from gilbench.eval.judge_curve import add_judge_curve_parser
     from gilbench.lm_eval_bridge import add_lm_eval_parser
     from gilbench.report import add_plot_parser, add_table_parser
     from gilbench.sweep import add_sweep_parser
 
     add_sweep_parser(sub)
     add_compare_parser(sub)
+    add_judge_curve_parser(sub)
     add_table_parser(sub)
     add_plot_parser(sub)
     add_lm_eval_parser(sub)

@@ -122,11 +122,15 @@ def run(cfg: RunConfig, log=print) -> dict:
     return summary
 
 
+def sft_stage_dir(cfg: RunConfig) -> Path:
+    """Where the starting policy of runs with this task, data, model, SFT config and seed is cached."""
+    return stage_dir(cfg.output_dir, "sft", stable_hash(data_key(cfg), cfg.model.policy, cfg.sft, cfg.seed))
+
+
 def sft_stage(cfg: RunConfig, task, accelerator, log) -> tuple[Path, dict]:
     from gilbench.models.presets import load_causal_lm
 
-    key = stable_hash(data_key(cfg), cfg.model.policy, cfg.sft, cfg.seed)
-    path = stage_dir(cfg.output_dir, "sft", key)
+    path = sft_stage_dir(cfg)
     if is_done(path):
         log(f"[gilbench] SFT model cached: {path}")
         return path, read_json(path / "stats.json")

@@ -135,7 +135,12 @@ def make_store(root: Path, seeds=(0, 1, 2), steps: int = 40) -> Path:
             else:
                 rows = curve(steps, seed + 10 * len(method), "length" if method == "ppo" and seed == 0 else None, groups=groups,
                              lift=lift, kl_scale=kl_scale)
-            write_run(root, TASK, method, seed, rows, {"id": 0.3 + 0.05 * groups, "ood": 0.2 + 0.08 * groups})
+            run = write_run(root, TASK, method, seed, rows, {"id": 0.3 + 0.05 * groups, "ood": 0.2 + 0.08 * groups})
+            if method in ("gil", "ppo"):  # judge curves (gilbench judge-curve): PPO's win rate falls as its score climbs
+                fall = 0.25 if method == "ppo" else 0.0
+                points = [{"step": t, "win": 0.5 + 0.1 * t / steps - fall * (t / steps) ** 2, "tie": 0.1, "rm_score": lift * t / steps,
+                           "judge": "gold-test"} for t in range(steps // 4, steps + 1, steps // 4)]
+                atomic_write_text(run / "judge_curve.jsonl", "".join(dumps(p, sort_keys=True) + "\n" for p in points))
     for b, p in (("sft", 0.6), ("ppo", 0.5), ("ppo-kl", 0.4)):
         write_compare(root, TASK, "gil", b, {"id": p, "ood": p + 0.08}, seeds)
     write_compare(root, TASK, "ppo-ptx", "gil", {"id": 0.3, "ood": 0.25}, seeds)

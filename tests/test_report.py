@@ -111,9 +111,12 @@ def test_ablation_and_groups_tables(store):
 def test_stability_table_reports_the_collapsed_seed(store):
     rows = md_rows(render_table("stability", "md", str(store)))
     ppo = next(v for k, v in rows.items() if k.startswith(f"{TASK}/PPO/"))
-    assert ppo[2] == "3" and "1/3 @ 25" in ppo and ppo[-1] == "n/a"  # fixture: seed 0 of ppo blows up its length at 25
+    assert ppo[2] == "3" and "1/3 @ 25" in ppo  # fixture: seed 0 of ppo blows up its length at 25
+    assert ppo[-1] == "3/3 @ 30"  # and every seed's judge curve falls while its score climbs
     gil = next(v for k, v in rows.items() if k.startswith(f"{TASK}/GIL/"))
-    assert gil[-4:-1] == ["0/3"] * 3
+    assert gil[-4:] == ["0/3"] * 4
+    ptx = next(v for k, v in rows.items() if k.startswith(f"{TASK}/PPO-ptx/"))
+    assert ptx[-1] == "n/a"  # no judge curve stored
 
 
 def test_user_spec_file_and_spec_errors(store, tmp_path):
@@ -142,7 +145,7 @@ def test_table_and_plot_commands(store, tmp_path):
     args = parser.parse_args(["plot", "--task", TASK, "--output-dir", str(store), "--out-dir", str(tmp_path / "plots")])
     assert args.func(args) == 0
     pngs = sorted(p.name for p in (tmp_path / "plots").glob("*.png"))
-    assert pngs == [f"{TASK}_{k}.png" for k in ("curves", "frontier", "groups", "winrates")]
+    assert pngs == [f"{TASK}_{k}.png" for k in ("curves", "frontier", "groups", "judge_curve", "winrates")]
     for p in (tmp_path / "plots").glob("*.png"):
         data = p.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000

@@ -32,6 +32,16 @@ def add_compare_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=8, help="judge requests in flight at once (default 8)")
     p.add_argument("--policy", choices=["conservative", "average"], default="conservative",
                    help="combining the two orders: conservative (disagreement is a tie) or average (each order counts half)")
+    add_judge_options(p)
+    s = p.add_argument_group("statistics")
+    s.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    s.add_argument("--boot-seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--include", action="append", default=[], metavar="PATH", help="plugin .py file or folder to import first (judges too)")
+    p.set_defaults(func=cmd_compare)
+    return p
+
+
+def add_judge_options(p: argparse.ArgumentParser) -> None:
     j = p.add_argument_group("judge options")
     j.add_argument("--base-url", help="OpenAI-compatible endpoint (default $OPENAI_BASE_URL or https://api.openai.com/v1)")
     j.add_argument("--api-key-env", help="environment variable holding the API key (default OPENAI_API_KEY)")
@@ -40,12 +50,6 @@ def add_compare_parser(subparsers) -> argparse.ArgumentParser:
     j.add_argument("--template", choices=["dialogue", "summary"], help="judge prompt (default: by task family)")
     j.add_argument("--tie-margin", type=float, help="score judges: a score difference at most this is a tie")
     j.add_argument("--judge-arg", action="append", default=[], metavar="KEY=VALUE", help="any other judge option, e.g. timeout=30")
-    s = p.add_argument_group("statistics")
-    s.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
-    s.add_argument("--boot-seed", type=int, default=0, help="bootstrap seed (default 0)")
-    p.add_argument("--include", action="append", default=[], metavar="PATH", help="plugin .py file or folder to import first (judges too)")
-    p.set_defaults(func=cmd_compare)
-    return p
 
 
 def judge_options(args: argparse.Namespace) -> dict:

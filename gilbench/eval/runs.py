@@ -76,22 +76,32 @@ def pair_generations(rows_a: dict, rows_b: dict) -> tuple[list[dict], dict]:
     return items, unmatched
 
 
+def load_run_config(run: Path):
+    """The RunConfig a run folder was made with (its config.yaml), type-checked like any config file."""
+    import yaml
+
+    from gilbench.config import RunConfig, update_dataclass
+
+    path = Path(run) / "config.yaml"
+    if not path.exists():
+        raise GilbenchError(f"{path} is missing: {run} is not a gilbench run folder")
+    cfg = RunConfig()
+    update_dataclass(cfg, yaml.safe_load(path.read_text()) or {})
+    return cfg
+
+
 def reward_model_dir(run: Path, output_dir: str | Path) -> tuple[Path, int]:
     """The reward model a run used, and its max_length: ``rm:auto``.
 
     A run's summary.json names it (``reward_model['rm/path']``); otherwise the pipeline's stage key is recomputed from the
     run's config.yaml (the same fields ``gilbench.pipeline.reward_stage`` hashes), under the given ``output_dir``.
     """
-    import yaml
-
-    from gilbench.config import RunConfig, stable_hash, update_dataclass
+    from gilbench.config import stable_hash
     from gilbench.pipeline import data_key, reward_backbone
 
-    cfg_path = Path(run) / "config.yaml"
-    if not cfg_path.exists():
-        raise GilbenchError(f"rm:auto: {cfg_path} is missing; pass the reward model folder explicitly, e.g. rm:{output_dir}/cache/rm/<key>")
-    cfg = RunConfig()
-    update_dataclass(cfg, yaml.safe_load(cfg_path.read_text()) or {})
+    if not (Path(run) / "config.yaml").exists():
+        raise GilbenchError(f"rm:auto: {Path(run) / 'config.yaml'} is missing; pass the reward model folder explicitly, e.g. rm:{output_dir}/cache/rm/<key>")
+    cfg = load_run_config(run)
     summary = Path(run) / "summary.json"
     named = json.loads(summary.read_text()).get("reward_model", {}).get("rm/path") if summary.exists() else None
     path = Path(named) if named else stage_dir(output_dir, "rm", stable_hash(data_key(cfg), reward_backbone(cfg), cfg.rm, cfg.seed))

@@ -7,7 +7,10 @@
   (group numbers are arbitrary per run), mean ± SD over seeds, with the batch mean dashed;
 * ``<task>_frontier.png`` reward vs KL: each method's path through training (mean KL and score over seeds at each
   step, the last step marked) over every step of every seed (dots);
-* ``<task>_winrates.png`` win / tie / lose bars of each stored comparison, ID and OOD side by side.
+* ``<task>_winrates.png`` win / tie / lose bars of each stored comparison, ID and OOD side by side;
+* ``<task>_judge_curve.png`` runs with a ``judge_curve.jsonl`` (``gilbench judge-curve``): the reward-model score the
+  policy was trained on next to the judge's win rate against the starting policy on the same samples, per method,
+  mean ± SD over seeds -- reward hacking shows as the first rising while the second falls.
 
 A plot without data is skipped (and said so through ``log``).
 """
@@ -137,6 +140,29 @@ def plot_frontier(runs: dict[str, list[list[dict]]], task: str, path: Path) -> P
     return _save(fig, path)
 
 
+def plot_judge_curves(curves: dict[str, list[list[dict]]], task: str, path: Path) -> Path | None:
+    curves = {m: [c for c in seeds if c] for m, seeds in curves.items()}
+    curves = {m: seeds for m, seeds in curves.items() if seeds}
+    if not curves:
+        return None
+    colors = _colors(list(curves))
+    fig, axes = _figure(1, 2, 11, 4.2)
+    judges = sorted({p.get("judge", "?") for seeds in curves.values() for c in seeds for p in c})
+    for m, seeds in curves.items():
+        for ax, key in zip(axes[0], ("rm_score", "win")):
+            steps, mean, sd = band([([p["step"] for p in c if p.get(key) is not None], [p[key] for p in c if p.get(key) is not None])
+                                    for c in seeds])
+            _plot_band(ax, steps, mean, sd, colors[m], f"{m} (n={len(seeds)})", marker="o", ms=3)
+    axes[0, 0].set(title="reward-model score of the samples (what PPO maximises)", xlabel="PPO step", ylabel="reward-model score")
+    axes[0, 1].set(title=f"judge win rate against the starting policy ({', '.join(judges)})", xlabel="PPO step", ylabel="win rate")
+    axes[0, 1].axhline(0.5, color="black", lw=0.8, ls=":")
+    for ax in axes[0]:
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8, loc="best")
+    fig.suptitle(f"{task}: does the judge agree with the reward model along training? (mean ± SD over seeds)")
+    return _save(fig, path)
+
+
 def stored_pairs(output_dir, task: str, methods: list[str] | None) -> list[tuple[str, str]]:
     folder = Path(output_dir) / task / "compare"
     pairs = [tuple(d.name.split("_vs_", 1)) for d in sorted(folder.glob("*_vs_*")) if d.is_dir()] if folder.is_dir() else []
@@ -182,12 +208,14 @@ def make_plots(output_dir, task: str, methods: list[str] | None = None, out_dir=
     names = methods or store.method_names(output_dir, task)
     runs = {m: [store.read_metrics(d) for d in store.seed_dirs(output_dir, task, m)] for m in names}
     runs = {m: r for m, r in runs.items() if r}
+    curves = {m: [store.read_judge_curve(d) for d in store.seed_dirs(output_dir, task, m)] for m in names}
     out = Path(out_dir)
     written = []
     for kind, made in (("curves", plot_curves(runs, task, out / f"{task}_curves.png")),
                        ("groups", plot_groups(runs, task, out / f"{task}_groups.png")),
                        ("frontier", plot_frontier(runs, task, out / f"{task}_frontier.png")),
-                       ("winrates", plot_winrates(output_dir, task, methods, out / f"{task}_winrates.png", judge))):
+                       ("winrates", plot_winrates(output_dir, task, methods, out / f"{task}_winrates.png", judge)),
+                       ("judge curve", plot_judge_curves(curves, task, out / f"{task}_judge_curve.png"))):
         if made is None:
             log(f"[gilbench] plot {kind}: no data for task {task} under {output_dir}; skipped")
         else:

@@ -13,8 +13,8 @@ each with the step it fires at:
   ``kl_accel`` x max(rise in the window before, ``kl_min_rise``) (reported at the last step of the window);
 * ``judge``: score rising while the judge win rate falls -- at a judged checkpoint, the win rate is ``judge_drop``
   below the best earlier checkpoint while the score (trailing mean) is above its value at that checkpoint by more
-  than ``score_rise``. Needs per-checkpoint judge results (``<run>/judge_curve.jsonl``: one ``{"step", "win"}`` per
-  line); without them the flag is ``n/a`` (``fired`` None), never guessed.
+  than ``score_rise``. Needs judge results along training (``<run>/judge_curve.jsonl``: one ``{"step", "win"}`` per
+  line, written by ``gilbench judge-curve``); without them the flag is ``n/a`` (``fired`` None), never guessed.
 
 Across seeds (``aggregate``): mean and sample SD of each number; per flag, how many seeds fired and the mean step.
 """

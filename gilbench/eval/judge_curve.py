@@ -1,0 +1,169 @@
+"""``gilbench judge-curve RUN...``: a judge's view of the policy while it trained, for the "score up, judge down" flag.
+
+    gilbench judge-curve results/runs/chitchat-ood/*/seed* --judge gold
+    gilbench judge-curve results/runs/hh-ood/gil/seed0 --judge openai:gpt-4o-mini --window 20
+
+Every RL run logs what its policy said at each step (``rollouts.jsonl``, see ``rl.log_rollouts_every``). This pairs
+each logged response with a response of the run's *starting* policy (its SFT model) to the same prompt, sampled with
+the training settings, judges each pair in both orders, and writes one point per window of logged steps to
+``<run>/judge_curve.jsonl``: win / tie / lose of the policy against its starting point, the reward-model score the
+policy was trained on, and for score judges (gold, rm) the judge's own mean score. A reward model being gamed shows
+as the score rising while the win rate falls; ``gilbench table --spec stability`` flags it and ``gilbench plot``
+draws it. The starting policy's responses are generated once per (starting model, prompts, sampling settings) and
+cached under ``<output-dir>/cache/reference``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Callable
+
+from gilbench.errors import GilbenchError
+from gilbench.report.store import JUDGE_CURVE
+from gilbench.rl.trainer import ROLLOUTS
+from gilbench.store import atomic_write_text, dumps, is_done
+
+
+def read_rollouts(run: Path) -> list[dict]:
+    path = Path(run) / ROLLOUTS
+    if not path.exists():
+        raise GilbenchError(f"{run} has no {ROLLOUTS}: only RL runs log their samples (runs made before gilbench logged them, "
+                            f"or with rl.log_rollouts_every=0, have none; rerun them to get a judge curve)")
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise GilbenchError(f"{path}, line {n}: not JSON ({e.msg})") from None
+    if not rows:
+        raise GilbenchError(f"{path} is empty")
+    return rows
+
+
+def windows(steps: list[int], size: int) -> list[list[int]]:
+    """Consecutive logged steps in groups of ``size``; a point is labelled by the last step of its group."""
+    if size < 1:
+        raise GilbenchError(f"--window must be at least 1, got {size}")
+    return [steps[i : i + size] for i in range(0, len(steps), size)]
+
+
+def reference_responses(cfg, prompts: list, output_dir: str | Path, log: Callable[[str], None] = print) -> dict[str, str]:
+    """{prompt id: the starting policy's response}, sampled as during training (temperature, top-p, length)."""
+    from gilbench import registry
+    from gilbench.config import GenerateConfig, stable_hash
+    from gilbench.data.tasks import as_task_spec
+    from gilbench.models.presets import load_causal_lm
+    from gilbench.pipeline import make_accelerator, sft_stage, sft_stage_dir
+    from gilbench.stages.generate import generate_split
+
+    cfg.output_dir = str(output_dir)
+    prompts = sorted(prompts, key=lambda p: p.id)
+    rl = cfg.rl
+    start = sft_stage_dir(cfg)
+    key = stable_hash(start.name, [(p.id, p.text) for p in prompts], rl.max_new_tokens, rl.temperature, rl.top_p, rl.max_prompt_length, cfg.seed)
+    cache = Path(output_dir) / "cache" / "reference" / f"{key}.jsonl"
+    if cache.exists():
+        return {r["id"]: r["response"] for r in map(json.loads, cache.read_text().splitlines())}
+    spec = as_task_spec(registry.tasks.get(cfg.task), cfg.task)
+    accelerator = make_accelerator(cfg)
+    if not is_done(start):  # the SFT cache is gone (e.g. a fresh clone): rebuild it exactly as the run did
+        task = spec.load(seed=cfg.split_seed, limit=cfg.limit or None, data_dir=cfg.data_dir or None)
+        sft_stage(cfg, task, accelerator, log)
+    log(f"[gilbench] starting policy ({start}) answers {len(prompts)} training prompts")
+    policy, tokenizer = load_causal_lm(str(start))
+    sampling = GenerateConfig(max_prompts=0, max_new_tokens=rl.max_new_tokens, temperature=rl.temperature, top_p=rl.top_p,
+                              batch_size=rl.forward_batch_size)
+    rows = generate_split(policy.to(accelerator.device), tokenizer, prompts, sampling, spec.prompt_format, accelerator.device,
+                          rl.max_prompt_length, cfg.seed)
+    atomic_write_text(cache, "".join(json.dumps({"id": r["id"], "response": r["response"]}) + "\n" for r in rows))
+    return {r["id"]: r["response"] for r in rows}
+
+
+def _mean(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def judge_curve(run: Path, judge, *, output_dir: str | Path = "results/runs", window: int | None = None, policy: str = "conservative",
+                concurrency: int = 8, log: Callable[[str], None] = print, progress: bool = True) -> list[dict]:
+    """Judge a run's logged responses against its starting policy's; writes and returns the curve (one dict per window)."""
+    from gilbench.data.types import Prompt
+    from gilbench.eval.compare import run_judging
+    from gilbench.eval.judges import ScoreJudge
+    from gilbench.eval.runs import load_run_config
+
+    run = Path(run)
+    rows, cfg = read_rollouts(run), load_run_config(run)
+    steps = sorted({r["step"] for r in rows})
+    size = window or max(1, math.ceil(len(steps) / 8))
+    prompts = {r["prompt_id"]: Prompt(r["prompt_id"], r["prompt"], r.get("group")) for r in rows}
+    refs = reference_responses(cfg, list(prompts.values()), output_dir, log)
+    items = []
+    for r in rows:
+        mine, theirs = r["response"].strip(), refs[r["prompt_id"]]
+        items.append({"id": r["prompt_id"], "step": r["step"], "prompt": r["prompt"], "response_a": mine, "response_b": theirs,
+                      "identical": mine == theirs, "split": "train", "seed": cfg.seed, "rm_score": r["score"]})
+    judge.check_ready()
+    judge.prepare(sorted({(it["prompt"], it[k]) for it in items for k in ("response_a", "response_b")}))
+    try:
+        records = run_judging(judge, items, policy, concurrency, progress=progress)
+    finally:
+        judge.close()
+    curve = []
+    for group in windows(steps, size):
+        recs = [r for r in records if r["step"] in group]
+        point = {"step": group[-1], "first_step": group[0], "n": len(recs), "invalid": sum(r["outcome"] == "invalid" for r in recs),
+                 "win": _mean([r["win"] for r in recs]), "tie": _mean([r["tie"] for r in recs]), "lose": _mean([r["lose"] for r in recs]),
+                 "rm_score": _mean([r["rm_score"] for r in recs]), "judge": judge.id, "policy": policy}
+        if isinstance(judge, ScoreJudge):
+            point["judge_score"] = _mean([judge.score(r["prompt"], r["response_a"]) for r in recs])
+            point["reference_judge_score"] = _mean([judge.score(r["prompt"], r["response_b"]) for r in recs])
+        curve.append(point)
+    atomic_write_text(run / JUDGE_CURVE, "".join(dumps(p, sort_keys=True) + "\n" for p in curve))
+    return curve
+
+
+# ------------------------------------------------------------------------------------------ command line
+def add_judge_curve_parser(subparsers) -> argparse.ArgumentParser:
+    from gilbench.eval.cli_compare import add_judge_options
+
+    p = subparsers.add_parser("judge-curve", help="judge an RL run's samples along training against its starting policy",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", help="run folders (<output-dir>/<task>/<method>/seed<k>); folders without rollouts.jsonl are skipped")
+    p.add_argument("--judge", required=True, help="gold | rm:auto | openai:MODEL | hf:MODEL | any registered judge NAME[:ARG]")
+    p.add_argument("--window", type=int, default=None, help="logged steps pooled into one point (default: about 8 points a run)")
+    p.add_argument("--output-dir", default="results/runs", help="run store root, for the SFT and reference caches (default results/runs)")
+    p.add_argument("--concurrency", type=int, default=8, help="judge requests in flight at once (default 8)")
+    p.add_argument("--policy", choices=["conservative", "average"], default="conservative", help="combining the two orders (as in compare)")
+    add_judge_options(p)
+    p.add_argument("--include", action="append", default=[], metavar="PATH", help="plugin .py file or folder to import first (judges too)")
+    p.set_defaults(func=cmd_judge_curve)
+    return p
+
+
+def cmd_judge_curve(args: argparse.Namespace) -> int:
+    from gilbench.eval.cli_compare import judge_options
+    from gilbench.eval.judges import JudgeContext, build_judge
+    from gilbench.eval.runs import load_run_config
+
+    runs = [Path(r) for r in args.runs]
+    missing = [str(r) for r in runs if not r.is_dir()]
+    if missing:
+        raise GilbenchError(f"not a run folder: {', '.join(missing)}")
+    with_rollouts = [r for r in runs if (r / ROLLOUTS).exists()]
+    for r in sorted(set(runs) - set(with_rollouts)):
+        print(f"[gilbench] skipped {r}: no {ROLLOUTS} (not an RL run, or made before samples were logged)")
+    if not with_rollouts:
+        read_rollouts(runs[0])  # raises the full explanation
+    options = judge_options(args)
+    for run in with_rollouts:
+        ctx = JudgeContext(task=load_run_config(run).task, output_dir=Path(args.output_dir), run_dirs_a=[run], options=options)
+        curve = judge_curve(run, build_judge(args.judge, ctx), output_dir=args.output_dir, window=args.window, policy=args.policy,
+                            concurrency=args.concurrency)
+        wins = " ".join(f"{p['step']}:{100 * p['win']:.0f}%" if p["win"] is not None else f"{p['step']}:-" for p in curve)
+        print(f"[gilbench] {run}: win rate against the starting policy by step {wins} -> {run / JUDGE_CURVE}")
+    return 0
