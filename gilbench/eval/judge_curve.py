@@ -149,7 +149,9 @@ def cmd_judge_curve(args: argparse.Namespace) -> int:
     from gilbench.eval.cli_compare import judge_options
     from gilbench.eval.judges import JudgeContext, build_judge
     from gilbench.eval.runs import load_run_config
+    from gilbench.pipeline import quiet_transformers
 
+    quiet_transformers()
     runs = [Path(r) for r in args.runs]
     missing = [str(r) for r in runs if not r.is_dir()]
     if missing:
