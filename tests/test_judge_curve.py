@@ -56,9 +56,9 @@ def test_a_falling_judge_curve_fires_the_stability_flag(trained):
     run_dir, _ = trained
     rows = read_metrics(run_dir)
     rising = [dict(r, **{"objective/score": float(r["step"])}) for r in rows]  # score up every step
-    curve = [{"step": 2, "win": 0.6}, {"step": 4, "win": 0.3}]  # judge down
+    curve = [{"step": 2, "win": 0.7, "n": 64}, {"step": 3, "win": 0.35, "n": 64}, {"step": 4, "win": 0.3, "n": 64}]  # judge down
     flag = analyse_run(rising, curve, Thresholds(smooth=1))["flags"]["judge"]
-    assert flag["fired"] and flag["step"] == 4
+    assert flag["fired"] and flag["step"] == 3
 
 
 def test_cli_skips_runs_without_samples_and_explains_when_none_have_them(trained, tmp_path, capsys):

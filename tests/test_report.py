@@ -179,18 +179,27 @@ def test_judge_flag_needs_checkpoint_results_and_fires_when_win_falls_as_score_r
     rows = curve(40, seed=2)
     assert detect_judge(rows, None, Thresholds()) == {"fired": None, "step": None, "status": "n/a"}
     falling = [{"step": 10, "win": 0.50}, {"step": 20, "win": 0.52}, {"step": 30, "win": 0.44}, {"step": 40, "win": 0.40}]
-    assert detect_judge(rows, falling, Thresholds())["step"] == 30
+    assert detect_judge(rows, falling, Thresholds())["step"] == 30  # the first of two falling points
+    assert not detect_judge(rows, falling[:3], Thresholds())["fired"]  # one falling point is not a trend
     flat_score = [dict(r, **{"objective/score": 0.5}) for r in rows]
     assert not detect_judge(flat_score, falling, Thresholds(score_rise=0.01))["fired"]
+
+
+def test_judge_flag_ignores_a_fall_that_the_number_of_judged_pairs_explains():
+    rows = curve(40, seed=2)
+    wins = [0.72, 0.56, 0.55, 0.52]  # 16-20 points down: within noise of 32 pairs a point, far outside it of 3200
+    few, many = ([{"step": 10 * (i + 1), "win": w, "n": n} for i, w in enumerate(wins)] for n in (32, 3200))
+    assert not detect_judge(rows, few, Thresholds())["fired"]
+    assert detect_judge(rows, many, Thresholds())["step"] == 20
 
 
 def test_judge_curve_file_reaches_the_aggregate(tmp_path):
     for seed in (0, 1):
         run = write_run(tmp_path, "toy", "ppo-kl", seed, curve(40, seed=seed))
         if seed == 0:
-            atomic_write_text(run / "judge_curve.jsonl", '{"step": 20, "win": 0.6}\n{"step": 40, "win": 0.4}\n')
+            atomic_write_text(run / "judge_curve.jsonl", '{"step": 20, "win": 0.6}\n{"step": 30, "win": 0.45}\n{"step": 40, "win": 0.4}\n')
     agg = analyse_method(tmp_path, "toy", "ppo-kl")["aggregate"]
-    assert agg["n"] == 2 and agg["flags"]["judge"] == {"fired": 1, "n": 1, "steps": [40], "mean_step": 40}
+    assert agg["n"] == 2 and agg["flags"]["judge"] == {"fired": 1, "n": 1, "steps": [30], "mean_step": 30}
     assert agg["flags"]["length"]["fired"] == 0 and agg["flags"]["length"]["n"] == 2
 
 

@@ -11,16 +11,19 @@ each with the step it fires at:
 * ``kl``: KL explosion -- ``objective/kl`` above ``kl_max`` nats for ``patience`` steps, or growing super-linearly:
   over three consecutive windows of ``kl_window`` steps, the rise of the window median in the last window is at least
   ``kl_accel`` x max(rise in the window before, ``kl_min_rise``) (reported at the last step of the window);
-* ``judge``: score rising while the judge win rate falls -- at a judged checkpoint, the win rate is ``judge_drop``
-  below the best earlier checkpoint while the score (trailing mean) is above its value at that checkpoint by more
-  than ``score_rise``. Needs judge results along training (``<run>/judge_curve.jsonl``: one ``{"step", "win"}`` per
-  line, written by ``gilbench judge-curve``); without them the flag is ``n/a`` (``fired`` None), never guessed.
+* ``judge``: score rising while the judge win rate falls -- at ``patience`` consecutive judged points, the win rate is
+  below the best earlier point by ``judge_drop`` and by ``judge_z`` standard errors of the difference (so that the
+  noise of a few dozen judged pairs does not fire it), while the score (trailing mean) is above its value at that
+  point by more than ``score_rise``. Needs judge results along training (``<run>/judge_curve.jsonl``: one
+  ``{"step", "win", "n"}`` per line, written by ``gilbench judge-curve``); without them the flag is ``n/a``
+  (``fired`` None), never guessed.
 
 Across seeds (``aggregate``): mean and sample SD of each number; per flag, how many seeds fired and the mean step.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -45,7 +48,8 @@ class Thresholds:
     kl_accel: float = 2.0  # super-linear: the last window's rise is at least this x the previous rise ...
     kl_min_rise: float = 1.0  # ... (and x this floor, in nats, so noise around a flat KL never fires)
     patience: int = 2  # consecutive steps a threshold must hold
-    judge_drop: float = 0.05  # judge win-rate fall (absolute) from the best earlier checkpoint
+    judge_drop: float = 0.05  # judge win-rate fall (absolute) from the best earlier judged point ...
+    judge_z: float = 2.0  # ... and at least this many standard errors of the difference (when points store their n)
     score_rise: float = 0.0  # while the score is above its value at that checkpoint by more than this
 
     @classmethod
@@ -107,16 +111,24 @@ def _score_at(steps: list[int], scores: list[float], step: int, smooth: int) -> 
     return sum(upto) / len(upto) if upto else None
 
 
+def _win_se(point: dict) -> float:
+    """Standard error of a judged point's win rate (0 when its number of pairs is not stored)."""
+    n, p = point.get("n"), point["win"]
+    return math.sqrt(p * (1 - p) / n) if n else 0.0
+
+
 def detect_judge(rows: list[dict], curve: list[dict] | None, th: Thresholds) -> dict:
     if not curve:
         return {"fired": None, "step": None, "status": "n/a"}
     steps, scores = series(rows, SCORE)
+    hits = [False]
     for j in range(1, len(curve)):
         best = max(curve[:j], key=lambda c: c["win"])
+        drop = max(th.judge_drop, th.judge_z * math.hypot(_win_se(best), _win_se(curve[j])))  # not a fall that noise explains
         now, then = _score_at(steps, scores, curve[j]["step"], th.smooth), _score_at(steps, scores, best["step"], th.smooth)
-        if curve[j]["win"] <= best["win"] - th.judge_drop and None not in (now, then) and now - then > th.score_rise:
-            return _flag(curve[j]["step"], status="fired")
-    return _flag(None, status="ok")
+        hits.append(curve[j]["win"] <= best["win"] - drop and None not in (now, then) and now - then > th.score_rise)
+    fired = _sustained([c["step"] for c in curve], hits, th.patience)
+    return _flag(fired, status="fired" if fired is not None else "ok")
 
 
 def frontier(rows: list[dict]) -> list[list[float]]:

@@ -57,7 +57,7 @@ def build_stability(spec: TableSpec, output_dir) -> Table:
         f"over the first {th.early_steps} steps; repetition: repeated-3-gram share > {d['repetition']:g}; KL: > {d['kl_max']:g} nats, "
         f"or window-median rise over {th.kl_window} steps ≥ {d['kl_accel']:g} x max(previous rise, {d['kl_min_rise']:g}); "
         f"thresholds must hold {th.patience} consecutive steps. judge↓: score up while the judge win rate falls "
-        f"{100 * d['judge_drop']:g} points below its best point (win rate against the starting policy on the run's own samples, "
+        f"{100 * d['judge_drop']:g} points and {d['judge_z']:g} standard errors below its best point, {th.patience} points running (win rate against the starting policy on the run's own samples, "
         f"`gilbench judge-curve`); n/a for runs without a judge_curve.jsonl."),
     ]
     if empty:
