@@ -203,6 +203,13 @@ def test_judge_curve_file_reaches_the_aggregate(tmp_path):
     assert agg["flags"]["length"]["fired"] == 0 and agg["flags"]["length"]["n"] == 2
 
 
+def test_runs_still_in_flight_stay_out_of_the_tables(tmp_path):
+    for seed in (0, 1):
+        run = write_run(tmp_path, "toy", "ppo-kl", seed, curve(40, seed=seed))
+    (run / "summary.json").unlink()  # seed 1 has metrics so far but has not finished
+    assert sorted(analyse_method(tmp_path, "toy", "ppo-kl")["runs"]) == [0]
+
+
 def test_run_numbers_and_aggregate():
     rows = [{"step": t, "objective/score": s, "objective/kl": k, "val/explained_var": ev}
             for t, s, k, ev in [(1, 0.0, 0.1, None), (2, 1.0, 0.5, 0.2), (3, 0.5, 0.3, 0.4), (4, 0.2, 2.0, 0.6)]]

@@ -29,7 +29,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from gilbench.errors import GilbenchError
-from gilbench.report.store import read_judge_curve, read_metrics, seed_dirs, series
+from gilbench.report.store import finished_seed_dirs, read_judge_curve, read_metrics, series
 
 SCORE, KL, LENGTH, REPETITION, EV = ("objective/score", "objective/kl", "completions/mean_length",
                                      "completions/repetition_rate", "val/explained_var")
@@ -179,9 +179,9 @@ def aggregate(per_run: list[dict]) -> dict:
 
 
 def analyse_method(output_dir: str | Path, task: str, method: str, th: Thresholds = Thresholds()) -> dict:
-    """``{"runs": {seed: analysis}, "aggregate": ... | None}`` for every stored seed of one method on one task."""
+    """``{"runs": {seed: analysis}, "aggregate": ... | None}`` for every finished seed of one method on one task."""
     runs = {}
-    for d in seed_dirs(output_dir, task, method):
+    for d in finished_seed_dirs(output_dir, task, method):
         result = analyse_run(read_metrics(d), read_judge_curve(d), th)
         if result is not None:
             runs[int(d.name[4:])] = result

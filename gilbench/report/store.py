@@ -43,6 +43,11 @@ def seed_dirs(output_dir: str | Path, task: str, method: str) -> list[Path]:
     return sorted(runs, key=lambda d: int(d.name[4:]))
 
 
+def finished_seed_dirs(output_dir: str | Path, task: str, method: str) -> list[Path]:
+    """Run folders of one method whose run finished (summary.json): tables leave runs still in flight out."""
+    return [d for d in seed_dirs(output_dir, task, method) if (d / "summary.json").exists()]
+
+
 def read_metrics(run: Path) -> list[dict]:
     return MetricsLog(Path(run) / "metrics.jsonl").rows()
 

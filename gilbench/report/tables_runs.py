@@ -92,7 +92,7 @@ def build_groups(spec: TableSpec, output_dir) -> Table:
     found: dict[tuple[str, str], list[dict]] = {}
     for t in tasks:
         for m in methods_of(spec, output_dir, t, None):
-            runs = [g for g in (group_summary(store.read_metrics(d), spec.last_steps) for d in store.seed_dirs(output_dir, t, m)) if g]
+            runs = [g for g in (group_summary(store.read_metrics(d), spec.last_steps) for d in store.finished_seed_dirs(output_dir, t, m)) if g]
             if runs or (spec.methods != "auto" or m in GIL_FAMILY):
                 found[(t, m)] = runs
     n_groups = max((len(g["ranks"]) for runs in found.values() for g in runs), default=0)
