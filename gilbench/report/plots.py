@@ -153,8 +153,8 @@ def plot_judge_curves(curves: dict[str, list[list[dict]]], task: str, path: Path
             steps, mean, sd = band([([p["step"] for p in c if p.get(key) is not None], [p[key] for p in c if p.get(key) is not None])
                                     for c in seeds])
             _plot_band(ax, steps, mean, sd, colors[m], f"{m} (n={len(seeds)})", marker="o", ms=3)
-    axes[0, 0].set(title="reward-model score of the samples (what PPO maximises)", xlabel="PPO step", ylabel="reward-model score")
-    axes[0, 1].set(title=f"judge win rate against the starting policy ({', '.join(judges)})", xlabel="PPO step", ylabel="win rate")
+    axes[0, 0].set(title="reward-model score of the samples\n(what PPO maximises)", xlabel="PPO step", ylabel="reward-model score")
+    axes[0, 1].set(title=f"judge win rate against the starting policy\n(judge {', '.join(judges)})", xlabel="PPO step", ylabel="win rate")
     axes[0, 1].axhline(0.5, color="black", lw=0.8, ls=":")
     for ax in axes[0]:
         ax.grid(alpha=0.3)
