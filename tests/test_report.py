@@ -54,6 +54,14 @@ def test_tables_regenerate_byte_identically(store, tmp_path, fmt):
         assert str(store) not in first and first.endswith("\n")
 
 
+def test_auto_tasks_are_those_where_the_row_methods_ran(tmp_path):
+    root = make_store(tmp_path / "runs", seeds=(0,), steps=12)
+    write_run(root, "toy", "ppo-kl", 0, curve(12))  # a task with a baseline run only: no GIL row to show
+    main = render_table("main", "md", str(root))
+    assert "| toy |" not in main and TASK in main
+    assert "| toy |" in render_table("stability", "md", str(root))  # its PPO w/ KL run is a stability row
+
+
 def test_latex_uses_booktabs_and_escapes(store):
     for spec in SPECS:
         tex = render_table(spec, "latex", str(store))

@@ -2,7 +2,7 @@
 
     kind: winrate            # the builder: winrate | ood | ablation | stability | groups
     title: GIL against each baseline
-    tasks: auto              # task names, or auto (every task in the run store)
+    tasks: auto              # task names, or auto (every task where a row method has a finished run)
     methods: [gil]           # rows: these methods ...
     baselines: [sft, ppo]    # ... against these opponents (compare results <method>_vs_<baseline>)
     judge: null              # judge id (folder under compare/A_vs_B/, or openai:MODEL / hf:MODEL); null: the stored one

@@ -25,7 +25,13 @@ def sel_label(selector: str) -> str:
 
 
 def tasks_of(spec: TableSpec, output_dir) -> list[str]:
-    return list(spec.tasks) if spec.tasks != "auto" else store.task_names(output_dir)
+    """The spec's tasks; ``auto``: every task where one of the spec's row methods has a finished run."""
+    if spec.tasks != "auto":
+        return list(spec.tasks)
+    tasks = store.task_names(output_dir)
+    if spec.methods == "auto":
+        return [t for t in tasks if any(store.finished_seed_dirs(output_dir, t, m) for m in store.method_names(output_dir, t))]
+    return [t for t in tasks if any(store.finished_seed_dirs(output_dir, t, m) for m in spec.methods)]
 
 
 def methods_of(spec: TableSpec, output_dir, task: str, default: list[str] | None) -> list[str]:
