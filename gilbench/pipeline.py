@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -22,6 +21,7 @@ from gilbench.data.tasks import as_task_spec
 from gilbench.errors import GilbenchError
 from gilbench.method import RunContext
 from gilbench.models.reward import RewardScorer
+from gilbench.rl import checkpoint
 from gilbench.stages.generate import generate_split, summarise_scores
 from gilbench.stages.reward import train_reward_model
 from gilbench.stages.sft import train_sft
@@ -111,8 +111,8 @@ def run(cfg: RunConfig, log=print) -> dict:
             mark_done(tmp)
         atomic_write_json(out / "method_summary.json", ctx.summary)
         trained = (policy, tokenizer)  # evaluate it as is instead of reloading what was just saved
-        if not cfg.rl.keep_checkpoint and (out / "checkpoints").exists():
-            shutil.rmtree(out / "checkpoints")  # the run is finished: the resume point (optimizer states too) is dead weight
+        if not cfg.rl.keep_checkpoint:
+            checkpoint.discard(out)
     else:
         log(f"[gilbench] policy already trained in {policy_dir}; evaluating it")
 

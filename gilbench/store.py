@@ -112,6 +112,9 @@ def _step(line: str) -> float:
         return float("inf")
 
 
+ROLLOUTS = "rollouts.jsonl"  # a run's samples: one row per response, with its step and score (see gilbench.rl.trainer)
+
+
 class MetricsLog:
     """Append-only JSONL of per-step metrics; on resume, rows after the checkpoint are dropped."""
 

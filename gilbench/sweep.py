@@ -90,7 +90,7 @@ def waves(jobs: list[Job], primed: set[tuple[str, int]] = frozenset()) -> list[l
 def primed_groups(jobs: list[Job], output_dir: str | Path) -> set[tuple[str, int]]:
     """(task, seed) groups with a finished run of any method in the store: their SFT/RM caches are (most likely) built."""
     root = Path(output_dir)
-    return {(j.task, j.seed) for j in jobs if any(is_complete(p) for p in root.glob(f"{j.task}/*/seed{j.seed}"))}
+    return {(t, s) for t, s in {(j.task, j.seed) for j in jobs} if any(is_complete(p) for p in root.glob(f"{t}/*/seed{s}"))}
 
 
 def split_done(jobs: list[Job]) -> tuple[list[Job], list[Job]]:

@@ -60,7 +60,10 @@ def plan(judge: Judge, items: list[dict], expected_output_tokens: int = 80) -> d
 
 def run_judging(judge: Judge, items: list[dict], policy: str, concurrency: int = 8,
                 on_item: Callable[[dict], None] | None = None, progress: bool = True) -> list[dict]:
-    """Judge every item with up to ``concurrency`` in flight; the first error cancels what has not started."""
+    """Judge every item with up to ``concurrency`` in flight; the first error cancels what has not started.
+    The judge is checked, shown every (prompt, response) first (``prepare``) and closed at the end."""
+    judge.check_ready()
+    judge.prepare(sorted({(it["prompt"], it[k]) for it in items for k in ("response_a", "response_b")}))
     workers = max(1, min(concurrency, judge.max_concurrency or concurrency))
     records: dict[int, dict] = {}
     pool = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="judge")
@@ -75,6 +78,7 @@ def run_judging(judge: Judge, items: list[dict], policy: str, concurrency: int =
                     on_item(record)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)  # in-flight calls finish and land in the cache
+        judge.close()
     return [records[i] for i in range(len(items))]
 
 
@@ -100,12 +104,7 @@ def compare(run_a_dirs: list[str | Path], run_b_dirs: list[str | Path], judge: J
     judge.set_budget(max_cost)
     if dry_run:
         return {"dry_run": True, "a": name_a, "b": name_b, "judge": judge.describe(), **plan(judge, items)}
-    judge.check_ready()
-    judge.prepare(sorted({(it["prompt"], it[k]) for it in items for k in ("response_a", "response_b")}))
-    try:
-        records = run_judging(judge, items, policy, concurrency, on_item, progress)
-    finally:
-        judge.close()
+    records = run_judging(judge, items, policy, concurrency, on_item, progress)
     out_dir = Path(out_dir) if out_dir else run_a_dirs[0].parent.parent / "compare" / f"{name_a}_vs_{name_b}" / judge.id
     results = aggregate(records, name_a, name_b, n_boot, boot_seed)
     results.update(task=run_a_dirs[0].parent.parent.name, judge=judge.describe(), policy=policy, unmatched=unmatched, out_dir=str(out_dir),

@@ -16,6 +16,7 @@ cached under ``<output-dir>/cache/reference``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -23,8 +24,7 @@ from typing import Callable
 
 from gilbench.errors import GilbenchError
 from gilbench.report.store import JUDGE_CURVE
-from gilbench.rl.trainer import ROLLOUTS
-from gilbench.store import atomic_write_text, dumps, is_done
+from gilbench.store import ROLLOUTS, atomic_write_text, dumps, is_done
 
 
 def read_rollouts(run: Path) -> list[dict]:
@@ -60,7 +60,7 @@ def reference_responses(cfg, prompts: list, output_dir: str | Path, log: Callabl
     from gilbench.pipeline import make_accelerator, sft_stage, sft_stage_dir
     from gilbench.stages.generate import generate_split
 
-    cfg.output_dir = str(output_dir)
+    cfg = dataclasses.replace(cfg, output_dir=str(output_dir))
     prompts = sorted(prompts, key=lambda p: p.id)
     rl = cfg.rl
     start = sft_stage_dir(cfg)
@@ -107,12 +107,7 @@ def judge_curve(run: Path, judge, *, output_dir: str | Path = "results/runs", wi
         mine, theirs = r["response"].strip(), refs[r["prompt_id"]]
         items.append({"id": r["prompt_id"], "step": r["step"], "prompt": r["prompt"], "response_a": mine, "response_b": theirs,
                       "identical": mine == theirs, "split": "train", "seed": cfg.seed, "rm_score": r["score"]})
-    judge.check_ready()
-    judge.prepare(sorted({(it["prompt"], it[k]) for it in items for k in ("response_a", "response_b")}))
-    try:
-        records = run_judging(judge, items, policy, concurrency, progress=progress)
-    finally:
-        judge.close()
+    records = run_judging(judge, items, policy, concurrency, progress=progress)
     curve = []
     for group in windows(steps, size):
         recs = [r for r in records if r["step"] in group]

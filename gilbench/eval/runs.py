@@ -99,9 +99,10 @@ def reward_model_dir(run: Path, output_dir: str | Path) -> tuple[Path, int]:
     from gilbench.config import stable_hash
     from gilbench.pipeline import data_key, reward_backbone
 
-    if not (Path(run) / "config.yaml").exists():
-        raise GilbenchError(f"rm:auto: {Path(run) / 'config.yaml'} is missing; pass the reward model folder explicitly, e.g. rm:{output_dir}/cache/rm/<key>")
-    cfg = load_run_config(run)
+    try:
+        cfg = load_run_config(run)
+    except GilbenchError as e:
+        raise GilbenchError(f"rm:auto: {e}; pass the reward model folder explicitly, e.g. rm:{output_dir}/cache/rm/<key>") from None
     summary = Path(run) / "summary.json"
     named = json.loads(summary.read_text()).get("reward_model", {}).get("rm/path") if summary.exists() else None
     path = Path(named) if named else stage_dir(output_dir, "rm", stable_hash(data_key(cfg), reward_backbone(cfg), cfg.rm, cfg.seed))

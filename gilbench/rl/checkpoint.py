@@ -19,6 +19,12 @@ def _dir(run_dir: Path) -> Path:
     return Path(run_dir) / "checkpoints"
 
 
+def discard(run_dir: Path) -> None:
+    """Remove a finished run's checkpoints: its policy is saved, and models + optimizer states are ~20x its size."""
+    if _dir(run_dir).exists():
+        shutil.rmtree(_dir(run_dir))
+
+
 def latest_step(run_dir: Path) -> int:
     steps = [int(p.name.split("_")[1]) for p in _dir(run_dir).glob("step_*") if is_done(p)]
     return max(steps, default=0)

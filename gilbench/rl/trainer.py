@@ -39,7 +39,7 @@ from gilbench.rl.core import (
 )
 from gilbench.rl.kl_control import make_kl_controller
 from gilbench.rl.rollout import critic_forward, repetition_rate, response_logprobs, sample, tokenize_prompts
-from gilbench.store import MetricsLog
+from gilbench.store import ROLLOUTS, MetricsLog
 
 
 @dataclass
@@ -75,9 +75,6 @@ class Rollout:
         fields = {k: take(v) for k, v in vars(self).items() if k not in ("prompts", "texts", "extra")}
         ids = idx.tolist()
         return Rollout(prompts=[self.prompts[i] for i in ids], texts=[self.texts[i] for i in ids], extra={k: take(v) for k, v in self.extra.items()}, **fields)
-
-
-ROLLOUTS = "rollouts.jsonl"  # one row per sampled response: what the policy said at each step, and its score
 
 
 def rollout_rows(batch: Rollout, seq_kl: torch.Tensor, step: int) -> list[dict]:
