@@ -167,6 +167,13 @@ def make_parser() -> argparse.ArgumentParser:
     add_table_parser(sub)
     add_plot_parser(sub)
     add_lm_eval_parser(sub)
+    from gilbench.eval.export import add_export_parser
+    from gilbench.eval.generate import add_generate_parser
+    from gilbench.report.html import add_report_parser
+
+    add_generate_parser(sub)
+    add_export_parser(sub)
+    add_report_parser(sub)
     return parser
 
 

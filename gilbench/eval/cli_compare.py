@@ -29,6 +29,8 @@ def add_compare_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the number of judge calls and their estimated cost; call nothing")
     p.add_argument("--max-cost", type=float, default=None, help="stop before spending more than this many dollars")
     p.add_argument("--limit", type=int, default=None, help="judge only the first N prompts (by id) of each split")
+    p.add_argument("--split", action="append", default=None, metavar="NAME",
+                   help="judge only this split, e.g. the NAME of `gilbench generate` prompts (repeatable; default every shared split)")
     p.add_argument("--concurrency", type=int, default=8, help="judge requests in flight at once (default 8)")
     p.add_argument("--policy", choices=["conservative", "average"], default="conservative",
                    help="combining the two orders: conservative (disagreement is a tie) or average (each order counts half)")
@@ -95,7 +97,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     ctx = JudgeContext(task=args.task, output_dir=Path(args.output_dir), run_dirs_a=runs_a, options=judge_options(args))
     judge = build_judge(args.judge, ctx)
     results = compare(runs_a, runs_b, judge, policy=args.policy, concurrency=args.concurrency, dry_run=args.dry_run, limit=args.limit,
-                      max_cost=args.max_cost, n_boot=args.n_boot, boot_seed=args.boot_seed)
+                      max_cost=args.max_cost, n_boot=args.n_boot, boot_seed=args.boot_seed, splits=args.split)
     print(format_plan(results) if args.dry_run else format_results(results))
     return 0
 
@@ -122,7 +124,14 @@ def _row(split: str, group: str, s: dict) -> list:
     h = s["health"]
     p = s["sign_test"]["p"]
     return [split, group, s["n"], _pct(s["win"], s["win_ci"]), _pct(s["tie"], s["tie_ci"]), _pct(s["lose"], s["lose_ci"]),
-            f"{p:.3g}", _pct(h["position_flip_rate"]), _pct(h["first_position_win_rate"]), _pct(h["longer_wins_rate"]), _pct(h["invalid_rate"])]
+            _lc(s.get("length_controlled")), f"{p:.3g}", _pct(h["position_flip_rate"]), _pct(h["first_position_win_rate"]), _pct(h["longer_wins_rate"]), _pct(h["invalid_rate"])]
+
+
+def _lc(lc: dict | None) -> str:
+    if not lc:
+        return "-"
+    ci = lc["lc_win_ci"]
+    return f"{100 * lc['raw_preference']:.1f} -> {100 * lc['lc_win']:.1f}" + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "")
 
 
 def format_results(r: dict) -> str:
@@ -136,13 +145,14 @@ def format_results(r: dict) -> str:
     pooled = len(r["splits"]) > len(r["distributions"])  # some distribution has several splits
     if pooled:
         rows.extend(_row(f"{d.upper()} (all)", "all", ds) for d, ds in r["distributions"].items())
-    headers = ["split", "group", "N", f"{r['a']} wins %", "tie %", f"{r['b']} wins %", "p (sign)", "flip %", "1st-pos %", "longer %", "invalid %"]
+    headers = ["split", "group", "N", f"{r['a']} wins %", "tie %", f"{r['b']} wins %", "pref % -> LC %", "p (sign)", "flip %", "1st-pos %", "longer %", "invalid %"]
     j = r["judge"]
     lines = [f"== {r['a']} vs {r['b']} on {r.get('task', '?')}: judge {j['id']}, policy {r['policy']}, seeds {r['seeds']}, "
              f"{r['n_items']} pairs ({r['n_identical']} identical) ==",
              tabulate(rows, headers=headers, disable_numparse=True),
              f"95 % CIs: {r['bootstrap']['n_boot']} bootstrap resamples of prompts (seed {r['bootstrap']['seed']}); p: two-sided sign test "
-             "on pairs won vs lost; health: position flips, first-shown wins, longer wins (decisive verdicts), unreadable verdicts."]
+             "on pairs won vs lost; pref: wins + half the ties, LC: the same at equal lengths (logistic regression on the "
+             "length difference); health: position flips, first-shown wins, longer wins (decisive verdicts), unreadable verdicts."]
     for s in r["splits"]:
         if s["worst_group"]:
             w = s["worst_group"]

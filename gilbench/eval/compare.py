@@ -7,7 +7,8 @@
 * ``judgments.jsonl`` -- one line per pair: item id, split, group, both responses, each order's raw judge answers
   and verdict, the mapped outcome, attempts, cached or not, cost;
 * ``results.json`` -- per eval split, per group and per distribution (ID / OOD): win / tie / lose of A with 95 %
-  bootstrap CIs resampled by prompt, the sign-test p-value, N, judge health; the ID - OOD win-rate gap; and
+  bootstrap CIs resampled by prompt, the sign-test p-value, N, judge health; per split and distribution the
+  length-controlled preference rate (``gilbench.eval.length_control``); the ID - OOD win-rate gap; and
   each method's mean reward-model score (the runs' own ``rm_score``) with a CI.
 """
 
@@ -24,6 +25,7 @@ from gilbench.errors import GilbenchError
 from gilbench.eval import stats
 from gilbench.eval.base import Judge
 from gilbench.eval.client import CostMeter
+from gilbench.eval.length_control import length_controlled
 from gilbench.eval.protocol import ORDERS, POLICIES, combine, order_texts
 from gilbench.eval.runs import load_generations, pair_generations
 from gilbench.store import atomic_write_json, atomic_write_text, dumps
@@ -85,14 +87,23 @@ def run_judging(judge: Judge, items: list[dict], policy: str, concurrency: int =
 def compare(run_a_dirs: list[str | Path], run_b_dirs: list[str | Path], judge: Judge, *, policy: str = "conservative",
             concurrency: int = 8, out_dir: str | Path | None = None, dry_run: bool = False, max_cost: float | None = None,
             n_boot: int = 2000, boot_seed: int = 0, log: Callable[[str], None] = print,
-            on_item: Callable[[dict], None] | None = None, progress: bool = True, limit: int | None = None) -> dict:
+            on_item: Callable[[dict], None] | None = None, progress: bool = True, limit: int | None = None,
+            splits: list[str] | None = None) -> dict:
     """Judge run A against run B; returns the results dict (or, with ``dry_run``, the plan) and writes both files.
-    ``limit``: judge only the first N prompts (by id) of each split, e.g. for a slow or paid judge."""
+    ``limit``: judge only the first N prompts (by id) of each split, e.g. for a slow or paid judge.
+    ``splits``: judge only these splits (e.g. a prompt file's name from ``gilbench generate``); the default folder
+    then ends in ``<judge id>@<split>+...`` so the full comparison's files are not replaced."""
     if policy not in POLICIES:
         raise GilbenchError(f"--policy must be one of {', '.join(POLICIES)}, got {policy!r}")
     run_a_dirs, run_b_dirs = [Path(d) for d in run_a_dirs], [Path(d) for d in run_b_dirs]
     rows_a, rows_b = load_generations(run_a_dirs), load_generations(run_b_dirs)
     items, unmatched = pair_generations(rows_a, rows_b)
+    if splits:
+        missing = sorted(set(splits) - {it["split"] for it in items})
+        if missing:
+            raise GilbenchError(f"--split {', '.join(missing)}: no generations both runs share there "
+                                f"(shared splits: {', '.join(sorted({it['split'] for it in items})) or 'none'}); run `gilbench generate` on both")
+        items = [it for it in items if it["split"] in splits]
     if limit:
         keep = {split: sorted({it["id"] for it in items if it["split"] == split})[:limit] for split in {it["split"] for it in items}}
         items = [it for it in items if it["id"] in keep[it["split"]]]
@@ -105,7 +116,8 @@ def compare(run_a_dirs: list[str | Path], run_b_dirs: list[str | Path], judge: J
     if dry_run:
         return {"dry_run": True, "a": name_a, "b": name_b, "judge": judge.describe(), **plan(judge, items)}
     records = run_judging(judge, items, policy, concurrency, on_item, progress)
-    out_dir = Path(out_dir) if out_dir else run_a_dirs[0].parent.parent / "compare" / f"{name_a}_vs_{name_b}" / judge.id
+    folder = judge.id + ("@" + "+".join(sorted(splits)) if splits else "")
+    out_dir = Path(out_dir) if out_dir else run_a_dirs[0].parent.parent / "compare" / f"{name_a}_vs_{name_b}" / folder
     results = aggregate(records, name_a, name_b, n_boot, boot_seed)
     results.update(task=run_a_dirs[0].parent.parent.name, judge=judge.describe(), policy=policy, unmatched=unmatched, out_dir=str(out_dir),
                    seeds=sorted({it["seed"] for it in items}), runs_a=[str(d) for d in run_a_dirs], runs_b=[str(d) for d in run_b_dirs])
@@ -134,6 +146,7 @@ def aggregate(records: list[dict], name_a: str, name_b: str, n_boot: int = 2000,
     split_rows = []
     for split, rows in splits.items():
         overall, _ = _summary(rows, split, n_boot, seed, False)
+        overall["length_controlled"] = length_controlled(rows, split, n_boot, seed)
         groups = {}
         for group in sorted({it["group"] for it in rows}):
             groups[group], _ = _summary([it for it in rows if it["group"] == group], f"{split}/{group}", n_boot, seed, False)
@@ -143,7 +156,9 @@ def aggregate(records: list[dict], name_a: str, name_b: str, n_boot: int = 2000,
                            "worst_group": {"group": worst, "win": scored[worst]["win"], "n": scored[worst]["n"]} if worst else None})
     dists, draws = {}, {}
     for dist in sorted({it["distribution"] for it in items}):
-        dists[dist], draws[dist] = _summary([it for it in items if it["distribution"] == dist], f"dist/{dist}", n_boot, seed, True)
+        in_dist = [it for it in items if it["distribution"] == dist]
+        dists[dist], draws[dist] = _summary(in_dist, f"dist/{dist}", n_boot, seed, True)
+        dists[dist]["length_controlled"] = length_controlled(in_dist, f"dist/{dist}", n_boot, seed)
     gap = stats.gap(draws.get("id"), draws.get("ood"), dists.get("id", {}).get("win"), dists.get("ood", {}).get("win"))
     return {
         "a": name_a, "b": name_b, "n_items": len(items), "n_identical": sum(it["identical"] for it in items),
