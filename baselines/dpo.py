@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from gilbench import register_method
+from gilbench import register_method, tracking
 from gilbench.data.format import format_example
 from gilbench.data.types import PreferencePair
 from gilbench.errors import GilbenchError
@@ -149,7 +149,7 @@ class DPO(Method):
         rng = random.Random(ctx.cfg.seed)
         steps_per_epoch = (len(data) + cfg.batch_size - 1) // cfg.batch_size
         bar = tqdm(total=cfg.epochs * steps_per_epoch, desc="dpo", dynamic_ncols=True)
-        step, history = 0, []
+        step, history, tracker = 0, [], tracking.open_stage("dpo")
         for epoch in range(cfg.epochs):
             order = list(range(len(data)))
             rng.shuffle(order)
@@ -178,10 +178,12 @@ class DPO(Method):
                        "dpo/logp_chosen": sums["lc"] / n, "dpo/logp_rejected": sums["lr_"] / n, "dpo/grad_norm": float(grad_norm),
                        "time/step": time.time() - t0}
                 log.append(row)
+                tracker.log(row, step)
                 history.append(row)
                 bar.update(1)
                 bar.set_postfix(loss=f"{row['loss/dpo']:.3f}", margin=f"{row['dpo/reward_margin']:+.3f}", acc=f"{row['dpo/accuracy']:.2f}")
         bar.close()
+        tracker.close()
         k = max(1, len(history) // 10)
         ctx.summary.update({
             "dpo/pairs": len(data), "dpo/steps": step,

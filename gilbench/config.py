@@ -104,7 +104,8 @@ class RunConfig:
     mixed_precision: str = "no"  # no | bf16 | fp16 (accelerate)
     data_dir: str = ""  # local copies of hub datasets in their public layout
     output_dir: str = "results/runs"  # run store root
-    tensorboard: bool = False  # also write TensorBoard event files
+    tensorboard: bool = False  # also write TensorBoard event files (the same as report_to including tensorboard)
+    report_to: str = "none"  # experiment trackers of every training stage: none | comma list of tensorboard, wandb, mlflow, trackio
     model: ModelConfig = field(default_factory=ModelConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     rm: RewardModelConfig = field(default_factory=RewardModelConfig)

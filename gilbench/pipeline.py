@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from gilbench import registry
+from gilbench import registry, tracking
 from gilbench.config import RunConfig, build_method_config, stable_hash
 from gilbench.data.tasks import as_task_spec
 from gilbench.errors import GilbenchError
@@ -90,6 +90,7 @@ def run(cfg: RunConfig, log=print) -> dict:
     atomic_write_json(out / "env.json", environment_record())
 
     accelerator = make_accelerator(cfg)
+    tracking.configure(cfg, out, accelerator)
     log(f"[gilbench] {cfg.method} on {cfg.task}, seed {cfg.seed}, model {cfg.model.policy}, device {accelerator.device} -> {out}")
     task = spec.load(seed=cfg.split_seed, limit=cfg.limit or None, data_dir=cfg.data_dir or None)
     atomic_write_json(out / "task.json", {"name": task.name, "notes": task.notes, "rl_prompts": len(task.rl_prompts), "sft": len(task.sft),

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from gilbench import tracking
 from gilbench.errors import GilbenchError
 from gilbench.method import Method, RunContext
 from gilbench.models.heads import ValueModel
@@ -187,7 +188,7 @@ class PPOTrainer(Method):
         rollout_log.truncate_after(start)
         if start:
             ctx.log(f"resumed from the checkpoint at step {start}")
-        tb = self._tensorboard(ctx)
+        tracker = tracking.open_stage("rl")
         bar = tqdm(range(start, self.rl.steps), desc=f"{self.registered_name or 'rl'}", initial=start, total=self.rl.steps, dynamic_ncols=True)
         for step in bar:
             metrics = self.iteration(step)
@@ -195,17 +196,13 @@ class PPOTrainer(Method):
             every = self.rl.log_rollouts_every
             if every and ((step + 1) % every == 0 or step == 0):
                 rollout_log.extend(self.last_rollout_rows)
-            if tb is not None:
-                for key, value in metrics.items():
-                    if isinstance(value, (int, float)):
-                        tb.add_scalar(key, value, step + 1)
+            tracker.log(metrics, step + 1)
             bar.set_postfix(score=f"{metrics['objective/score']:.3f}", kl=f"{metrics['objective/kl']:.3f}")
             every = self.rl.checkpoint_every
             if (every and (step + 1) % every == 0) or step + 1 == self.rl.steps:
                 checkpoint.save(self, ctx.run_dir, step + 1)
         bar.close()
-        if tb is not None:
-            tb.close()
+        tracker.close()
         return self.acc.unwrap_model(self.policy), self.tokenizer
 
     def step_seed(self, step: int) -> int:
@@ -373,13 +370,3 @@ class PPOTrainer(Method):
         stats.update(policy_stats)
         stats.update(extra_stats)
         return stats
-
-    def _tensorboard(self, ctx: RunContext):
-        if not ctx.cfg.tensorboard:
-            return None
-        from gilbench.errors import require
-
-        require("tensorboard", "TensorBoard logging", extra="tensorboard")
-        from torch.utils.tensorboard import SummaryWriter
-
-        return SummaryWriter(str(ctx.run_dir / "tensorboard"))

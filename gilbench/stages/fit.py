@@ -8,6 +8,8 @@ from typing import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from gilbench import tracking
+
 
 def fit(model, items: Sequence, batch_loss: Callable, cfg, accelerator, seed: int, desc: str):
     """``cfg.epochs`` passes over ``items`` in ``cfg.batch_size`` batches; ``batch_loss(model, batch)`` is
@@ -17,6 +19,8 @@ def fit(model, items: Sequence, batch_loss: Callable, cfg, accelerator, seed: in
     model.train()
     rng = random.Random(seed)
     losses: list[float] = []
+    stage = {"reward model": "rm"}.get(desc, desc)
+    tracker = tracking.open_stage(stage)
     bar = tqdm(total=cfg.epochs * ((len(items) + cfg.batch_size - 1) // cfg.batch_size), desc=desc, dynamic_ncols=True)
     for _ in range(cfg.epochs):
         order = list(range(len(items)))
@@ -28,9 +32,11 @@ def fit(model, items: Sequence, batch_loss: Callable, cfg, accelerator, seed: in
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             losses.append(loss.item())
+            tracker.log({f"{stage}/loss": losses[-1]}, len(losses))
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
     bar.close()
+    tracker.close()
     return model, losses
 
 
