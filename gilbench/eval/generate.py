@@ -134,10 +134,11 @@ def generate(run: str | Path, prompts_file: str | Path, name: str | None = None,
         raise GilbenchError(f"--run {run}: not a gilbench run folder (no config.yaml); to sample a baseline model give --model PRESET_OR_FOLDER")
     settings = _settings(run, like, model, seed)
     cfg = settings["cfg"]
-    if settings["reward_run"] is not None and name in {s.replace(":", "_") for s in _eval_split_names(cfg)}:
-        raise GilbenchError(f"--name {name}: the task's eval split already writes generations/{name}.jsonl; pick another --name")
     out = run / "generations" / f"{name}.jsonl"
     meta_path = run / "generations" / f".{name}.meta.json"
+    eval_stage_file = out.exists() and not meta_path.exists()
+    if eval_stage_file or settings["reward_run"] is not None and name in {s.replace(":", "_") for s in _eval_split_names(cfg)}:
+        raise GilbenchError(f"--name {name}: the task's eval split already writes generations/{name}.jsonl; pick another --name")
     meta = {"prompts_file": str(Path(prompts_file).expanduser().resolve()), "prompts_sha": prompts_digest(prompts), "policy": settings["policy"],
             "seed": settings["seed"], "generate": vars(cfg.generate) | {"max_prompt_length": cfg.rl.max_prompt_length},
             "prompt_format": settings["prompt_format"], "reward_run": str(settings["reward_run"]) if settings["reward_run"] else None}
