@@ -64,6 +64,13 @@ def _table_html(table) -> str:
             + (f"<ul class=note>{notes}</ul>" if notes else ""))
 
 
+def _has_data(table) -> bool:
+    """A row with a stored value: not only dashes (nothing stored) and zero seed counts."""
+    from gilbench.report.render import DASH
+
+    return any(any(c not in (DASH, "0", "n/a", "") for c in row[table.n_label_columns:]) for row in table.rows if row)
+
+
 def tables_section(output_dir: str | Path, task: str) -> str:
     from gilbench.report.spec import available_specs, load_spec
     from gilbench.report.tables import build_table
@@ -77,7 +84,7 @@ def tables_section(output_dir: str | Path, task: str) -> str:
         except GilbenchError as e:  # a spec about other methods or tasks: say so, keep the rest
             parts.append(f"<p class=note>table {escape(name)}: {escape(str(e))}</p>")
             continue
-        if any(row for row in table.rows):
+        if _has_data(table):
             parts.append(_table_html(table))
     return "<h2 id=tables>Tables</h2>" + ("".join(parts) or "<p class=note>no table has data for this task</p>")
 
