@@ -2,17 +2,19 @@
 
 ``make_plots(output_dir, task)`` writes into ``out_dir``:
 
-* ``<task>_curves.png``   score, KL, length and entropy per step, per method: mean over seeds with a ± SD band;
-* ``<task>_groups.png``   GIL-style runs: each inferred group's score per step, groups ranked high to low at each step
-  (group numbers are arbitrary per run), mean ± SD over seeds, with the batch mean dashed;
-* ``<task>_frontier.png`` reward vs KL: each method's path through training (mean KL and score over seeds at each
-  step, the last step marked) over every step of every seed (dots);
+* ``<task>_curves.png``   score, KL, length and entropy per step: one row per method family (gil, gil-no-inv ... are
+  one family), mean over seeds with a ± SD band, the other families' means in grey behind, y axes shared per column;
+* ``<task>_groups.png``   GIL-style runs, one panel each (two per row): each inferred group's score per step, groups
+  ranked high to low at each step (group numbers are arbitrary per run), mean ± SD over seeds, the batch mean dashed;
+* ``<task>_frontier.png`` reward vs KL, one panel per family: each method's path through training (mean KL and score
+  over seeds at each step, the last step marked) over every step of every seed (dots);
 * ``<task>_winrates.png`` win / tie / lose bars of each stored comparison, ID and OOD side by side;
 * ``<task>_judge_curve.png`` runs with a ``judge_curve.jsonl`` (``gilbench judge-curve``): the reward-model score the
   policy was trained on next to the judge's win rate against the starting policy on the same samples, per method,
   mean ± SD over seeds -- reward hacking shows as the first rising while the second falls.
 
-A plot without data is skipped (and said so through ``log``).
+A plot without data is skipped (and said so through ``log``). Colours: Okabe & Ito's colour-blind-safe palette;
+legends sit outside the data; figures are at most a page wide (``PAGE_WIDTH`` plus a legend column).
 """
 
 from __future__ import annotations
@@ -25,16 +27,20 @@ from gilbench.report.stability import frontier
 
 CURVES = (("objective/score", "reward-model score"), ("objective/kl", "KL to reference (nats)"),
           ("completions/mean_length", "mean length (tokens)"), ("objective/entropy", "entropy (nats / token)"))
-OUTCOME_COLORS = {"win": "#4c9a2a", "tie": "#b0b0b0", "lose": "#c0392b"}
+# Okabe & Ito's palette: distinguishable with the common colour-vision deficiencies, and in greyscale by lightness.
+OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442"]
+OUTCOME_COLORS = {"win": "#0072B2", "tie": "#BBBBBB", "lose": "#E69F00"}  # blue / grey / orange, not red / green
+PAGE_WIDTH = 8.0  # inches: every figure fits a page's width at 110 dpi (880 px)
+CONTEXT = "#CCCCCC"  # other families' mean curves, drawn thin behind each panel for reference
 
 
-def _figure(rows: int, cols: int, width: float, height: float):
+def _figure(rows: int, cols: int, width: float, height: float, **share):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
-    return fig, fig.subplots(rows, cols, squeeze=False)
+    return fig, fig.subplots(rows, cols, squeeze=False, **share)
 
 
 def _save(fig, path: Path) -> Path:
@@ -60,26 +66,54 @@ def _plot_band(ax, steps, mean, sd, color, label, **kw):
     ax.fill_between(steps, [m - s for m, s in zip(mean, sd)], [m + s for m, s in zip(mean, sd)], color=color, alpha=0.18, lw=0)
 
 
+def family(method: str) -> str:
+    """Methods are grouped by the first part of their name: gil, gil-fixed-kl, gil-no-inv ... are one family."""
+    return method.split("-")[0]
+
+
+def families(methods: list[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for m in methods:
+        out.setdefault(family(m), []).append(m)
+    return out
+
+
 def _colors(methods: list[str]) -> dict[str, str]:
-    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
-    return {m: palette[i % len(palette)] for i, m in enumerate(methods)}
+    """A colour per method, distinct within its family (each family is drawn in a panel of its own)."""
+    return {m: OKABE_ITO[i % len(OKABE_ITO)] for members in families(methods).values() for i, m in enumerate(members)}
+
+
+def _legend_right(ax) -> None:
+    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=7, frameon=False)
 
 
 def plot_curves(runs: dict[str, list[list[dict]]], task: str, path: Path) -> Path | None:
+    """Small multiples: one row per method family, one column per metric; y axes shared down each column."""
     runs = {m: r for m, r in runs.items() if any(store.series(rows, CURVES[0][0])[1] for rows in r)}
     if not runs:
         return None
-    colors = _colors(list(runs))
-    fig, axes = _figure(2, 2, 11, 7.5)
-    for ax, (name, label) in zip(axes.flat, CURVES):
-        for m, seeds in runs.items():
-            steps, mean, sd = band([store.series(rows, name) for rows in seeds])
-            if steps:
-                _plot_band(ax, steps, mean, sd, colors[m], f"{m} (n={len(seeds)})")
-        ax.set(title=label, xlabel="PPO step", ylabel=label)
-        ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=8, loc="best")
-    fig.suptitle(f"{task}: training curves, mean ± SD over seeds")
+    colors, fams = _colors(list(runs)), families(list(runs))
+    means = {(m, name): band([store.series(rows, name) for rows in seeds]) for m, seeds in runs.items() for name, _ in CURVES}
+    fig, axes = _figure(len(fams), len(CURVES), PAGE_WIDTH + 1.6, 0.9 + 1.75 * len(fams), sharex=True, sharey="col")
+    for row, (fam, members) in enumerate(fams.items()):
+        for col, (name, label) in enumerate(CURVES):
+            ax = axes[row, col]
+            for m in runs:
+                steps, mean, _ = means[(m, name)]
+                if m not in members and steps:
+                    ax.plot(steps, mean, color=CONTEXT, lw=0.8, zorder=0)
+            for m in members:
+                steps, mean, sd = means[(m, name)]
+                if steps:
+                    _plot_band(ax, steps, mean, sd, colors[m], f"{m} (n={len(runs[m])})")
+            ax.grid(alpha=0.3)
+            ax.tick_params(labelsize=7)
+            if row == 0:
+                ax.set_title(label, fontsize=8)
+            if row == len(fams) - 1:
+                ax.set_xlabel("PPO step", fontsize=8)
+        _legend_right(axes[row, -1])
+    fig.suptitle(f"{task}: training curves by method family, mean ± SD over seeds (grey: the other families' means)", fontsize=9)
     return _save(fig, path)
 
 
@@ -100,43 +134,59 @@ def plot_groups(runs: dict[str, list[list[dict]]], task: str, path: Path) -> Pat
     runs = {m: seeds for m, seeds in runs.items() if any(_ranked_groups(rows) for rows in seeds)}
     if not runs:
         return None
-    fig, axes = _figure(1, len(runs), 5.2 * len(runs), 4.2)
-    for ax, (m, seeds) in zip(axes[0], runs.items()):
+    cols = min(2, len(runs))
+    rows_n = (len(runs) + cols - 1) // cols
+    fig, axes = _figure(rows_n, cols, PAGE_WIDTH, 0.9 + 2.6 * rows_n, sharex=True, sharey=True)
+    for ax in axes.flat[len(runs):]:
+        ax.set_visible(False)
+    for ax, (m, seeds) in zip(axes.flat, runs.items()):
         per_seed = [_ranked_groups(rows) for rows in seeds]
         n_groups = max(len(x) for x in per_seed)
-        colors = _colors([f"g{g}" for g in range(n_groups)])
         for g in range(n_groups):
             steps, mean, sd = band([x[g] for x in per_seed if len(x) > g])
             rank = " (highest)" if g == 0 else " (lowest)" if g == n_groups - 1 else ""
-            _plot_band(ax, steps, mean, sd, colors[f"g{g}"], f"group #{g + 1}{rank}")
+            _plot_band(ax, steps, mean, sd, OKABE_ITO[g % len(OKABE_ITO)], f"group #{g + 1}{rank}")
         steps, mean, _ = band([store.series(rows, "objective/score") for rows in seeds])
         ax.plot(steps, mean, color="black", ls="--", lw=1.2, label="batch mean")
-        ax.set(title=f"{m}: inferred-group scores (n={len(seeds)} seeds)", xlabel="PPO step", ylabel="reward-model score")
+        ax.set_title(f"{m} (n={len(seeds)} seeds)", fontsize=9)
+        ax.set_xlabel("PPO step", fontsize=8)
+        ax.set_ylabel("reward-model score", fontsize=8)
+        ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="best")
-    fig.suptitle(f"{task}: group dynamics\n(groups ranked by score at each step)")
+    handles, labels = next(iter(axes.flat)).get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)), fontsize=8, frameon=False)
+    fig.suptitle(f"{task}: inferred-group scores, ranked high to low at each step (mean ± SD over seeds)", fontsize=9)
     return _save(fig, path)
 
 
 def plot_frontier(runs: dict[str, list[list[dict]]], task: str, path: Path) -> Path | None:
+    """Reward against KL, one panel per method family (shared score axis), each seed's steps as dots behind the mean path."""
     runs = {m: seeds for m, seeds in runs.items() if any(frontier(rows) for rows in seeds)}
     if not runs:
         return None
-    colors = _colors(list(runs))
-    fig, axes = _figure(1, 1, 7, 5)
-    ax = axes[0, 0]
-    for m, seeds in runs.items():
-        for rows in seeds:
-            pts = [(r["objective/kl"], r["objective/score"]) for r in rows if r.get("objective/kl") is not None and r.get("objective/score") is not None]
-            ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=7, alpha=0.2, color=colors[m], lw=0)
-        _, kl, _ = band([store.series(rows, "objective/kl") for rows in seeds])
-        _, score, _ = band([store.series(rows, "objective/score") for rows in seeds])
-        ax.plot(kl, score, color=colors[m], lw=2, label=f"{m} (n={len(seeds)})")
-        ax.plot(kl[-1:], score[-1:], color=colors[m], marker="o", ms=6)
-    ax.set(xlabel="KL to reference (nats)", ylabel="reward-model score")
-    ax.set_title(f"{task}: reward vs KL\nline: mean over seeds at each step, ● last step; dots: each seed's steps", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right", title="method")
+    colors, fams = _colors(list(runs)), families(list(runs))
+    cols = min(3, len(fams))
+    rows_n = (len(fams) + cols - 1) // cols
+    fig, axes = _figure(rows_n, cols, PAGE_WIDTH, 1.2 + 3.0 * rows_n, sharey=True)  # KL scales differ: one family must not squash another
+    for ax in axes.flat[len(fams):]:
+        ax.set_visible(False)
+    for ax, (fam, members) in zip(axes.flat, fams.items()):
+        for m in members:
+            seeds = runs[m]
+            for rows in seeds:
+                pts = [(r["objective/kl"], r["objective/score"]) for r in rows if r.get("objective/kl") is not None and r.get("objective/score") is not None]
+                ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=6, alpha=0.25, color=colors[m], lw=0)
+            _, kl, _ = band([store.series(rows, "objective/kl") for rows in seeds])
+            _, score, _ = band([store.series(rows, "objective/score") for rows in seeds])
+            ax.plot(kl, score, color=colors[m], lw=1.8, label=f"{m} (n={len(seeds)})")
+            ax.plot(kl[-1:], score[-1:], color=colors[m], marker="o", ms=5)
+        ax.set_title(f"{fam} family", fontsize=9)
+        ax.set_xlabel("KL to reference (nats)", fontsize=8)
+        ax.set_ylabel("reward-model score", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), fontsize=7, frameon=False)
+    fig.suptitle(f"{task}: reward vs KL (line: mean over seeds at each step, ● last step; dots: each seed's steps)", fontsize=9)
     return _save(fig, path)
 
 
@@ -145,21 +195,25 @@ def plot_judge_curves(curves: dict[str, list[list[dict]]], task: str, path: Path
     curves = {m: seeds for m, seeds in curves.items() if seeds}
     if not curves:
         return None
-    colors = _colors(list(curves))
-    fig, axes = _figure(1, 2, 11, 4.2)
+    colors, fams = _colors(list(curves)), families(list(curves))
+    fig, axes = _figure(len(fams), 2, PAGE_WIDTH + 1.6, 0.9 + 1.9 * len(fams), sharex=True, sharey="col")
     judges = sorted({p.get("judge", "?") for seeds in curves.values() for c in seeds for p in c})
-    for m, seeds in curves.items():
-        for ax, key in zip(axes[0], ("rm_score", "win")):
-            steps, mean, sd = band([([p["step"] for p in c if p.get(key) is not None], [p[key] for p in c if p.get(key) is not None])
-                                    for c in seeds])
-            _plot_band(ax, steps, mean, sd, colors[m], f"{m} (n={len(seeds)})", marker="o", ms=3)
-    axes[0, 0].set(title="reward-model score of the samples\n(what PPO maximises)", xlabel="PPO step", ylabel="reward-model score")
-    axes[0, 1].set(title=f"judge win rate against the starting policy\n(judge {', '.join(judges)})", xlabel="PPO step", ylabel="win rate")
-    axes[0, 1].axhline(0.5, color="black", lw=0.8, ls=":")
-    for ax in axes[0]:
-        ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=8, loc="best")
-    fig.suptitle(f"{task}: does the judge agree with the reward model along training? (mean ± SD over seeds)")
+    for row, members in enumerate(fams.values()):
+        for m in members:
+            for ax, key in zip(axes[row], ("rm_score", "win")):
+                steps, mean, sd = band([([p["step"] for p in c if p.get(key) is not None], [p[key] for p in c if p.get(key) is not None])
+                                        for c in curves[m]])
+                _plot_band(ax, steps, mean, sd, colors[m], f"{m} (n={len(curves[m])})", marker="o", ms=3)
+        axes[row, 1].axhline(0.5, color="black", lw=0.8, ls=":")
+        for ax in axes[row]:
+            ax.grid(alpha=0.3)
+            ax.tick_params(labelsize=7)
+        _legend_right(axes[row, 1])
+    axes[0, 0].set_title("reward-model score of the samples (what PPO maximises)", fontsize=8)
+    axes[0, 1].set_title(f"judge win rate against the starting policy (judge {', '.join(judges)})", fontsize=8)
+    for ax in axes[-1]:
+        ax.set_xlabel("PPO step", fontsize=8)
+    fig.suptitle(f"{task}: does the judge agree with the reward model along training? (mean ± SD over seeds)", fontsize=9)
     return _save(fig, path)
 
 
@@ -178,7 +232,7 @@ def plot_winrates(output_dir, task: str, methods: list[str] | None, path: Path, 
     if not results:
         return None
     dists = [d for d in ("id", "ood") if any(d in r["distributions"] for _, _, r in results)]
-    fig, axes = _figure(1, len(dists), 6 * len(dists), 0.9 + 0.55 * len(results))
+    fig, axes = _figure(1, len(dists), PAGE_WIDTH + 2.5, 1.2 + 0.4 * len(results))  # own y labels: N differs by distribution
     for ax, dist in zip(axes[0], dists):
         labels = []
         for i, (a, b, r) in enumerate(results):
@@ -189,7 +243,7 @@ def plot_winrates(output_dir, task: str, methods: list[str] | None, path: Path, 
                 v = 100 * (e.get(k) or 0.0)
                 ax.barh(i, v, left=left, height=0.62, color=OUTCOME_COLORS[k], label=k if i == 0 else None)
                 if v >= 8:
-                    ax.text(left + v / 2, i + 0.04, f"{v:.0f}", ha="center", va="center", fontsize=8)
+                    ax.text(left + v / 2, i + 0.04, f"{v:.0f}", ha="center", va="center", fontsize=8, color="white" if k == "win" else "black")
                 left += v
             if e.get("win_ci"):
                 lo, hi = (100 * x for x in e["win_ci"])
