@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from gilbench.errors import GilbenchError, MissingDependency
-from gilbench.lm_eval_bridge import add_lm_eval_parser, format_results, run_lm_eval
+from gilbench.lm_eval_bridge import add_lm_eval_parser, format_results, parse_model_args, run_lm_eval
 from gilbench.models.presets import load_causal_lm
 from gilbench.store import mark_done
 
@@ -58,20 +58,45 @@ def test_scores_a_run_policy_and_writes_lm_eval_json(setup, monkeypatch):
     result = run_lm_eval(run_dir, ["gilbench_tiny_mc"], limit=4, include_path=setup / "tasks", batch_size=4, device="cpu")
     metrics = result["results"]["gilbench_tiny_mc"]
     assert 0.0 <= metrics["acc,none"] <= 1.0 and metrics["acc,none"] * 4 == round(metrics["acc,none"] * 4)
-    assert result["n_samples"]["gilbench_tiny_mc"] == {"original": 6, "effective": 4}
-    assert result["model"] == str(run_dir / "policy") and result["tasks"] == ["gilbench_tiny_mc"] and result["limit"] == 4
+    # lm-eval's own keys, untouched; ours under "gilbench"
+    assert result["n-samples"]["gilbench_tiny_mc"] == {"original": 6, "effective": 4}
+    assert {"results", "configs", "versions", "n-shot", "higher_is_better", "config"} <= set(result)
+    ours = result["gilbench"]
+    assert ours["model"] == str(run_dir / "policy") and ours["tasks"] == ["gilbench_tiny_mc"] and ours["limit"] == 4
     assert json.loads((run_dir / "lm_eval.json").read_text()) == result
     assert not list(run_dir.glob(".lm_eval.json.*"))  # the atomic write left no temp file
+    # lm-eval's layout: OUTPUT_PATH/<model name>/results_<date>.json, readable by its own tools
+    written = list((run_dir / "lm_eval").glob("*/results_*.json"))
+    assert len(written) == 1 and json.loads(written[0].read_text())["results"] == result["results"]
     table = format_results(result)
     assert "gilbench_tiny_mc" in table and "acc" in table
 
-    # the CLI entry point the lead wires into `gilbench eval`
+
+def test_cli_takes_lm_evals_flag_names(setup, tmp_path, monkeypatch):
+    pytest.importorskip("lm_eval")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import shutil
+
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", setup / "hf_cache")
+    run_dir = tmp_path / "odd,name=run"  # a folder lm-eval's "k=v,k=v" string could not carry: model args go as a dict
+    shutil.copytree(setup / "run" / "policy", run_dir / "policy")
     parser = argparse.ArgumentParser(prog="gilbench")
     add_lm_eval_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["eval", "--lm-eval", "gilbench_tiny_mc", "--run", str(run_dir), "--limit", "2", "--include-path", str(setup / "tasks"),
-                              "--device", "cpu", "--batch-size", "2"])
+    out = tmp_path / "lm_out"
+    args = parser.parse_args(["eval", "--tasks", "gilbench_tiny_mc", "--run", str(run_dir), "--limit", "2", "--include_path", str(setup / "tasks"),
+                              "--device", "cpu", "--batch_size", "2", "--num_fewshot", "0", "--seed", "3", "--output_path", str(out),
+                              "--log_samples", "--model_args", '{"max_length": 256}'])
     assert args.func(args) == 0
-    assert json.loads((run_dir / "lm_eval.json").read_text())["n_samples"]["gilbench_tiny_mc"]["effective"] == 2
+    result = json.loads((run_dir / "lm_eval.json").read_text())
+    assert result["n-samples"]["gilbench_tiny_mc"]["effective"] == 2 and result["n-shot"]["gilbench_tiny_mc"] == 0
+    assert result["config"]["random_seed"] == 3 and result["gilbench"]["seed"] == 3
+    samples = list(out.glob("*/samples_gilbench_tiny_mc_*.jsonl"))
+    assert len(samples) == 1 and len(samples[0].read_text().splitlines()) == 2
+    assert parse_model_args("dtype=bfloat16,max_length=256") == {"dtype": "bfloat16", "max_length": 256}
+    with pytest.raises(GilbenchError, match=r"--model_args expects KEY=VALUE"):
+        parse_model_args("nonsense")
 
 
 def test_clear_errors(setup, tmp_path, monkeypatch):
