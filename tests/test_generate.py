@@ -46,10 +46,10 @@ def test_prompt_files_in_three_layouts(store):
     assert [(p["id"], p["text"], p["group"]) for p in csv] == [("q1", "Name a colour, please.", "easy"), ("q2", "Name a fruit.", "easy")]
     bad = store / "prompts" / "bad.jsonl"
     bad.write_text('{"text": "no prompt field"}\n')
-    with pytest.raises(GilbenchError, match=r"bad.jsonl: record 1 has no 'prompt' or 'instruction' text field"):
+    with pytest.raises(GilbenchError, match=r"bad.jsonl line 1: no 'prompt' or 'instruction' text field"):
         read_prompt_file(bad)
     bad.write_text('{"id": 1, "prompt": "a"}\n{"id": 1, "prompt": "b"}\n')
-    with pytest.raises(GilbenchError, match=r"id '1' appears twice \(record 2\)"):
+    with pytest.raises(GilbenchError, match=r"bad.jsonl line 2: id '1' appears twice"):
         read_prompt_file(bad)
     with pytest.raises(GilbenchError, match=r"unknown extension '.txt'"):
         read_prompt_file(bad.with_suffix(".txt").write_text("x") and bad.with_suffix(".txt"))

@@ -9,14 +9,13 @@ the same file. Rows are appended to ``NAME.jsonl.partial`` batch by batch (each 
 call resumes where it stopped and gives the same samples; the finished file is renamed into place and reused.
 
 Prompt files: jsonl (one object a line with ``prompt`` or ``instruction``, or Arena-Hard's ``turns``), csv (a
-``prompt`` or ``instruction`` column), or json (a list of such objects: AlpacaEval's layout). Optional fields: ``id``
+``prompt`` or ``instruction`` column), parquet, or json (a list of such objects: AlpacaEval's layout). Optional fields: ``id``
 (or ``question_id``), ``group`` (or ``category`` / ``dataset``); other fields are kept under ``source``.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import json
 from pathlib import Path
@@ -41,33 +40,32 @@ def _prompt_text(record: dict) -> str | None:
 
 def read_prompt_file(path: str | Path) -> list[dict]:
     """``[{"id", "text", "group", "source"}]`` from a jsonl, csv or json prompt file, or a one-line error."""
+    from gilbench.data.hub import Row, read_local_file
+
     path = Path(path).expanduser()
     if not path.is_file():
         raise GilbenchError(f"--prompts {path}: no such file")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".jsonl":
-            records = [(n, json.loads(line)) for n, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
-        elif suffix == ".json":
+    if path.suffix.lower() == ".json":
+        try:
             data = json.loads(path.read_text())
-            if not isinstance(data, list):
-                raise GilbenchError(f"--prompts {path}: a .json prompt file must hold a list of objects (AlpacaEval's layout)")
-            records = list(enumerate(data, 1))
-        elif suffix == ".csv":
-            with path.open(newline="") as f:
-                records = [(n, dict(row)) for n, row in enumerate(csv.DictReader(f), 2)]
-        else:
-            raise GilbenchError(f"--prompts {path}: unknown extension {suffix!r}; use .jsonl, .json (AlpacaEval) or .csv")
-    except (json.JSONDecodeError, csv.Error, UnicodeDecodeError) as e:
-        raise GilbenchError(f"--prompts {path}: cannot parse it ({type(e).__name__}: {e})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise GilbenchError(f"--prompts {path}: not valid JSON ({e})") from None
+        if not isinstance(data, list):
+            raise GilbenchError(f"--prompts {path}: a .json prompt file must hold a list of objects (AlpacaEval's layout)")
+        records = [Row(obj if isinstance(obj, dict) else {}, f"{path} item {i}") for i, obj in enumerate(data, 1)]
+    elif path.name.endswith((".jsonl", ".jsonl.gz", ".csv", ".parquet")):
+        records = list(read_local_file(path))  # the reader task files use: errors name the file and line
+    else:
+        raise GilbenchError(f"--prompts {path}: unknown extension {path.suffix!r}; use .jsonl, .json (AlpacaEval), .csv or .parquet")
     prompts, seen = [], set()
-    for n, record in records:
-        text = _prompt_text(record) if isinstance(record, dict) else None
+    for row in records:
+        record = row.data
+        text = _prompt_text(record)
         if text is None:
-            raise GilbenchError(f"--prompts {path}: record {n} has no 'prompt' or 'instruction' text field")
+            raise GilbenchError(f"--prompts {row.where}: no 'prompt' or 'instruction' text field")
         pid = next((str(record[k]) for k in ID_FIELDS if record.get(k) not in (None, "")), str(len(prompts)))
         if pid in seen:
-            raise GilbenchError(f"--prompts {path}: id {pid!r} appears twice (record {n}); ids must be unique")
+            raise GilbenchError(f"--prompts {row.where}: id {pid!r} appears twice; ids must be unique")
         seen.add(pid)
         group = next((str(record[k]) for k in GROUP_FIELDS if record.get(k) not in (None, "")), None)
         source = {k: v for k, v in record.items() if k not in TEXT_FIELDS + ID_FIELDS + ("turns",)}
