@@ -150,6 +150,7 @@ class OpenAIJudge(LMJudge):
         # (or pass snapshot=...) to keep results apart when a provider updates a model behind its alias.
         super().__init__(f"openai-{slug(model)}", snapshot or f"{model}@{base_url.rstrip('/')}",
                          template_for(task, template), cache_dir, max_tokens, price_per_1k)
+        self.client.meter = self.meter  # timed-out requests may be billed: the meter counts them
 
     def describe(self) -> dict:
         return {**super().describe(), "model": self.model, "base_url": self.client.url, "api_key_env": self.client.api_key_env}
