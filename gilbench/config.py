@@ -346,6 +346,16 @@ RULES: dict[str, tuple] = {
 }
 
 
+# Fields of the built-in methods' own configs (method_args.<name>), by name; a plugin method may add ``validate()``.
+METHOD_RULES: dict[str, tuple] = {
+    "n_groups": _at_least(1), "group_steps": _at_least(0), "group_lr": _positive(), "beta_critic": _at_least(0),
+    "beta_policy": _at_least(0), "group_balance": _at_least(0), "performance": _one_of("score", "return"),
+    "groups": _one_of("inferred", "oracle"), "beta": _positive(), "lr": _positive(), "epochs": _at_least(1),
+    "batch_size": _at_least(1), "micro_batch_size": _at_least(1), "max_length": _at_least(2), "max_pairs": _at_least(0),
+    "max_grad_norm": _at_least(0), "ptx_coef": _at_least(0), "ptx_batch_size": _at_least(1), "ptx_max_length": _at_least(2),
+}
+
+
 def _flat_fields(obj: Any, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for f in dataclasses.fields(obj):
@@ -367,9 +377,14 @@ def validate_config(cfg: RunConfig, method_cfg: Any = None) -> None:
             raise GilbenchError(f"config field {name} = {value}: must be a finite number; set it with --set {name}=VALUE")
         if isinstance(value, int) and not isinstance(value, bool) and name.startswith("method_args.") and value < 0:
             raise GilbenchError(f"config field {name} = {value}: must not be negative; set it with --set {name}=VALUE")
-        rule = RULES.get(name)
-        if rule is not None and not rule[0](value):
+        rule = RULES.get(name) or (METHOD_RULES.get(name.split(".", 1)[1]) if name.startswith("method_args.") else None)
+        if rule is not None and not isinstance(value, bool) and not rule[0](value):
             raise GilbenchError(f"config field {name} = {value!r}: must be {rule[1]}; set it with --set {name}=VALUE")
+    if cfg.data_dir and not Path(cfg.data_dir).expanduser().is_dir():
+        raise GilbenchError(f"--data-dir {cfg.data_dir}: no such folder; pass the folder holding the datasets' public layout")
+    batch, micro = values.get("method_args.batch_size"), values.get("method_args.micro_batch_size")
+    if isinstance(batch, int) and isinstance(micro, int) and micro >= 1 and batch % micro:
+        raise GilbenchError(f"method_args.batch_size ({batch}) must be a multiple of method_args.micro_batch_size ({micro}); change them with --set")
     rl = cfg.rl
     if rl.rollout_batch_size % rl.minibatch_size or rl.minibatch_size % rl.micro_batch_size:
         raise GilbenchError(f"rl.rollout_batch_size ({rl.rollout_batch_size}) must be a multiple of rl.minibatch_size ({rl.minibatch_size}), "

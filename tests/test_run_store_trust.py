@@ -49,6 +49,7 @@ def copy_of(finished, tmp_path) -> tuple:
 ])
 def test_a_finished_run_is_not_reused_under_another_config(finished, tmp_path, change, named):
     cfg, out = copy_of(finished, tmp_path)
+    shutil.rmtree(out / "checkpoints")  # as after a default run (keep_checkpoint false): before the fix nothing was compared then
     before = (out / "config.yaml").read_text()
     change(cfg)
     with pytest.raises(GilbenchError, match=f"different config.*{named}.*--overwrite"):
