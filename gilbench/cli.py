@@ -67,7 +67,7 @@ def build_configs(args: argparse.Namespace) -> list[RunConfig]:
     update_dataclass(cfg, file_cfg)
     flags = {"limit": args.limit, "device": args.device, "data_dir": args.data_dir, "output_dir": args.output_dir}
     update_dataclass(cfg, {k: v for k, v in flags.items() if v is not None})
-    if args.model:
+    if args.model is not None:
         cfg.model.policy = args.model
     for item in args.overrides:
         key, sep, value = item.partition("=")

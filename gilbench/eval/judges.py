@@ -176,6 +176,10 @@ class HFJudge(LMJudge):
         self._lock = threading.Lock()
         super().__init__(f"hf-{slug(model)}", _model_fingerprint(model), template_for(task, template), cache_dir, max_tokens)
 
+    def check_ready(self) -> None:
+        if self.name.startswith(("/", ".", "~")) and not Path(self.name).expanduser().is_dir():
+            raise GilbenchError(f"--judge hf:{self.name}: no such model folder; give a preset (gilbench ls models), a hub id or a folder")
+
     def complete(self, messages: list[dict]) -> Completion:
         import torch
 
