@@ -271,6 +271,8 @@ def all_cases(audit: Audit, only: str | None) -> None:
     root = f() / "data"
     root.mkdir()
     c("data-file", "hh: --data-dir without the files", ["validate", "--task", "hh", "--data-dir", str(root)])
+    c("cli-flag", "--model hub id, hub unreachable", run(f(), "--model", "someorg/somemodel"), env={"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "https://127.0.0.1:9"})
+    c("cli-flag", "--model missing local folder", run(f(), "--model", "/nonexistent/model"))
     c("data-file", "hh: hub unreachable, no --data-dir", ["validate", "--task", "hh"], env={"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "https://127.0.0.1:9"})
 
     # ---------------------------------------------------------------- judge options (compare / judge-curve) on finished runs

@@ -148,6 +148,19 @@ def check_stage_dir(path: Path, what: str) -> Path:
     return path
 
 
+def check_models_reachable(cfg: RunConfig) -> None:
+    """A hub id with the hub unreachable: say so in seconds, not after the hub client's minute of retries."""
+    from gilbench.data.hub import hub_unreachable
+
+    for name in {cfg.model.policy, reward_backbone(cfg)}:
+        if name in registry.models.names() or Path(name).expanduser().exists():
+            continue
+        why = hub_unreachable()
+        if why:
+            raise GilbenchError(f"model {name!r} is neither a preset nor a local folder, and the hub cannot be reached: {why}; "
+                                f"or pass a preset (gilbench ls models) or a local folder")
+
+
 def run(cfg: RunConfig, log=print, overwrite: bool = False) -> dict:
     """Run one method on one task with one seed; returns the summary written to summary.json."""
     t_start = time.time()
@@ -155,6 +168,7 @@ def run(cfg: RunConfig, log=print, overwrite: bool = False) -> dict:
     method_cls = registry.methods.get(cfg.method)
     method_cfg = build_method_config(method_cls.Config, cfg.method_args, cfg.method)
     validate_config(cfg, method_cfg)
+    check_models_reachable(cfg)
     spec = as_task_spec(registry.tasks.get(cfg.task), cfg.task)
     out = run_dir(cfg.output_dir, cfg.task, cfg.method, cfg.seed)
     resolved = resolved_config(cfg, method_cfg)

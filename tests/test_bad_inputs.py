@@ -126,12 +126,20 @@ def test_hub_unreachable_fails_in_seconds(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "https://127.0.0.1:9")  # nothing listens on the discard port
-    hub.hub_unreachable.cache_clear()
     t0 = time.time()
     with pytest.raises(GilbenchError, match="unreachable"):
         hub.load_rows(hh.hh_source("harmless-base", "train"))
-    hub.hub_unreachable.cache_clear()
     assert time.time() - t0 < 5 and socket
+
+
+def test_hub_model_with_the_hub_unreachable_fails_in_seconds(tmp_path, monkeypatch, capsys):
+    import time
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "https://127.0.0.1:9")
+    t0 = time.time()
+    assert main(RUN + ["--output-dir", str(tmp_path), "--model", "someorg/somemodel"]) == 2
+    assert "hub cannot be reached" in capsys.readouterr().err and time.time() - t0 < 5  # before: a minute of retries
 
 
 @pytest.mark.parametrize("args, named", [

@@ -163,19 +163,22 @@ def _truthy(name: str) -> bool:
     return os.environ.get(name, "").lower() in ("1", "true", "yes", "on")
 
 
-@functools.lru_cache(maxsize=None)
 def hub_unreachable() -> str:
     """Why the hub cannot be reached ('' if it can): one quick connection instead of the hub client's
-    minutes of retries. With HF_HUB_OFFLINE / HF_DATASETS_OFFLINE set, the datasets cache alone is used: no probe."""
+    minutes of retries. With HF_HUB_OFFLINE / HF_DATASETS_OFFLINE set, the local cache alone is used: no probe."""
     if _truthy("HF_HUB_OFFLINE") or _truthy("HF_DATASETS_OFFLINE"):
         return ""
     proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
     target = urllib.parse.urlsplit(proxy or os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    host, port = target.hostname or "huggingface.co", target.port or (443 if target.scheme == "https" else 80)
+    return _probe(target.hostname or "huggingface.co", target.port or (443 if target.scheme == "https" else 80))
+
+
+@functools.lru_cache(maxsize=None)
+def _probe(host: str, port: int) -> str:
     try:
         socket.create_connection((host, port), timeout=3).close()
     except OSError as e:
-        return f"{host}:{port} is unreachable ({type(e).__name__}: {e}); set HF_HUB_OFFLINE=1 to use a local datasets cache"
+        return f"{host}:{port} is unreachable ({type(e).__name__}: {e}); set HF_HUB_OFFLINE=1 to use what the local hub cache holds"
     return ""
 
 
