@@ -15,25 +15,32 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import sys
 
 from gilbench import registry
-from gilbench.config import RunConfig, config_for_method, load_yaml_config, nest, parse_cli_value, resolve_set_key, update_dataclass
+from gilbench.config import (RunConfig, build_method_config, config_for_method, load_yaml_config, nest, parse_cli_value, resolve_set_key,
+                             update_dataclass, validate_config)
 from gilbench.errors import GilbenchError
 
 
-def parse_seeds(text: str) -> list[int]:
-    seeds = []
+SEED_PART = re.compile(r"^(\d+)(?:-(\d+))?$")
+
+
+def parse_seeds(text: str, flag: str = "--seed") -> list[int]:
+    """Strict: ``0``, ``0,1,2`` or ``0-4`` (non-negative, ascending ranges, no empty parts, no repeats)."""
+    seeds: list[int] = []
+    usage = f"{flag} expects non-negative integers like 0, 0,1,2 or 0-4"
     for part in text.split(","):
-        part = part.strip()
-        try:
-            if "-" in part[1:]:
-                lo, hi = part.split("-", 1)
-                seeds.extend(range(int(lo), int(hi) + 1))
-            elif part:
-                seeds.append(int(part))
-        except ValueError:
-            raise GilbenchError(f"--seed expects integers like 0 or 0,1,2 or 0-4, got {text!r}") from None
+        match = SEED_PART.match(part.strip())
+        if not match:
+            raise GilbenchError(f"{usage}; got {text!r}")
+        lo, hi = int(match[1]), int(match[2] if match[2] is not None else match[1])
+        if hi < lo:
+            raise GilbenchError(f"{usage}; the range {part.strip()!r} in {text!r} runs backwards (write {hi}-{lo})")
+        seeds.extend(range(lo, hi + 1))
+    if len(set(seeds)) != len(seeds):
+        raise GilbenchError(f"{usage}; {text!r} names a seed twice")
     return seeds
 
 
@@ -42,7 +49,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", help="registered task (gilbench ls tasks)")
     p.add_argument("--model", help="policy model: a preset (tiny, smollm2-135m), hub id or local path")
     p.add_argument("--seed", default=None, help="seed or list: 0 | 0,1,2 | 0-4 (each seed is one run)")
-    p.add_argument("--output-dir", help="run store root (default results/runs)")
+    p.add_argument("--output-dir", help="run store root (default runs/ in the current folder; the committed results are in results/runs)")
+    p.add_argument("--overwrite", action="store_true", help="delete a run folder made with a different config and start it again")
     p.add_argument("--limit", type=int, help="cap prompts, pairs and examples per split (quick runs)")
     p.add_argument("--config", help="YAML file of config fields (see README)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="typed override, e.g. rl.steps=4 or ptx_coef=0.5")
@@ -59,7 +67,7 @@ def build_configs(args: argparse.Namespace) -> list[RunConfig]:
     update_dataclass(cfg, file_cfg)
     flags = {"limit": args.limit, "device": args.device, "data_dir": args.data_dir, "output_dir": args.output_dir}
     update_dataclass(cfg, {k: v for k, v in flags.items() if v is not None})
-    if args.model:
+    if args.model is not None:
         cfg.model.policy = args.model
     for item in args.overrides:
         key, sep, value = item.partition("=")
@@ -67,17 +75,23 @@ def build_configs(args: argparse.Namespace) -> list[RunConfig]:
             raise GilbenchError(f"--set expects KEY=VALUE, got {item!r}")
         update_dataclass(cfg, nest(resolve_set_key(key.strip(), cfg, method_cls.Config), parse_cli_value(value.strip())))
     seeds = parse_seeds(args.seed) if args.seed is not None else [cfg.seed]
-    return [dataclasses.replace(cfg, seed=s) for s in seeds]
+    configs = [dataclasses.replace(cfg, seed=s) for s in seeds]
+    method_cfg = build_method_config(method_cls.Config, cfg.method_args, cfg.method)
+    for c in configs:
+        validate_config(c, method_cfg)
+    return configs
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from gilbench.pipeline import format_summary, run
 
-    summaries = []
-    for cfg in build_configs(args):
-        summary = run(cfg)
+    from gilbench.store import check_writable_dir
+
+    configs = build_configs(args)
+    check_writable_dir(configs[0].output_dir, "--output-dir")
+    for cfg in configs:
+        summary = run(cfg, overwrite=args.overwrite)
         print(format_summary(summary))
-        summaries.append(summary)
     return 0
 
 
@@ -119,10 +133,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from gilbench.pipeline import quiet_transformers
 
     quiet_transformers()
-
+    if args.limit is not None and args.limit < 0:
+        raise GilbenchError(f"--limit {args.limit}: must be 0 (no cap) or a positive number of prompts")
     if args.config:
         ns = argparse.Namespace(config=args.config, method=None, task=None, model=None, seed=None, output_dir=None, limit=None,
-                                overrides=[], device=None, data_dir=args.data_dir, include=[])
+                                overrides=[], device=None, data_dir=args.data_dir, include=[], overwrite=False)
         cfg = build_configs(ns)[0]
         print(f"{args.config}: OK (method {cfg.method}, task {cfg.task}, model {cfg.model.policy})")
     targets = [parse_task_file(p) for p in args.files] + [as_task_spec(registry.tasks.get(t), t) for t in args.task]

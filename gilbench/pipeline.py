@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
+import yaml
 
 from gilbench import registry, tracking
-from gilbench.config import RunConfig, build_method_config, stable_hash
+from gilbench.config import RunConfig, build_method_config, stable_hash, validate_config, yaml_load
 from gilbench.data.tasks import as_task_spec
 from gilbench.errors import GilbenchError
 from gilbench.method import RunContext
@@ -31,6 +33,7 @@ from gilbench.store import (
     atomic_write_json,
     atomic_write_text,
     atomic_write_yaml,
+    clean_stale_temps,
     environment_record,
     is_done,
     mark_done,
@@ -70,22 +73,108 @@ def quiet_transformers() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def run(cfg: RunConfig, log=print) -> dict:
+# Fields that do not change what a run computes: where things are, which device, what is logged.
+NOT_RESULT_FIELDS = {"output_dir", "data_dir", "device", "tensorboard", "report_to", "rl.checkpoint_every", "rl.keep_checkpoint", "rl.log_rollouts_every"}
+RUN_STATE = ("policy", "checkpoints", "metrics.jsonl", "generations", "summary.json", "method_summary.json", "rollouts.jsonl")
+
+
+def resolved_config(cfg: RunConfig, method_cfg=None) -> dict:
+    """The config as recorded in a run folder's config.yaml: every field, the method's own config included."""
+    return asdict(cfg) | {"method_args": asdict(method_cfg) if method_cfg is not None else {}}
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_differences(old: dict, new: dict) -> list[str]:
+    """Result-changing fields whose value differs, as 'field: old -> new' (fields only one side knows are skipped)."""
+    a, b = _flatten(old), _flatten(new)
+    return [f"{k}: {a[k]!r} -> {b[k]!r}" for k in sorted(set(a) & set(b)) if k not in NOT_RESULT_FIELDS and a[k] != b[k]]
+
+
+def recorded_config_differences(out: Path, resolved: dict) -> list[str]:
+    """How ``resolved`` differs from the config of the work already in ``out`` (empty: same, or nothing there yet)."""
+    previous = out / "config.yaml"
+    if not previous.exists() or not any((out / name).exists() for name in RUN_STATE):
+        return []
+    try:
+        old = yaml_load(previous.read_text(encoding="utf-8"))
+        if not isinstance(old, dict):
+            raise ValueError("not a mapping")
+    except (yaml.YAMLError, ValueError, OSError) as e:
+        raise GilbenchError(f"{previous} is damaged ({type(e).__name__}), so this run's config is unknown; "
+                            f"rerun with --overwrite to start the run again") from None
+    return config_differences(old, resolved)
+
+
+def claim_run_dir(out: Path, resolved: dict, overwrite: bool = False) -> None:
+    """Make ``out`` this config's run folder: refuse one holding work of a different config, unless ``overwrite``."""
+    if overwrite:
+        if out.exists():
+            shutil.rmtree(out)
+        return
+    diff = recorded_config_differences(out, resolved)
+    if diff:
+        raise GilbenchError(f"{out} holds a run made with a different config ({'; '.join(diff)}); "
+                            f"rerun with --overwrite to start it again under the new config, or pass another --output-dir")
+
+
+def check_stage_dir(path: Path, what: str) -> Path:
+    """A cached model folder marked DONE must still load: catch a cut or overwritten weights/config file early."""
+    from safetensors import safe_open
+
+    fix = f"delete {path} and rerun the same command to rebuild the {what}"
+    try:
+        json.loads((path / "config.json").read_text(encoding="utf-8"))
+        weights = sorted(path.glob("*.safetensors"))
+        if not weights:
+            raise ValueError("no *.safetensors file")
+        for file in weights:
+            with safe_open(str(file), framework="pt") as f:
+                for name in f.keys():
+                    f.get_tensor(name)
+    except Exception as e:  # noqa: BLE001  (safetensors, json and OS errors all mean the same: the files are damaged)
+        raise GilbenchError(f"{what} in {path} is damaged ({type(e).__name__}: {' '.join(str(e).split())[:80]}); {fix}") from None
+    return path
+
+
+def check_models_reachable(cfg: RunConfig) -> None:
+    """A hub id with the hub unreachable: say so in seconds, not after the hub client's minute of retries."""
+    from gilbench.data.hub import hub_unreachable
+
+    for name in {cfg.model.policy, reward_backbone(cfg)}:
+        if name in registry.models.names() or Path(name).expanduser().exists():
+            continue
+        why = hub_unreachable()
+        if why:
+            raise GilbenchError(f"model {name!r} is neither a preset nor a local folder, and the hub cannot be reached: {why}; "
+                                f"or pass a preset (gilbench ls models) or a local folder")
+
+
+def run(cfg: RunConfig, log=print, overwrite: bool = False) -> dict:
     """Run one method on one task with one seed; returns the summary written to summary.json."""
     t_start = time.time()
     quiet_transformers()
     method_cls = registry.methods.get(cfg.method)
     method_cfg = build_method_config(method_cls.Config, cfg.method_args, cfg.method)
+    validate_config(cfg, method_cfg)
+    check_models_reachable(cfg)
     spec = as_task_spec(registry.tasks.get(cfg.task), cfg.task)
     out = run_dir(cfg.output_dir, cfg.task, cfg.method, cfg.seed)
+    resolved = resolved_config(cfg, method_cfg)
+    claim_run_dir(out, resolved, overwrite)
     out.mkdir(parents=True, exist_ok=True)
-    resolved = asdict(cfg) | {"method_args": asdict(method_cfg) if method_cfg is not None else {}}
-    previous = out / "config.yaml"
-    if previous.exists() and (out / "checkpoints").exists():
-        import yaml
-
-        if yaml.safe_load(previous.read_text()) != resolved:
-            raise GilbenchError(f"{out} holds a checkpoint of a run with a different config; pass another --output-dir or delete that folder")
+    for folder in (out, out / "checkpoints", out / "generations"):
+        clean_stale_temps(folder, owned=True)
+    for stage in ("sft", "rm"):
+        clean_stale_temps(stage_dir(cfg.output_dir, stage, "x").parent)
     atomic_write_yaml(out / "config.yaml", resolved)
     atomic_write_json(out / "env.json", environment_record())
 
@@ -103,6 +192,8 @@ def run(cfg: RunConfig, log=print) -> dict:
 
     policy_dir = out / "policy"
     trained = None
+    if is_done(policy_dir):
+        check_stage_dir(policy_dir, "trained policy")
     if not is_done(policy_dir):
         policy, tokenizer = method_cls().train(ctx)
         with atomic_dir(policy_dir) as tmp:
@@ -134,7 +225,7 @@ def sft_stage(cfg: RunConfig, task, accelerator, log) -> tuple[Path, dict]:
     path = sft_stage_dir(cfg)
     if is_done(path):
         log(f"[gilbench] SFT model cached: {path}")
-        return path, read_json(path / "stats.json")
+        return check_stage_dir(path, "SFT policy"), read_json(path / "stats.json", f"delete {path} and rerun the same command")
     model, tokenizer = load_causal_lm(cfg.model.policy)
     stats: dict = {"sft/enabled": cfg.sft.enabled}
     if cfg.sft.enabled:
@@ -159,8 +250,10 @@ def reward_stage(cfg: RunConfig, task, accelerator, log) -> tuple[RewardScorer, 
     path = stage_dir(cfg.output_dir, "rm", key)
     if is_done(path):
         log(f"[gilbench] reward model cached: {path}")
+        check_stage_dir(path, "reward model")
         model, tokenizer = load_sequence_classifier(str(path))
-        return RewardScorer(model.to(accelerator.device).eval(), tokenizer, cfg.rm.max_length), read_json(path / "stats.json") | {"rm/path": str(path)}
+        stats = read_json(path / "stats.json", f"delete {path} and rerun the same command")
+        return RewardScorer(model.to(accelerator.device).eval(), tokenizer, cfg.rm.max_length), stats | {"rm/path": str(path)}
     torch.manual_seed(cfg.seed)
     model, tokenizer = load_sequence_classifier(backbone)
     scorer = RewardScorer(model.to(accelerator.device), tokenizer, cfg.rm.max_length)
@@ -184,13 +277,13 @@ def generate_stage(cfg: RunConfig, task, policy_dir: Path, reward: RewardScorer 
     policy, tokenizer = trained or (None, None)
     for split in task.eval_splits:
         path = out / "generations" / f"{split.name.replace(':', '_')}.jsonl"
+        prompts = split.prompts[: cfg.generate.max_prompts or None]
         if path.exists():
-            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            rows = read_generations(path, len(prompts))
         else:
             if policy is None:
                 policy, tokenizer = load_causal_lm(str(policy_dir))
                 policy.to(accelerator.device)
-            prompts = split.prompts[: cfg.generate.max_prompts or None]
             rows = generate_split(policy, tokenizer, prompts, cfg.generate, task.prompt_format, accelerator.device, cfg.rl.max_prompt_length, cfg.seed)
             if reward is not None:
                 scores = reward.score([r["prompt"] for r in rows], [r["response"] for r in rows]).tolist()
@@ -205,6 +298,24 @@ def generate_stage(cfg: RunConfig, task, policy_dir: Path, reward: RewardScorer 
         results[split.name] = stats
         log(f"[gilbench] {split.name:<24} ({split.distribution}) reward-model score {stats['mean']:+.3f} ± {stats['stderr']:.3f} (n={stats['n']})")
     return results
+
+
+def read_generations(path: Path, expected: int) -> list[dict]:
+    """A split's stored generations: every line whole, one per prompt; else say how to regenerate them."""
+    fix = f"delete {path} and rerun the same command to generate that split again"
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+                if not isinstance(row, dict) or "response" not in row:
+                    raise ValueError("not a generation row")
+            except ValueError as e:
+                raise GilbenchError(f"{path} line {n} is damaged ({str(e)[:60]}); {fix}") from None
+            rows.append(row)
+    if len(rows) != expected:
+        raise GilbenchError(f"{path} has {len(rows)} rows for {expected} prompts; {fix}")
+    return rows
 
 
 def build_summary(cfg: RunConfig, out: Path, sft_stats: dict, rm_stats: dict, evals: dict, seconds: float) -> dict:

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gilbench.errors import GilbenchError, require
-from gilbench.store import is_done, run_dir
+from gilbench.store import DEFAULT_OUTPUT_DIR, is_done, run_dir
 
 
 @dataclass
@@ -59,7 +59,7 @@ def is_complete(path: str | Path) -> bool:
     return (Path(path) / "summary.json").exists() and is_done(Path(path) / "policy")
 
 
-def plan(methods: list[str], tasks: list[str], seeds: list[int], output_dir: str = "results/runs", model: str | None = None,
+def plan(methods: list[str], tasks: list[str], seeds: list[int], output_dir: str = DEFAULT_OUTPUT_DIR, model: str | None = None,
          overrides: list[str] = (), limit: int | None = None, includes: list[str] = (), config: str | None = None,
          device: str | None = None, data_dir: str | None = None) -> list[Job]:
     """Every run of the grid, task by task, method by method, seed by seed (finished ones included)."""
@@ -93,8 +93,28 @@ def primed_groups(jobs: list[Job], output_dir: str | Path) -> set[tuple[str, int
     return {(t, s) for t, s in {(j.task, j.seed) for j in jobs} if any(is_complete(p) for p in root.glob(f"{t}/*/seed{s}"))}
 
 
+def check_jobs(jobs: list[Job], overwrite: bool = False) -> None:
+    """Build and validate every run's config before anything runs; a finished or started run made with another
+    config is refused (or, with ``overwrite``, marked to start again), so the grid never mixes configs."""
+    from gilbench.cli import build_configs, make_parser
+    from gilbench.config import build_method_config
+    from gilbench import registry
+    from gilbench.pipeline import recorded_config_differences, resolved_config
+
+    parser = make_parser()
+    for job in jobs:
+        (cfg,) = build_configs(parser.parse_args(["run", *job.argv]))
+        method_cfg = build_method_config(registry.methods.get(cfg.method).Config, cfg.method_args, cfg.method)
+        diff = recorded_config_differences(job.run_dir, resolved_config(cfg, method_cfg))
+        if diff and not overwrite:
+            raise GilbenchError(f"{job.run_dir} holds a run made with a different config ({'; '.join(diff)}); rerun the sweep with "
+                                f"--overwrite to redo such runs, or pass another --output-dir")
+        if diff:
+            job.argv.append("--overwrite")
+
+
 def split_done(jobs: list[Job]) -> tuple[list[Job], list[Job]]:
-    done = [j for j in jobs if is_complete(j.run_dir)]
+    done = [j for j in jobs if is_complete(j.run_dir) and "--overwrite" not in j.argv]
     return [j for j in jobs if j not in done], done
 
 
@@ -204,7 +224,7 @@ def add_sweep_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--model", help="policy model for every run (preset, hub id or folder)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="typed override for every run")
     p.add_argument("--limit", type=int, help="cap prompts, pairs and examples per split")
-    p.add_argument("--output-dir", default="results/runs", help="run store root (default results/runs)")
+    p.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help=f"run store root (default {DEFAULT_OUTPUT_DIR}; the committed store is results/runs)")
     p.add_argument("--config", help="YAML file of config fields for every run")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--data-dir", help="local copies of hub datasets")
@@ -212,6 +232,7 @@ def add_sweep_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--launcher", choices=["local", "slurm"], default="local")
     p.add_argument("--workers", type=int, default=1, help="local: runs at once (1: sequential, in this process); slurm: array parallelism")
     p.add_argument("--dry-run", action="store_true", help="print the plan and commands; run or submit nothing")
+    p.add_argument("--overwrite", action="store_true", help="redo runs whose folder holds work made with a different config")
     s = p.add_argument_group("slurm (submitit)")
     s.add_argument("--partition", help="Slurm partition")
     s.add_argument("--gpus-per-node", type=int, default=1)
@@ -233,8 +254,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         registry.methods.get(m)  # unknown names fail here, with close matches
     for t in tasks:
         registry.tasks.get(t)
-    jobs = plan(methods, tasks, parse_seeds(args.seeds), args.output_dir, args.model, args.overrides, args.limit, args.include,
+    for flag, value, lowest in (("--workers", args.workers, 1), ("--gpus-per-node", args.gpus_per_node, 0), ("--cpus-per-task", args.cpus_per_task, 1),
+                                ("--timeout-min", args.timeout_min, 1), ("--mem-gb", args.mem_gb, 1e-9)):
+        if value is not None and not value >= lowest:
+            raise GilbenchError(f"{flag} {value}: must be at least {lowest:g}")
+    jobs = plan(methods, tasks, parse_seeds(args.seeds, "--seeds"), args.output_dir, args.model, args.overrides, args.limit, args.include,
                 args.config, args.device, args.data_dir)
+    check_jobs(jobs, args.overwrite)
     todo, done = split_done(jobs)
     primed = primed_groups(jobs, args.output_dir)
     print(f"[sweep] {len(jobs)} runs: {len(done)} complete (skipped), {len(todo)} to run on {args.launcher}"

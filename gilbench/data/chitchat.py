@@ -461,7 +461,17 @@ def gold_judge(arg: str | None, ctx=None):
     model, as in reward-overoptimisation studies: the policy is trained on the learned RM, judged by this."""
     from gilbench.eval.judges import ScoreJudge
 
+    from gilbench.errors import GilbenchError
+
+    try:
+        margin = float(arg) if arg else 0.05
+    except ValueError:
+        margin = -1.0
+    if not 0 <= margin < float("inf"):
+        raise GilbenchError(f"--judge gold:{arg}: the tie margin must be a number >= 0, e.g. gold:0.05")
+    task = getattr(ctx, "task", "") or ""
+    if task and not task.startswith("chitchat"):
+        raise GilbenchError(f"the gold judge scores chitchat conversations only, not task {task}; use --judge rm:auto or openai:MODEL")
     scorer = PreferenceScorer(relevance=True)
-    margin = float(arg) if arg else 0.05
     return ScoreJudge(score_batch=lambda prompts, responses: scorer.score([_clean(p) for p in prompts], [_clean(r) for r in responses]),
                       tie_margin=margin, judge_id=f"gold-{PREFERENCE_VERSION}", info={"preference": PREFERENCE_VERSION, "weights": dict(WEIGHTS)})

@@ -16,12 +16,15 @@ then the same stem with the other suffixes. Every row carries where it came from
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 import hashlib
 import io
 import json
 import os
 import random
+import socket
+import urllib.parse
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, NoReturn, TypeVar
@@ -156,8 +159,34 @@ def _cache_revision(ds) -> str | None:
     return shas[-1] if shas else None
 
 
+def _truthy(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes", "on")
+
+
+def hub_unreachable() -> str:
+    """Why the hub cannot be reached ('' if it can): one quick connection instead of the hub client's
+    minutes of retries. With HF_HUB_OFFLINE / HF_DATASETS_OFFLINE set, the local cache alone is used: no probe."""
+    if _truthy("HF_HUB_OFFLINE") or _truthy("HF_DATASETS_OFFLINE"):
+        return ""
+    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
+    target = urllib.parse.urlsplit(proxy or os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    return _probe(target.hostname or "huggingface.co", target.port or (443 if target.scheme == "https" else 80))
+
+
+@functools.lru_cache(maxsize=None)
+def _probe(host: str, port: int) -> str:
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+    except OSError as e:
+        return f"{host}:{port} is unreachable ({type(e).__name__}: {e}); set HF_HUB_OFFLINE=1 to use what the local hub cache holds"
+    return ""
+
+
 def _load_hub(source: Source) -> tuple[list[Row], dict]:
     datasets = require("datasets", "loading datasets from the Hugging Face hub", package="datasets")
+    why = "" if Path(source.hub_id).expanduser().exists() else hub_unreachable()  # a local dataset folder needs no network
+    if why:
+        raise ConnectionError(why)
     kwargs: dict[str, Any] = {"split": source.split, "revision": source.revision}
     if source.hub_data_dir:
         kwargs["data_dir"] = source.hub_data_dir
@@ -201,6 +230,9 @@ def load_rows(source: Source, data_dir: str | os.PathLike | None = None, revisio
                 f"put {source.label} there in its public layout, or drop --data-dir to load {source.hub_id} from the hub")
         rows = list(read_local_file(path))
         provenance = {"from": "local", "path": str(path)}
+        if not rows:
+            raise GilbenchError(f"{path} holds no rows ({source.label} would be missing from the task); "
+                                f"put the full file there, or drop --data-dir to load {source.hub_id} from the hub")
     else:
         try:
             rows, provenance = _load_hub(source)

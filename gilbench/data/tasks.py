@@ -71,16 +71,56 @@ class TaskSpec:
         if not isinstance(data, TaskData):
             raise GilbenchError(f"task {self.name}: loader {self.loader} returned {type(data).__name__}, expected TaskData")
         data.prompt_format = self.prompt_format
+        check_task_data(data, self.name)
         data.check_no_leakage()
         return data
 
 
+def _texts(data: TaskData):
+    """(where, text) of every text field of a task, for the checks below."""
+    for i, p in enumerate(data.rl_prompts):
+        yield f"rl_prompts[{i}].text", p.text
+    for i, ex in enumerate(data.sft):
+        yield from ((f"sft[{i}].prompt", ex.prompt), (f"sft[{i}].response", ex.response))
+    for part, pairs in (("pairs_train", data.pairs_train), ("pairs_val", data.pairs_val)):
+        for i, pair in enumerate(pairs):
+            yield from ((f"{part}[{i}].{k}", getattr(pair, k)) for k in ("prompt", "chosen", "rejected"))
+    for split in data.eval_splits:
+        for i, p in enumerate(split.prompts):
+            yield f"{split.name}[{i}].text", p.text
+
+
+def check_task_data(data: TaskData, name: str) -> None:
+    """What a loader returns must be usable: text everywhere (valid UTF-8), prompts to train on and pairs to learn from."""
+    for where, text in _texts(data):
+        if not isinstance(text, str):
+            raise GilbenchError(f"task {name}: {where} is {type(text).__name__}, not text; make the loader return str "
+                                f"(decode bytes with .decode('utf-8', errors='replace'))")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise GilbenchError(f"task {name}: {where} is not valid UTF-8 text (undecodable bytes, e.g. from errors='surrogateescape'); "
+                                f"make the loader decode its files with the right encoding or errors='replace'") from None
+    if not (data.rl_prompts or data.sft or data.pairs_train):
+        raise GilbenchError(f"task {name}: the loader returned no prompts, SFT examples or preference pairs; check its data files")
+    for split in data.eval_splits:
+        if split.distribution not in ("id", "ood") or not split.prompts:
+            raise GilbenchError(f"task {name}: eval split {split.name!r} has distribution {split.distribution!r} and {len(split.prompts)} "
+                                f"prompts; it needs id | ood and at least one prompt")
+
+
 def parse_task_file(path: str | Path) -> TaskSpec:
+    from gilbench.config import yaml_load
+
     path = Path(path)
+    if not path.is_file():
+        raise GilbenchError(f"{path}: {'is a folder' if path.is_dir() else 'no such file'}; give a task YAML file (see tasks/*.yaml)")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise GilbenchError(f"{path}: not valid YAML: {e}") from e
+        raw = yaml_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise GilbenchError(f"{path}: not a UTF-8 YAML task file ({' '.join(str(e).split())[:120]}); see tasks/*.yaml for the layout") from None
+    except OSError as e:
+        raise GilbenchError(f"{path}: cannot read it ({e.strerror}); check its permissions") from None
     if not isinstance(raw, dict):
         raise GilbenchError(f"{path}: a task file must be a mapping of fields, got {type(raw).__name__}")
     for key, typ in REQUIRED_FIELDS.items():
@@ -98,7 +138,28 @@ def parse_task_file(path: str | Path) -> TaskSpec:
     for i, split in enumerate(raw.get("eval_splits", [])):
         if not isinstance(split, dict) or split.get("distribution") not in ("id", "ood") or "name" not in split:
             raise GilbenchError(f"{path}: eval_splits[{i}] needs a name and distribution: id | ood, got {split!r}")
-    return TaskSpec(path=str(path), **raw)
+    spec = TaskSpec(path=str(path), **raw)
+    check_task_defaults(spec)
+    return spec
+
+
+def check_task_defaults(spec: TaskSpec) -> None:
+    """A task's ``defaults:`` must name run-config fields with valid values, checked when the file is read."""
+    from gilbench.config import RunConfig, nest, update_dataclass, validate_config
+
+    cfg = RunConfig(task=spec.name)
+    for dotted, value in spec.defaults.items():
+        if not isinstance(dotted, str) or dotted.startswith("method_args"):
+            raise GilbenchError(f"{spec.path}: defaults key {dotted!r}: a task's defaults set run-config fields like rl.steps "
+                                f"(method fields belong in --set or --config)")
+        try:
+            update_dataclass(cfg, nest(dotted, value))
+        except GilbenchError as e:
+            raise GilbenchError(f"{spec.path}: defaults: {e}") from None
+    try:
+        validate_config(cfg)
+    except GilbenchError as e:
+        raise GilbenchError(f"{spec.path}: defaults: {e}") from None
 
 
 def register_task_file(path: str | Path) -> TaskSpec:

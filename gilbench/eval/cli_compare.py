@@ -15,6 +15,7 @@ import argparse
 from pathlib import Path
 
 from gilbench.errors import GilbenchError
+from gilbench.store import DEFAULT_OUTPUT_DIR
 
 
 def add_compare_parser(subparsers) -> argparse.ArgumentParser:
@@ -25,7 +26,7 @@ def add_compare_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--task", required=True, help="registered task the runs were made on")
     p.add_argument("--judge", required=True, help="openai:MODEL | hf:MODEL | rm:PATH|auto | any registered judge NAME[:ARG]")
     p.add_argument("--seed", default=None, help="seeds to pair: 0 | 0,1,2 | 0-4 (default: every seed both methods have)")
-    p.add_argument("--output-dir", default="results/runs", help="run store root (default results/runs)")
+    p.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help=f"run store root (default {DEFAULT_OUTPUT_DIR}; the committed store is results/runs)")
     p.add_argument("--dry-run", action="store_true", help="print the number of judge calls and their estimated cost; call nothing")
     p.add_argument("--max-cost", type=float, default=None, help="stop before spending more than this many dollars")
     p.add_argument("--limit", type=int, default=None, help="judge only the first N prompts (by id) of each split")
@@ -54,6 +55,18 @@ def add_judge_options(p: argparse.ArgumentParser) -> None:
     j.add_argument("--judge-arg", action="append", default=[], metavar="KEY=VALUE", help="any other judge option, e.g. timeout=30")
 
 
+def check_numbers(args: argparse.Namespace) -> None:
+    """Refuse impossible numeric options before any judge call is made (so no paid call is wasted on them)."""
+    import math
+
+    rules = [("concurrency", 1, "--concurrency"), ("n_boot", 1, "--n-boot"), ("limit", 1, "--limit"), ("max_tokens", 1, "--max-tokens"),
+             ("window", 1, "--window"), ("max_cost", 0, "--max-cost"), ("tie_margin", 0, "--tie-margin")]
+    for attr, lowest, flag in rules:
+        value = getattr(args, attr, None)
+        if value is not None and (not math.isfinite(value) or value < lowest):
+            raise GilbenchError(f"{flag} {value}: must be a number of at least {lowest}")
+
+
 def judge_options(args: argparse.Namespace) -> dict:
     from gilbench.config import parse_cli_value
 
@@ -63,7 +76,7 @@ def judge_options(args: argparse.Namespace) -> dict:
             prices = [float(x) for x in args.price_per_1k.split(",")]
         except ValueError:
             prices = []
-        if len(prices) not in (1, 2) or min(prices) < 0:
+        if len(prices) not in (1, 2) or min(prices) < 0 or not all(p < float("inf") for p in prices):
             raise GilbenchError(f"--price-per-1k expects INPUT[,OUTPUT] dollars, e.g. 0.00015,0.0006; got {args.price_per_1k!r}")
         options["price_per_1k"] = (prices[0], prices[-1])
     for item in args.judge_arg:
@@ -82,10 +95,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     if args.a == args.b:
         raise GilbenchError("compare needs two different methods")
-    if args.concurrency < 1:
-        raise GilbenchError("--concurrency must be at least 1")
-    if args.max_cost is not None and args.max_cost < 0:
-        raise GilbenchError("--max-cost must be a positive number of dollars")
+    check_numbers(args)
+    options = judge_options(args)
     seeds = parse_seeds(args.seed) if args.seed is not None else None
     if seeds is None:
         on_disk = [seeds_on_disk(args.output_dir, args.task, m) for m in (args.a, args.b)]
@@ -94,7 +105,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise GilbenchError(f"{args.a} has seeds {on_disk[0]} and {args.b} has seeds {on_disk[1]}: none in common")
     runs_a = resolve_runs(args.output_dir, args.task, args.a, seeds)
     runs_b = resolve_runs(args.output_dir, args.task, args.b, seeds)
-    ctx = JudgeContext(task=args.task, output_dir=Path(args.output_dir), run_dirs_a=runs_a, options=judge_options(args))
+    ctx = JudgeContext(task=args.task, output_dir=Path(args.output_dir), run_dirs_a=runs_a, options=options)
     judge = build_judge(args.judge, ctx)
     results = compare(runs_a, runs_b, judge, policy=args.policy, concurrency=args.concurrency, dry_run=args.dry_run, limit=args.limit,
                       max_cost=args.max_cost, n_boot=args.n_boot, boot_seed=args.boot_seed, splits=args.split)

@@ -4,13 +4,15 @@
   standard library only; it retries 429, 5xx, timeouts and dropped connections with exponential backoff and
   jitter (a ``Retry-After`` header is honoured, capped by ``backoff_max``). The API key is read from the
   environment variable the caller names, sent only in the Authorization header, and scrubbed from every
-  error message; it is never stored.
+  error message and every stored field of a reply; it is never stored. Redirects are refused (never
+  followed), so the key cannot reach another address; a URL that is not http(s)://HOST fails at once.
 * ``CallCache`` is content-addressed: ``key = sha256`` of the judge id, model snapshot, template hash, rendered
   messages, decoding parameters and order. Entries are JSON lines appended with one ``write`` on an
   ``O_APPEND`` descriptor, so concurrent threads and processes never interleave and a killed run leaves at
   worst one torn last line, which is skipped on load. A rerun makes zero calls; a killed run resumes.
 * ``CostMeter`` prices tokens (from the server's ``usage``, else estimated as characters / 4) and refuses a call
-  that could push the total past ``max_cost``, counting its worst case (``max_tokens`` of output).
+  that could push the total past ``max_cost``, counting its worst case (``max_tokens`` of output). A request
+  that timed out may still have been billed: it is counted at its worst case too.
 """
 
 from __future__ import annotations
@@ -39,7 +41,43 @@ class JudgeUnavailable(GilbenchError):
 
 
 class BudgetExceeded(GilbenchError):
-    """The next call could pass ``--max-cost``; judging stopped before it."""
+    """The next call could pass ``--max-cost``; judging stopped before it.
+
+    The message reads the meter when shown, so it reports what the calls in flight at the stop finally cost."""
+
+    def __init__(self, meter: "CostMeter", worst: float):
+        super().__init__()
+        self.meter, self.worst = meter, worst
+
+    def __str__(self) -> str:
+        m = self.meter
+        unanswered = (f" and up to ${m.unanswered_cost:.4f} on {m.unanswered} timed-out requests the server may have billed"
+                      if m.unanswered else "")
+        return (f"stopped before passing --max-cost ${m.max_cost:g}: spent ${m.spent:.4f} on {m.calls} calls{unanswered}, and the next "
+                f"could cost up to ${self.worst:.4f}. Finished calls are cached; rerun with a larger --max-cost to continue.")
+
+
+class _Redirected(Exception):
+    pass
+
+
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """urllib would follow a redirect with the Authorization header, to any host: refuse instead."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        raise _Redirected(f"HTTP {code} to {newurl}")
+
+
+def check_base_url(base_url: str) -> str:
+    parts = urllib.parse.urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise GilbenchError(f"--base-url {base_url!r} is not an http(s) URL with a host; write e.g. https://api.openai.com/v1 "
+                            f"or http://127.0.0.1:8000/v1")
+    try:
+        parts.port
+    except ValueError:
+        raise GilbenchError(f"--base-url {base_url!r} has an invalid port; write e.g. http://127.0.0.1:8000/v1") from None
+    return base_url
 
 
 def estimate_tokens(chars: int) -> int:
@@ -69,7 +107,14 @@ class ChatClient:
 
     def __init__(self, base_url: str, api_key_env: str = "OPENAI_API_KEY", timeout: float = 60.0,
                  max_retries: int = 6, backoff: float = 1.0, backoff_max: float = 60.0, seed: int | None = None):
-        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.url = check_base_url(base_url).rstrip("/") + "/chat/completions"
+        for name, value, lowest in (("timeout", timeout, 1e-3), ("max_retries", max_retries, 0), ("backoff", backoff, 0),
+                                    ("backoff_max", backoff_max, 0)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= lowest or value != value:
+                raise GilbenchError(f"judge option {name}={value!r}: expected a number >= {lowest}; e.g. --judge-arg {name}=30")
+        if not isinstance(max_retries, int):
+            raise GilbenchError(f"judge option max_retries={max_retries!r}: expected a whole number; e.g. --judge-arg max_retries=3")
+        self.meter: CostMeter | None = None  # set by the judge: timed-out requests are charged to it
         self.api_key_env = api_key_env
         self.timeout, self.max_retries = timeout, max_retries
         self.backoff, self.backoff_max = backoff, backoff_max
@@ -78,7 +123,7 @@ class ChatClient:
         self.requests = 0  # HTTP requests sent, retries included
         # A server on this machine (vLLM, llama.cpp) is reached directly, whatever proxy the environment names.
         local = urllib.parse.urlsplit(self.url).hostname in ("127.0.0.1", "localhost", "::1")
-        self._opener = urllib.request.build_opener(*([urllib.request.ProxyHandler({})] if local else []))
+        self._opener = urllib.request.build_opener(_RefuseRedirects, *([urllib.request.ProxyHandler({})] if local else []))
 
     def api_key(self) -> str:
         key = os.environ.get(self.api_key_env, "")
@@ -116,6 +161,9 @@ class ChatClient:
                 with self._opener.open(request, timeout=self.timeout) as response:
                     payload = response.read()
                 return self._parse(payload, model)
+            except _Redirected as e:
+                raise JudgeUnavailable(f"judge endpoint {self.url} answered with a redirect ({self._scrub(str(e))}); redirects are not "
+                                       f"followed so the API key goes nowhere else: set --base-url to the final address") from None
             except urllib.error.HTTPError as e:
                 detail = self._scrub(e.read()[:300].decode("utf-8", "replace"))
                 if e.code not in self.RETRY_STATUS and e.code < 500:
@@ -124,7 +172,16 @@ class ChatClient:
                 problem, retry_after = f"HTTP {e.code}: {detail}", e.headers.get("Retry-After")
             except (TimeoutError, socket.timeout) as e:
                 problem = f"timed out after {self.timeout} s ({e})"
-            except (urllib.error.URLError, ConnectionError, OSError) as e:
+                if self.meter is not None:  # the server may have answered, and billed, after we stopped waiting
+                    self.meter.charge_unanswered(estimate_tokens(messages_chars(messages)), int(decoding.get("max_tokens") or 0))
+            except urllib.error.URLError as e:
+                if isinstance(e.reason, socket.gaierror):
+                    raise JudgeUnavailable(f"judge endpoint {self.url}: cannot resolve the host name ({e.reason}); check --base-url") from None
+                if isinstance(e.reason, (TimeoutError, socket.timeout)):
+                    problem = f"timed out after {self.timeout} s while connecting"
+                else:
+                    problem = f"connection failed: {self._scrub(str(e.reason))}"
+            except (ConnectionError, OSError) as e:
                 problem = f"connection failed: {self._scrub(str(getattr(e, 'reason', e)))}"
             except _BadPayload as e:
                 problem = str(e)
@@ -137,8 +194,11 @@ class ChatClient:
         except (ValueError, KeyError, IndexError, TypeError):
             raise _BadPayload(f"not a chat-completions reply: {self._scrub(payload[:200].decode('utf-8', 'replace'))}") from None
         usage = data.get("usage") or {}
-        return Completion(self._scrub(text), int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0),
-                          str(data.get("model") or model))
+        try:
+            tokens_in, tokens_out = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+        except (TypeError, ValueError, AttributeError):
+            tokens_in = tokens_out = 0  # usage unreadable: the meter estimates from characters
+        return Completion(self._scrub(str(text)), tokens_in, tokens_out, self._scrub(str(data.get("model") or model)))
 
 
 class _BadPayload(Exception):
@@ -195,6 +255,8 @@ class CostMeter:
         self.price_in, self.price_out, self.max_cost = price_in, price_out, max_cost
         self.spent = 0.0
         self.calls = 0
+        self.unanswered = 0  # requests that timed out: maybe billed, counted at their worst case
+        self.unanswered_cost = 0.0
         self._reserved = 0.0
         self._lock = threading.Lock()
 
@@ -204,10 +266,8 @@ class CostMeter:
     def reserve(self, tokens_in: int, max_tokens_out: int) -> float:
         worst = self.price(tokens_in, max_tokens_out)
         with self._lock:
-            if self.max_cost is not None and self.spent + self._reserved + worst > self.max_cost:
-                raise BudgetExceeded(
-                    f"stopped before passing --max-cost ${self.max_cost:g}: spent ${self.spent:.4f} on {self.calls} calls and the next "
-                    f"could cost up to ${worst:.4f}. Finished calls are cached; rerun with a larger --max-cost to continue.")
+            if self.max_cost is not None and self.spent + self.unanswered_cost + self._reserved + worst > self.max_cost:
+                raise BudgetExceeded(self, worst)
             self._reserved += worst
         return worst
 
@@ -218,6 +278,11 @@ class CostMeter:
             self.spent += cost
             self.calls += 1
         return cost
+
+    def charge_unanswered(self, tokens_in: int, max_tokens_out: int) -> None:
+        with self._lock:
+            self.unanswered += 1
+            self.unanswered_cost += self.price(tokens_in, max_tokens_out)
 
     def release(self, reserved: float) -> None:
         with self._lock:

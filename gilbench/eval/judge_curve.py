@@ -24,7 +24,7 @@ from typing import Callable
 
 from gilbench.errors import GilbenchError
 from gilbench.report.store import JUDGE_CURVE
-from gilbench.store import ROLLOUTS, atomic_write_text, dumps, is_done
+from gilbench.store import DEFAULT_OUTPUT_DIR, ROLLOUTS, atomic_write_text, dumps, is_done
 
 
 def read_rollouts(run: Path) -> list[dict]:
@@ -88,7 +88,7 @@ def _mean(values: list) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def judge_curve(run: Path, judge, *, output_dir: str | Path = "results/runs", window: int | None = None, policy: str = "conservative",
+def judge_curve(run: Path, judge, *, output_dir: str | Path = DEFAULT_OUTPUT_DIR, window: int | None = None, policy: str = "conservative",
                 concurrency: int = 8, log: Callable[[str], None] = print, progress: bool = True) -> list[dict]:
     """Judge a run's logged responses against its starting policy's; writes and returns the curve (one dict per window)."""
     from gilbench.data.types import Prompt
@@ -131,7 +131,7 @@ def add_judge_curve_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", help="run folders (<output-dir>/<task>/<method>/seed<k>); folders without rollouts.jsonl are skipped")
     p.add_argument("--judge", required=True, help="gold | rm:auto | openai:MODEL | hf:MODEL | any registered judge NAME[:ARG]")
     p.add_argument("--window", type=int, default=None, help="logged steps pooled into one point (default: about 8 points a run)")
-    p.add_argument("--output-dir", default="results/runs", help="run store root, for the SFT and reference caches (default results/runs)")
+    p.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help=f"run store root, for the SFT and reference caches (default {DEFAULT_OUTPUT_DIR})")
     p.add_argument("--concurrency", type=int, default=8, help="judge requests in flight at once (default 8)")
     p.add_argument("--policy", choices=["conservative", "average"], default="conservative", help="combining the two orders (as in compare)")
     add_judge_options(p)
@@ -141,11 +141,12 @@ def add_judge_curve_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def cmd_judge_curve(args: argparse.Namespace) -> int:
-    from gilbench.eval.cli_compare import judge_options
+    from gilbench.eval.cli_compare import check_numbers, judge_options
     from gilbench.eval.judges import JudgeContext, build_judge
     from gilbench.eval.runs import load_run_config
     from gilbench.pipeline import quiet_transformers
 
+    check_numbers(args)
     quiet_transformers()
     runs = [Path(r) for r in args.runs]
     missing = [str(r) for r in runs if not r.is_dir()]

@@ -150,6 +150,7 @@ class OpenAIJudge(LMJudge):
         # (or pass snapshot=...) to keep results apart when a provider updates a model behind its alias.
         super().__init__(f"openai-{slug(model)}", snapshot or f"{model}@{base_url.rstrip('/')}",
                          template_for(task, template), cache_dir, max_tokens, price_per_1k)
+        self.client.meter = self.meter  # timed-out requests may be billed: the meter counts them
 
     def describe(self) -> dict:
         return {**super().describe(), "model": self.model, "base_url": self.client.url, "api_key_env": self.client.api_key_env}
@@ -174,6 +175,10 @@ class HFJudge(LMJudge):
         self._model = self._tokenizer = None
         self._lock = threading.Lock()
         super().__init__(f"hf-{slug(model)}", _model_fingerprint(model), template_for(task, template), cache_dir, max_tokens)
+
+    def check_ready(self) -> None:
+        if self.name.startswith(("/", ".", "~")) and not Path(self.name).expanduser().is_dir():
+            raise GilbenchError(f"--judge hf:{self.name}: no such model folder; give a preset (gilbench ls models), a hub id or a folder")
 
     def complete(self, messages: list[dict]) -> Completion:
         import torch

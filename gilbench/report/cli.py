@@ -10,6 +10,15 @@ from __future__ import annotations
 import argparse
 
 from gilbench.errors import GilbenchError
+from gilbench.store import DEFAULT_OUTPUT_DIR
+
+
+def require_store(output_dir: str) -> None:
+    from pathlib import Path
+
+    if not Path(output_dir).is_dir():
+        raise GilbenchError(f"--output-dir {output_dir}: no such run store; pass the folder your runs went to "
+                            f"(the committed results are in results/runs)")
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -23,7 +32,7 @@ def add_table_parser(subparsers) -> argparse.ArgumentParser:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--spec", required=True, help=f"a spec name ({', '.join(available_specs()) or 'tables/*.yaml'}) or a .yaml file")
     p.add_argument("--format", choices=["md", "latex", "csv"], default="md", help="output format (default md)")
-    p.add_argument("--output-dir", default="results/runs", help="run store root (default results/runs)")
+    p.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help=f"run store root (default {DEFAULT_OUTPUT_DIR}; the committed store is results/runs)")
     p.add_argument("--out", help="write to this file instead of standard output")
     p.add_argument("--tasks", help="override the spec's tasks: T1,T2")
     p.add_argument("--judge", help="override the spec's judge id")
@@ -31,7 +40,7 @@ def add_table_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def render_table(spec_name: str, fmt: str = "md", output_dir: str = "results/runs", tasks: list[str] | None = None,
+def render_table(spec_name: str, fmt: str = "md", output_dir: str = DEFAULT_OUTPUT_DIR, tasks: list[str] | None = None,
                  judge: str | None = None) -> str:
     """The table as text; the same stored results always give the same bytes."""
     from gilbench.report.render import RENDERERS
@@ -51,6 +60,7 @@ def render_table(spec_name: str, fmt: str = "md", output_dir: str = "results/run
 def cmd_table(args: argparse.Namespace) -> int:
     from gilbench.store import atomic_write_text
 
+    require_store(args.output_dir)
     text = render_table(args.spec, args.format, args.output_dir, _names(args.tasks), args.judge)
     if args.out:
         atomic_write_text(args.out, text)
@@ -65,7 +75,7 @@ def add_plot_parser(subparsers) -> argparse.ArgumentParser:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", required=True, help="task whose runs to plot")
     p.add_argument("--methods", help="methods to plot: M1,M2 (default: every method with runs)")
-    p.add_argument("--output-dir", default="results/runs", help="run store root (default results/runs)")
+    p.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help=f"run store root (default {DEFAULT_OUTPUT_DIR}; the committed store is results/runs)")
     p.add_argument("--out-dir", default="results/plots", help="folder for the PNG files (default results/plots)")
     p.add_argument("--judge", help="judge id of the win-rate plot (default: the most common stored one)")
     p.set_defaults(func=cmd_plot)
@@ -76,6 +86,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from gilbench.errors import require
     from gilbench.report import store
 
+    require_store(args.output_dir)
     require("matplotlib", "gilbench plot", extra="plots")
     from gilbench.report.plots import make_plots
 

@@ -12,7 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gilbench.errors import GilbenchError
 from gilbench.store import atomic_dir, is_done, mark_done
+
+STATE_KEYS = ("step", "policy", "critic", "policy_opt", "critic_opt", "kl_ctl", "reward_stats", "method", "rng")
 
 
 def _dir(run_dir: Path) -> Path:
@@ -63,7 +66,15 @@ def restore(trainer, run_dir: Path) -> int:
     step = latest_step(run_dir)
     if not step:
         return 0
-    state = torch.load(_dir(run_dir) / f"step_{step}" / "trainer.pt", map_location="cpu", weights_only=False)
+    folder = _dir(run_dir) / f"step_{step}"
+    try:
+        state = torch.load(folder / "trainer.pt", map_location="cpu", weights_only=False)
+        missing = [k for k in STATE_KEYS if k not in state] if isinstance(state, dict) else ["all"]
+        if missing:
+            raise ValueError(f"missing {', '.join(missing)}")
+    except Exception as e:  # noqa: BLE001  (unpickling a cut or overwritten file fails in many ways; all mean: damaged)
+        raise GilbenchError(f"the checkpoint {folder} is damaged ({type(e).__name__}: {' '.join(str(e).split())[:80]}); delete that folder "
+                            f"and rerun the same command to restart the run from step 0") from None
     acc = trainer.acc
     acc.unwrap_model(trainer.policy).load_state_dict(state["policy"])
     acc.unwrap_model(trainer.critic).load_state_dict(state["critic"])

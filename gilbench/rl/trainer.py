@@ -212,7 +212,12 @@ class PPOTrainer(Method):
     def iteration(self, step: int) -> dict:
         t0 = time.perf_counter()
         torch.manual_seed(self.step_seed(step))
-        batch = self.rollout(self.sample_prompts(step))
+        try:
+            batch = self.rollout(self.sample_prompts(step))
+        except RuntimeError as e:  # sampling from NaN/inf logits: the weights diverged in the previous update
+            if "inf" not in str(e) and "nan" not in str(e):
+                raise
+            raise self.diverged(step, "non-finite probabilities while sampling") from None
         t_rollout = time.perf_counter() - t0
         metrics = dict(self.after_rollout(batch))
         batch.rewards = self.shape_rewards(batch)
@@ -352,12 +357,7 @@ class PPOTrainer(Method):
         value_loss, vstats = clipped_value_loss(values.float(), mb.values, mb.returns, mb.mask, rl.clip_range_value)
         loss = policy_loss + rl.vf_coef * value_loss + (extra if extra is not None else 0.0)
         if not torch.isfinite(loss):
-            last = checkpoint.latest_step(self.ctx.run_dir)
-            raise GilbenchError(
-                f"non-finite loss at step {step + 1} (policy {policy_loss.item()}, value {value_loss.item()}); "
-                f"stopped. The last good checkpoint is step {last} in {self.ctx.run_dir / 'checkpoints'}"
-                if last else f"non-finite loss at step {step + 1}; stopped before any checkpoint was written"
-            )
+            raise self.diverged(step, "non-finite loss", f"policy {policy_loss.item()}, value {value_loss.item()}")
         self.acc.backward(loss * weight)
         stats = {
             "loss/policy": policy_loss.item(),
@@ -370,3 +370,10 @@ class PPOTrainer(Method):
         stats.update(policy_stats)
         stats.update(extra_stats)
         return stats
+
+    def diverged(self, step: int, what: str, detail: str = "") -> GilbenchError:
+        last = checkpoint.latest_step(self.ctx.run_dir)
+        where = (f"the last good checkpoint is step {last} in {self.ctx.run_dir / 'checkpoints'}" if last
+                 else "no checkpoint was written yet")
+        return GilbenchError(f"{what} at step {step + 1}{f' ({detail})' if detail else ''}: training diverged; {where}. Lower rl.lr or set rl.max_grad_norm > 0, "
+                             f"then rerun with --overwrite")
