@@ -170,7 +170,7 @@ def run_gilbench(config: str, steps: int, method: str, threads: int, tiny_micro:
     from gilbench.config import build_method_config
     from gilbench.data.types import Prompt, TaskData
     from gilbench.method import RunContext
-    from gilbench.models.presets import load_causal_lm, load_sequence_classifier
+    from gilbench.models.presets import get_preset, load_sequence_classifier
     from gilbench.models.reward import RewardScorer
     from gilbench.pipeline import make_accelerator, quiet_transformers
 
@@ -183,11 +183,7 @@ def run_gilbench(config: str, steps: int, method: str, threads: int, tiny_micro:
         texts = peer_model_and_prompts(tmp, 512, 16)
         sft_path, reward_path, fmt = tmp / "policy", str(tmp / "reward"), "plain"
     else:
-        policy, tok = load_causal_lm(cfg.model.policy)
-        sft_path, reward_path, fmt = tmp / "policy", "minilm", "chat"
-        policy.save_pretrained(sft_path)
-        tok.save_pretrained(sft_path)
-        del policy
+        sft_path, reward_path, fmt = get_preset(cfg.model.policy).folder(), "minilm", "chat"  # the cached safetensors
         texts = [f"Tell me something interesting about topic number {i}." for i in range(512)]
     task = TaskData(name="bench", rl_prompts=[Prompt(id=str(i), text=t) for i, t in enumerate(texts)], sft=[], pairs_train=[], pairs_val=[],
                     prompt_format=fmt)

@@ -51,7 +51,13 @@ def make_accelerator(cfg: RunConfig):
         raise GilbenchError(f"--device {cfg.device}: no CUDA device is visible on this machine; use --device cpu")
     if cfg.device.startswith("cuda:"):
         os.environ.setdefault("CUDA_VISIBLE_DEVICES", cfg.device.split(":", 1)[1])
-    return Accelerator(cpu=cfg.device == "cpu", mixed_precision=resolve_mixed_precision(cfg.mixed_precision, cfg.device))
+    precision = resolve_mixed_precision(cfg.mixed_precision, cfg.device)
+    from accelerate.state import AcceleratorState
+
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision") not in (None, precision):  # an earlier run in this process used another
+        AcceleratorState._reset_state(reset_partial_state=True)
+    return Accelerator(cpu=cfg.device == "cpu", mixed_precision=precision)
 
 
 def reward_backbone(cfg: RunConfig) -> str:

@@ -89,17 +89,7 @@ BF16_TOLERANCE = {"objective/kl": 0.005, "objective/entropy": 0.01, "loss/policy
                   "policy/approx_kl": 1e-4, "policy/ratio_mean": 1e-3, "val/explained_var": 0.01}
 
 
-@pytest.fixture
-def fresh_accelerate_state():
-    """accelerate keeps one precision per process: reset it around a test that switches precision."""
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    yield lambda: AcceleratorState._reset_state(reset_partial_state=True)
-    AcceleratorState._reset_state(reset_partial_state=True)
-
-
-def test_a_bf16_step_stays_within_tolerance_of_fp32(tiny_cfg, tmp_path, monkeypatch, fresh_accelerate_state):
+def test_a_bf16_step_stays_within_tolerance_of_fp32(tiny_cfg, tmp_path, monkeypatch):
     """Same seed, same sampled responses (recorded in fp32, replayed in bf16): scores are equal, KL at step 1 is
     exactly 0 in both (the half-precision reference computes what autocast on the policy computes), and the
     other metrics stay within BF16_TOLERANCE (absolute)."""
@@ -114,7 +104,6 @@ def test_a_bf16_step_stays_within_tolerance_of_fp32(tiny_cfg, tmp_path, monkeypa
     fp32 = tiny_cfg("ppo-kl", steps=2)
     fp32.mixed_precision = "no"
     expected = _rows(run(fp32, log=lambda s: None))
-    fresh_accelerate_state()
     replay = iter(list(samples))
     monkeypatch.setattr(trainer_module, "sample", lambda *a, **k: next(replay))
     bf16 = tiny_cfg("ppo-kl", steps=2)
@@ -125,3 +114,33 @@ def test_a_bf16_step_stays_within_tolerance_of_fp32(tiny_cfg, tmp_path, monkeypa
         assert a["objective/score"] == pytest.approx(b["objective/score"], abs=1e-6)
         for name, tol in BF16_TOLERANCE.items():
             assert a[name] == pytest.approx(b[name], abs=tol), name
+
+
+def test_a_lora_critic_trains_only_its_adapters_and_value_head(tiny):
+    from gilbench.models.heads import ValueModel
+
+    model, tok = tiny
+    critic = ValueModel.from_causal_lm(model).train_adapters_only(r=4, alpha=8, frozen_dtype=torch.bfloat16)
+    trained = {name for name, p in critic.named_parameters() if p.requires_grad}
+    assert trained and all("lora_" in name or name.startswith("value_head.") for name in trained)
+    assert all(p.dtype == torch.float32 for p in critic.parameters() if p.requires_grad)
+    enc = tok(["a b c"], return_tensors="pt")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        values, _ = critic(enc["input_ids"], enc["attention_mask"])
+    assert values.dtype == torch.float32 and torch.all(values == 0)  # zero-initialised head, as a full critic
+
+
+def test_gradient_checkpointing_is_exact_and_a_lean_run_completes(tiny_cfg, tmp_path):
+    """Recomputing activations gives the same numbers; the lean layout (LoRA critic, checkpointing) runs end to end."""
+    plain = _rows(run(tiny_cfg("ppo-kl", steps=1), log=lambda s: None))
+    cfg = tiny_cfg("ppo-kl", steps=1)
+    cfg.model.gradient_checkpointing, cfg.output_dir = True, str(tmp_path / "gc")
+    recomputed = _rows(run(cfg, log=lambda s: None))
+    drop = ("time/", "throughput/")
+    assert [{k: v for k, v in r.items() if not k.startswith(drop)} for r in recomputed] == \
+        [{k: v for k, v in r.items() if not k.startswith(drop)} for r in plain]
+    lean = tiny_cfg("gil", steps=2)
+    lean.model.gradient_checkpointing, lean.model.critic_lora, lean.model.lora_r = True, True, 4
+    lean.output_dir = str(tmp_path / "lean")
+    rows = _rows(run(lean, log=lambda s: None))
+    assert [r["step"] for r in rows] == [1, 2] and all(r["loss/value"] == r["loss/value"] for r in rows)
