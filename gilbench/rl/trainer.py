@@ -100,6 +100,15 @@ def freeze(model: torch.nn.Module, half: torch.dtype | None) -> None:
         model.requires_grad_(False).eval()
 
 
+def recompute_activations(model: torch.nn.Module) -> None:
+    """Gradient checkpointing, non-reentrant (exact; works with frozen inputs such as LoRA's)."""
+    model = model.trunk if isinstance(model, ValueModel) else model
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def adamw(params: list, lr: float) -> torch.optim.AdamW:
     """AdamW with the fused kernel (one pass over each parameter, no foreach temporaries the size of the model)."""
     return torch.optim.AdamW(params, lr=lr, fused=True)
@@ -174,7 +183,7 @@ class PPOTrainer(Method):
         for model in (policy, critic):
             disable_dropout(model)
             if self.cfg.model.gradient_checkpointing:
-                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+                recompute_activations(model)
         policy_opt = adamw([p for p in policy.parameters() if p.requires_grad], lr=rl.lr)
         critic_opt = adamw([p for p in critic.parameters() if p.requires_grad], lr=rl.critic_lr)
         self.policy, self.critic, self.policy_opt, self.critic_opt = self.acc.prepare(policy, critic, policy_opt, critic_opt)
