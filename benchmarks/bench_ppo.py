@@ -227,8 +227,9 @@ def run_gilbench(config: str, steps: int, method: str, threads: int, tiny_micro:
     return out
 
 
-def run_peer(python: str, steps: int) -> dict:
-    out = subprocess.run([python, str(PEER_DIR / "trl_ppo_peer.py"), "--rollout-batches", str(steps)], capture_output=True, text=True)
+def run_peer(python: str, steps: int, threads: int) -> dict:
+    cmd = [python, str(PEER_DIR / "trl_ppo_peer.py"), "--rollout-batches", str(steps), "--threads", str(threads)]
+    out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"TRL peer failed:\n{out.stderr[-3000:]}")
     peer = json.loads(out.stdout.strip().splitlines()[-1])
@@ -274,7 +275,7 @@ def main() -> None:
             ours = child(args, "tiny")
             print(json.dumps(ours | {"invocation": i + 1}), flush=True)
             if have_peer:
-                peer = run_peer(args.peer_python, args.steps)
+                peer = run_peer(args.peer_python, args.steps, args.threads)
                 line = {k: peer[k] for k in ("peer", "trl_version", "seconds", "step_s", "episodes_per_s", "tokens_per_s", "peak_rss_mb")}
                 print(json.dumps({"runner": "trl", "config": "tiny", "invocation": i + 1} | line), flush=True)
                 ratios.append(peer["step_s"] / ours["step_s"])

@@ -103,7 +103,7 @@ class RunConfig:
     split_seed: int = 0  # seed of the task's train/eval split, fixed across training seeds so all see the same prompts
     limit: int = 0  # cap prompts / pairs / examples per split for quick runs (0 = no cap)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    mixed_precision: str = "auto"  # auto | no | bf16 | fp16; auto: bf16 where the GPU/CPU computes it natively (gilbench.models.precision)
+    mixed_precision: str = "auto"  # auto | no (= fp32) | bf16 | fp16; auto: bf16 where the GPU/CPU computes it natively (gilbench.models.precision)
     data_dir: str = ""  # local copies of hub datasets in their public layout
     output_dir: str = "results/runs"  # run store root
     tensorboard: bool = False  # also write TensorBoard event files

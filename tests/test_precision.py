@@ -57,7 +57,7 @@ def test_token_entropy_equals_the_naive_entropy():
 
 
 def test_mixed_precision_resolves_from_the_hardware(monkeypatch):
-    assert resolve_mixed_precision("no", "cpu") == "no"
+    assert resolve_mixed_precision("no", "cpu") == resolve_mixed_precision("fp32", "cpu") == "no"
     assert resolve_mixed_precision("bf16", "cpu") == "bf16"
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
     assert resolve_mixed_precision("auto", "cpu") == "bf16"

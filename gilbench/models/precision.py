@@ -17,7 +17,7 @@ from torch import nn
 
 from gilbench.errors import GilbenchError
 
-MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+MIXED_PRECISION = ("auto", "no", "fp32", "bf16", "fp16")  # fp32 = no (a bare `no` on the command line is YAML false)
 
 
 @functools.cache
@@ -36,7 +36,7 @@ def resolve_mixed_precision(setting: str, device: str) -> str:
     if setting not in MIXED_PRECISION:
         raise GilbenchError(f"mixed_precision must be one of {', '.join(MIXED_PRECISION)}, got {setting!r}")
     if setting != "auto":
-        return setting
+        return "no" if setting == "fp32" else setting
     use_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     if use_cuda:
         return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
