@@ -1,20 +1,33 @@
 #!/usr/bin/env python
-"""PPO step-time benchmark of gilbench's loop, with TRL's PPOTrainer as a peer in the same invocation.
+"""PPO step-time benchmark of gilbench's loop: `tiny` against TRL's PPOTrainer, and smollm2-135m at three configs.
 
-    python benchmarks/bench_ppo.py                       # tiny config vs TRL (needs .peer-venv, see below)
-    python benchmarks/bench_ppo.py --model smollm2-135m  # the real small model (no peer)
+    python benchmarks/bench_ppo.py                    # everything (~10 min on 2 cores): tiny x3 vs TRL, 3 smollm2 configs
+    python benchmarks/bench_ppo.py --only tiny        # tiny vs TRL only (median of --repeats invocations)
+    python benchmarks/bench_ppo.py --only main-job    # one smollm2 config (main-job, ppo-2x2 or batch-64)
+    python benchmarks/bench_ppo.py --set mixed_precision=no --set model.lora=false   # any config override
 
-`tiny` here is the peer's exact configuration (../shared/bench/README.md): GPT-2 with 2 layers, 2 heads,
+Every result is one JSON line with a `config` field. Each measured run is a fresh child process, so its peak
+RSS is its own; the first step is excluded from the means (warm-up).
+
+`tiny` is the TRL peer's exact configuration (../shared/bench/README.md): GPT-2 with 2 layers, 2 heads,
 width 128, a 4096-token byte-level BPE trained on the peer's synthetic corpus, 64 prompts x 32 sampled
-tokens at temperature 1 with no EOS stop, k1 KL 0.05, 4 PPO epochs, each one minibatch of 64 run as
-8 micro-batches of 8, AdamW lr 5e-5, value coefficient 0.1, fp32, 2 threads. The peer runs in its own
-virtual environment (TRL 0.24 pins transformers 4.57):
+tokens at temperature 1 with no EOS stop, k1 KL 0.05, 4 PPO epochs of one minibatch of 64, AdamW lr 5e-5,
+value coefficient 0.1, fp32, 2 threads, each minibatch run as 8 micro-batches of 8 (`--tiny-micro`; 64 was
+not faster on this width-128 model: 3.6 against 3.3 CPU-s per step, and takes more memory). The peer runs in its own virtual environment (TRL 0.24 pins transformers 4.57):
 
     python3 -m venv .peer-venv && .peer-venv/bin/pip install torch==2.13.0 && \
     .peer-venv/bin/pip install torch==2.13.0 trl==0.24.0 transformers==4.57.1 accelerate==1.11.0 datasets==4.3.0 tokenizers==0.22.1
 
-Prints, per model: seconds per step split into rollout and update, generated tokens/s, episodes/s and
-peak RSS; then TRL's figures and the ratio. The first step is excluded from the means (warm-up).
+smollm2-135m configs use the task defaults of tasks/chitchat-ood.yaml (precision, LoRA, critic, micro-batches)
+and the method `--method` (gil, the main job's), with fixed-length samples (no EOS stop) so every step
+does the same work, and a MiniLM reward model:
+  main-job  16 prompts x 24 new tokens, 1 PPO epoch of 1 minibatch (the main job's step)
+  ppo-2x2   the same with 2 epochs x 2 minibatches
+  batch-64  64 prompts x 32 new tokens, 2 epochs x 2 minibatches; also prints the projected wall time of
+            a 150-step run at this size
+Each line gives s/step split into rollout and update, generated tokens/s, peak RSS, and the step's matmul
+FLOPs (a model of the work, see step_flops) as a fraction of this machine's bf16 matmul peak, measured
+at start (a 2048^2 matmul on the same threads).
 """
 
 from __future__ import annotations
@@ -28,6 +41,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -35,8 +49,66 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parent.parent
 PEER_DIR = ROOT.parent / "shared" / "bench"
+if not PEER_DIR.exists():  # a worktree: the shared folder sits next to the repositories
+    PEER_DIR = Path("/work/shared/bench")
+
+# (prompts, new tokens, PPO epochs, minibatches per epoch)
+SMOLLM2_CONFIGS = {"main-job": (16, 24, 1, 1), "ppo-2x2": (16, 24, 2, 2), "batch-64": (64, 32, 2, 2)}
+PROJECTED_STEPS = 150
 
 
+# ----------------------------------------------------------------------------------- machine and FLOPs
+def matmul_peak_gflops(dtype_name: str = "bfloat16", size: int = 2048, seconds: float = 1.0) -> float:
+    """Median GFLOP/s of square matmuls on the current torch threads."""
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    torch.mm(a, b)
+    samples, end = [], time.perf_counter() + seconds
+    while time.perf_counter() < end or len(samples) < 3:
+        t = time.perf_counter()
+        torch.mm(a, b)
+        samples.append(2 * size**3 / (time.perf_counter() - t) / 1e9)
+    return statistics.median(samples)
+
+
+def linear_weights(module) -> int:
+    """Multiply-accumulate weights per token of the matmuls in ``module`` (Linear and GPT-2's Conv1D)."""
+    import torch
+
+    return sum(m.weight.numel() for m in module.modules() if isinstance(m, torch.nn.Linear) or type(m).__name__ == "Conv1D")
+
+
+def forward_flops(model_cfg, trunk_weights: int, head_weights: int, seqs: int, tokens: int, head_positions: int) -> float:
+    """2 x weights x tokens for the trunk, the vocabulary head on ``head_positions`` per sequence, attention 4 L T^2 d / 2."""
+    layers, width = model_cfg.num_hidden_layers, model_cfg.hidden_size
+    attention = 2 * layers * tokens * tokens * width  # QK^T and AV over a causal half of T x T, 4 L d each
+    return seqs * (2 * trunk_weights * tokens + 2 * head_weights * head_positions + attention)
+
+
+def backward_factor(model) -> int:
+    """Forward + backward = 3 x forward when the weights train, 2 x when they are frozen (LoRA: no weight grads)."""
+    params = list(model.parameters())
+    trained = sum(p.numel() for p in params if p.requires_grad)
+    return 3 if trained > sum(p.numel() for p in params) / 2 else 2
+
+
+def step_flops(policy, critic, reward_flops: float, B: int, P: int, R: int, epochs: int) -> float:
+    """Matmul FLOPs of one PPO step: generation, rollout forwards (policy, reference, critic), reward model,
+    and the update (forward + backward, for policy and critic). Elementwise work is left out."""
+    cfg = policy.config
+    head = cfg.vocab_size * cfg.hidden_size
+    trunk = linear_weights(policy) - head
+    T = P + R
+    generation = forward_flops(cfg, trunk, head, B, T - 1, R)
+    policy_fwd = forward_flops(cfg, trunk, head, B, T, R + 1)
+    critic_fwd = forward_flops(cfg, linear_weights(critic.trunk), 0, B, T, 0)
+    rollout = generation + 2 * policy_fwd + critic_fwd + reward_flops
+    return rollout + epochs * (backward_factor(policy) * policy_fwd + backward_factor(critic) * critic_fwd)
+
+
+# ----------------------------------------------------------------------------------- gilbench runs
 def peer_model_and_prompts(folder: Path, n_prompts: int, prompt_len: int, seed: int = 0):
     """The peer's tokenizer, model shape and prompts, built by the peer script's own functions."""
     import torch
@@ -62,98 +134,165 @@ def peer_model_and_prompts(folder: Path, n_prompts: int, prompt_len: int, seed: 
     return [tok.decode(p) for p in prompt_ids]
 
 
-def run_gilbench(model: str, steps: int, method: str, threads: int) -> dict:
-    import time
+def bench_config(config: str, method: str, tiny_micro: int, overrides: list[str]):
+    """The RunConfig of one benchmark configuration, its sizes (B, R, epochs) and prompt format."""
+    from gilbench import registry
+    from gilbench.config import RunConfig, config_for_method, nest, parse_cli_value, update_dataclass
 
+    if config == "tiny":
+        cfg = RunConfig(method=method, device="cpu", mixed_precision="no")
+        B, R, epochs, minibatches = 64, 32, 4, 1
+        cfg.rl.micro_batch_size, cfg.rl.max_prompt_length = tiny_micro, 32
+        cfg.rl.lr = cfg.rl.critic_lr = 5e-5
+        for dotted, value in getattr(registry.methods.get(method), "defaults", {}).items():
+            update_dataclass(cfg, nest(dotted, value))
+    else:
+        cfg = config_for_method(method, task="chitchat-ood", device="cpu")
+        B, R, epochs, minibatches = SMOLLM2_CONFIGS[config]
+        cfg.rl.micro_batch_size = min(cfg.rl.micro_batch_size, B // minibatches)
+    rl = cfg.rl
+    rl.rollout_batch_size, rl.minibatch_size, rl.ppo_epochs, rl.max_new_tokens = B, B // minibatches, epochs, R
+    rl.forward_batch_size = max(rl.forward_batch_size, rl.minibatch_size) if config == "tiny" else rl.forward_batch_size
+    rl.temperature, rl.top_p, rl.stop_at_eos, rl.kl_coef, rl.vf_coef = 1.0, 1.0, False, 0.05, 0.1
+    rl.checkpoint_every, rl.log_rollouts_every = 0, 0
+    for item in overrides:
+        key, _, value = item.partition("=")
+        update_dataclass(cfg, nest(key, parse_cli_value(value)))
+    return cfg
+
+
+def run_gilbench(config: str, steps: int, method: str, threads: int, tiny_micro: int, overrides: list[str]) -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    from accelerate import Accelerator
-
     from gilbench import registry
-    from gilbench.config import RunConfig, build_method_config
+    from gilbench.config import build_method_config
     from gilbench.data.types import Prompt, TaskData
     from gilbench.method import RunContext
-    from gilbench.models.presets import load_causal_lm, load_sequence_classifier
+    from gilbench.models.presets import get_preset, load_sequence_classifier
     from gilbench.models.reward import RewardScorer
+    from gilbench.pipeline import make_accelerator, quiet_transformers
 
+    quiet_transformers()
+    peak = matmul_peak_gflops()
     tmp = Path(tempfile.mkdtemp(prefix="gilbench_bench_"))
-    cfg = RunConfig(method=method, device="cpu", output_dir=str(tmp))
-    rl = cfg.rl
-    rl.steps, rl.rollout_batch_size, rl.minibatch_size, rl.micro_batch_size, rl.ppo_epochs = steps, 64, 64, 8, 4
-    rl.max_new_tokens, rl.temperature, rl.top_p, rl.stop_at_eos = 32, 1.0, 1.0, False
-    rl.kl_coef, rl.lr, rl.critic_lr, rl.vf_coef, rl.forward_batch_size, rl.checkpoint_every = 0.05, 5e-5, 5e-5, 0.1, 64, 0
-    if model == "tiny":
+    cfg = bench_config(config, method, tiny_micro, overrides)
+    cfg.rl.steps, cfg.output_dir = steps, str(tmp)
+    if config == "tiny":
         texts = peer_model_and_prompts(tmp, 512, 16)
         sft_path, reward_path, fmt = tmp / "policy", str(tmp / "reward"), "plain"
-        rl.max_prompt_length = 32
     else:
-        policy, tok = load_causal_lm(model)
-        sft_path, reward_path, fmt = tmp / "policy", "minilm" if model == "smollm2-135m" else model, "chat"
-        policy.save_pretrained(sft_path)
-        tok.save_pretrained(sft_path)
+        sft_path, reward_path, fmt = get_preset(cfg.model.policy).folder(), "minilm", "chat"  # the cached safetensors
         texts = [f"Tell me something interesting about topic number {i}." for i in range(512)]
-        rl.rollout_batch_size = rl.minibatch_size = 16
-        rl.micro_batch_size = 8
     task = TaskData(name="bench", rl_prompts=[Prompt(id=str(i), text=t) for i, t in enumerate(texts)], sft=[], pairs_train=[], pairs_val=[],
                     prompt_format=fmt)
     rm_model, rm_tok = load_sequence_classifier(reward_path)
     method_cls = registry.methods.get(method)
-    ctx = RunContext(cfg=cfg, method_cfg=build_method_config(method_cls.Config, {}, method), task=task, run_dir=tmp / "run",
-                     accelerator=Accelerator(cpu=True), sft_path=sft_path, reward=RewardScorer(rm_model.eval(), rm_tok, 128, 64), log=lambda s: None)
+    accelerator = make_accelerator(cfg)
+    ctx = RunContext(cfg=cfg, method_cfg=build_method_config(method_cls.Config, cfg.method_args, method), task=task, run_dir=tmp / "run",
+                     accelerator=accelerator, sft_path=sft_path, reward=RewardScorer(rm_model.eval(), rm_tok, 128, 64), log=lambda s: None)
     trainer = method_cls()
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     trainer.train(ctx)
-    seconds = time.perf_counter() - t0
+    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
     rows = [json.loads(line) for line in (tmp / "run" / "metrics.jsonl").read_text().splitlines()]
     steady = rows[1:] if len(rows) > 1 else rows
-    step = statistics.mean(r["time/step"] for r in steady)
+    rl = cfg.rl
+    step = statistics.median(r["time/step"] for r in steady)
     tokens = statistics.mean(r["completions/mean_length"] * rl.rollout_batch_size for r in steady)
-    return {
-        "runner": "gilbench", "model": model, "method": method, "steps": steps, "seconds": round(seconds, 2),
-        "step_s": round(step, 3), "rollout_s": round(statistics.mean(r["time/rollout"] for r in steady), 3),
-        "update_s": round(statistics.mean(r["time/update"] for r in steady), 3),
+    # FLOP model of the step (the trainer's own models, so LoRA and critic choices count as they run)
+    policy = trainer.acc.unwrap_model(trainer.policy)
+    critic = trainer.acc.unwrap_model(trainer.critic)
+    prompt_tokens = trainer.last_prompt_tokens
+    reward_weights = linear_weights(rm_model)
+    flops = step_flops(policy, critic,
+                       2.0 * reward_weights * rl.rollout_batch_size * (prompt_tokens + rl.max_new_tokens),
+                       rl.rollout_batch_size, prompt_tokens, rl.max_new_tokens, rl.ppo_epochs)
+    out = {
+        "runner": "gilbench", "config": config, "model": "tiny (peer GPT-2)" if config == "tiny" else cfg.model.policy, "method": method,
+        "batch": f"{rl.rollout_batch_size}x{rl.max_new_tokens}", "epochs_x_minibatches": f"{rl.ppo_epochs}x{rl.rollout_batch_size // rl.minibatch_size}",
+        "micro_batch": rl.micro_batch_size, "mixed_precision": trainer.acc.mixed_precision, "lora": cfg.model.lora, "critic": cfg.model.critic,
+        "gradient_checkpointing": cfg.model.gradient_checkpointing, "critic_lora": cfg.model.critic_lora, "steps": steps, "seconds": round(seconds, 2),
+        "step_s": round(step, 3), "rollout_s": round(statistics.median(r["time/rollout"] for r in steady), 3),
+        "update_s": round(statistics.median(r["time/update"] for r in steady), 3),
         "tokens_per_s": round(tokens / step, 1), "episodes_per_s": round(rl.rollout_batch_size / step, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "cpu_s_per_step": round(cpu_seconds / steps, 2), "load_avg_1min": round(os.getloadavg()[0], 2),
+        "step_gflop": round(flops / 1e9, 1), "bf16_peak_gflops": round(peak, 1),
+        "fraction_of_bf16_peak": round(flops / 1e9 / step / peak, 3), "threads": threads,
     }
+    if config == "batch-64":
+        out[f"projected_{PROJECTED_STEPS}_steps_min"] = round(PROJECTED_STEPS * step / 60, 1)
+    return out
 
 
-def run_peer(python: str, steps: int) -> dict:
-    out = subprocess.run([python, str(PEER_DIR / "trl_ppo_peer.py"), "--rollout-batches", str(steps)], capture_output=True, text=True)
+def run_peer(python: str, steps: int, threads: int) -> dict:
+    cmd = [python, str(PEER_DIR / "trl_ppo_peer.py"), "--rollout-batches", str(steps), "--threads", str(threads)]
+    out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"TRL peer failed:\n{out.stderr[-3000:]}")
     peer = json.loads(out.stdout.strip().splitlines()[-1])
     steady = peer["per_batch_seconds"][1:] or peer["per_batch_seconds"]
-    peer["step_s"] = round(statistics.mean(steady), 3)
-    peer["gen_share"] = round(peer["generation_seconds"] / peer["seconds"], 3)
+    peer["step_s"] = round(statistics.median(steady), 3)
     return peer
+
+
+def child(args, config: str) -> dict:
+    cmd = [sys.executable, __file__, "--child", config, "--steps", str(args.steps if config == "tiny" else args.smollm2_steps),
+           "--method", args.method if config != "tiny" else args.tiny_method, "--threads", str(args.threads), "--tiny-micro", str(args.tiny_micro)]
+    for item in args.set:
+        cmd += ["--set", item]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"benchmark child {config} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="tiny", help="tiny (the peer's configuration) or a preset such as smollm2-135m")
-    p.add_argument("--method", default="ppo-kl")
-    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--only", action="append", choices=["tiny", *SMOLLM2_CONFIGS], help="run only these configs (repeatable)")
+    p.add_argument("--method", default="gil", help="method of the smollm2 configs (default gil, the main job's)")
+    p.add_argument("--tiny-method", default="ppo-kl", help="method of the tiny config (ppo-kl: TRL's algorithm)")
+    p.add_argument("--steps", type=int, default=8, help="PPO steps of each tiny run (and TRL's rollout batches)")
+    p.add_argument("--smollm2-steps", type=int, default=4, help="PPO steps of each smollm2 run (the first is warm-up)")
+    p.add_argument("--repeats", type=int, default=3, help="tiny vs TRL invocations; the ratio is their median")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--tiny-micro", type=int, default=8, help="gilbench's micro-batch on tiny (TRL's is 8)")
+    p.add_argument("--set", action="append", default=[], help="config override KEY=VALUE for the gilbench runs (repeatable)")
     p.add_argument("--peer-python", default=str(ROOT / ".peer-venv" / "bin" / "python"), help="python of the TRL venv ('' to skip)")
-    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.child:  # each runner in its own process, so peak RSS is its own
-        print(json.dumps(run_gilbench(args.model, args.steps, args.method, args.threads)))
+    if args.child:  # each run in its own process, so peak RSS is its own
+        print(json.dumps(run_gilbench(args.child, args.steps, args.method, args.threads, args.tiny_micro, args.set)))
         return
-    cmd = [sys.executable, __file__, "--child", "--model", args.model, "--steps", str(args.steps), "--method", args.method, "--threads", str(args.threads)]
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise SystemExit(out.stderr[-3000:])
-    ours = json.loads(out.stdout.strip().splitlines()[-1])
-    print(json.dumps(ours))
-    if args.model == "tiny" and args.peer_python and Path(args.peer_python).exists():
-        peer = run_peer(args.peer_python, args.steps)
-        print(json.dumps({k: peer[k] for k in ("peer", "trl_version", "seconds", "step_s", "episodes_per_s", "tokens_per_s", "peak_rss_mb", "gen_share")}))
-        print(f"gilbench / TRL steady step-time speed-up: {peer['step_s'] / ours['step_s']:.2f}x "
-              f"(tokens/s {ours['tokens_per_s']:.0f} vs {peer['steady_episodes_per_s'] * 32:.0f}); peak RSS {ours['peak_rss_mb']:.0f} vs {peer['peak_rss_mb']:.0f} MB")
-    elif args.model == "tiny":
-        print(f"(TRL peer skipped: no {args.peer_python}; see the docstring to create it)")
+    configs = args.only or ["tiny", *SMOLLM2_CONFIGS]
+    print(json.dumps({"machine": machine(), "load_avg_at_start": os.getloadavg()}), flush=True)
+    if "tiny" in configs:
+        ratios = []
+        have_peer = bool(args.peer_python) and Path(args.peer_python).exists()
+        for i in range(args.repeats):
+            ours = child(args, "tiny")
+            print(json.dumps(ours | {"invocation": i + 1}), flush=True)
+            if have_peer:
+                peer = run_peer(args.peer_python, args.steps, args.threads)
+                line = {k: peer[k] for k in ("peer", "trl_version", "seconds", "step_s", "episodes_per_s", "tokens_per_s", "peak_rss_mb")}
+                print(json.dumps({"runner": "trl", "config": "tiny", "invocation": i + 1} | line), flush=True)
+                ratios.append(peer["step_s"] / ours["step_s"])
+        if ratios:
+            print(json.dumps({"config": "tiny", "speedup_vs_trl_median": round(statistics.median(ratios), 2),
+                              "speedups": [round(r, 2) for r in ratios]}), flush=True)
+        elif not have_peer:
+            print(f"(TRL peer skipped: no {args.peer_python}; see the docstring to create it)", file=sys.stderr)
+    for config in [c for c in configs if c != "tiny"]:
+        print(json.dumps(child(args, config)), flush=True)
+
+
+def machine() -> str:
+    try:
+        name = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        name = os.uname().machine
+    return f"{name}, {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB"
 
 
 if __name__ == "__main__":

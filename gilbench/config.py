@@ -30,6 +30,8 @@ class ModelConfig:
     lora: bool = False  # train LoRA adapters instead of all weights (reference = adapters disabled)
     lora_r: int = 16  # LoRA rank
     lora_alpha: int = 32  # LoRA scaling numerator
+    critic_lora: bool = False  # train LoRA adapters (lora_r, lora_alpha) on the critic's trunk, frozen in half precision, instead of all of it
+    gradient_checkpointing: bool = False  # recompute policy and critic activations in the backward (less memory, ~30% more compute)
 
 
 @dataclass
@@ -103,7 +105,7 @@ class RunConfig:
     split_seed: int = 0  # seed of the task's train/eval split, fixed across training seeds so all see the same prompts
     limit: int = 0  # cap prompts / pairs / examples per split for quick runs (0 = no cap)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    mixed_precision: str = "no"  # no | bf16 | fp16 (accelerate)
+    mixed_precision: str = "auto"  # auto | no (= fp32) | bf16 | fp16; auto: bf16 where the GPU/CPU computes it natively (gilbench.models.precision)
     data_dir: str = ""  # local copies of hub datasets in their public layout
     output_dir: str = "runs"  # run store root (committed results live in results/runs: pass --output-dir results/runs to write there)
     tensorboard: bool = False  # also write TensorBoard event files (the same as report_to including tensorboard)

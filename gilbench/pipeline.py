@@ -7,6 +7,7 @@ itself DONE; a killed run redoes only what was not finished (RL resumes from its
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -22,6 +23,7 @@ from gilbench.config import RunConfig, build_method_config, stable_hash, validat
 from gilbench.data.tasks import as_task_spec
 from gilbench.errors import GilbenchError
 from gilbench.method import RunContext
+from gilbench.models.precision import resolve_mixed_precision
 from gilbench.models.reward import RewardScorer
 from gilbench.rl import checkpoint
 from gilbench.stages.generate import generate_split, summarise_scores
@@ -52,7 +54,13 @@ def make_accelerator(cfg: RunConfig):
         raise GilbenchError(f"--device {cfg.device}: no CUDA device is visible on this machine; use --device cpu")
     if cfg.device.startswith("cuda:"):
         os.environ.setdefault("CUDA_VISIBLE_DEVICES", cfg.device.split(":", 1)[1])
-    return Accelerator(cpu=cfg.device == "cpu", mixed_precision=cfg.mixed_precision)
+    precision = resolve_mixed_precision(cfg.mixed_precision, cfg.device)
+    from accelerate.state import AcceleratorState
+
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision") not in (None, precision):  # an earlier run in this process used another
+        AcceleratorState._reset_state(reset_partial_state=True)
+    return Accelerator(cpu=cfg.device == "cpu", mixed_precision=precision)
 
 
 def reward_backbone(cfg: RunConfig) -> str:
@@ -62,7 +70,11 @@ def reward_backbone(cfg: RunConfig) -> str:
 
 
 def data_key(cfg: RunConfig) -> dict:
-    return {"task": cfg.task, "limit": cfg.limit, "data_dir": os.path.abspath(cfg.data_dir) if cfg.data_dir else "", "split_seed": cfg.split_seed}
+    """What the cached stages (SFT, reward model) depend on besides their own config: the data, and the
+    precision they trained in when it is not float32 (so float32 keys are those of earlier versions)."""
+    key = {"task": cfg.task, "limit": cfg.limit, "data_dir": os.path.abspath(cfg.data_dir) if cfg.data_dir else "", "split_seed": cfg.split_seed}
+    precision = resolve_mixed_precision(cfg.mixed_precision, cfg.device)
+    return key | ({"mixed_precision": precision} if precision != "no" else {})
 
 
 def quiet_transformers() -> None:
@@ -162,6 +174,8 @@ def run(cfg: RunConfig, log=print, overwrite: bool = False) -> dict:
     """Run one method on one task with one seed; returns the summary written to summary.json."""
     t_start = time.time()
     quiet_transformers()
+    # The run records the precision it ran in, not "auto" (which depends on the machine).
+    cfg = dataclasses.replace(cfg, mixed_precision=resolve_mixed_precision(cfg.mixed_precision, cfg.device))
     method_cls = registry.methods.get(cfg.method)
     method_cfg = build_method_config(method_cls.Config, cfg.method_args, cfg.method)
     validate_config(cfg, method_cfg)

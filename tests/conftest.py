@@ -46,6 +46,7 @@ def tiny_config(tmp_path, method: str = "ppo-kl", steps: int = 3, **rl) -> RunCo
     """A run that finishes in seconds on a CPU: tiny model, 8 prompts a step, 8 new tokens."""
     cfg = config_for_method(method, task="toy", seed=0, output_dir=str(tmp_path / "runs"), device="cpu")
     cfg.model.policy = "tiny"
+    cfg.mixed_precision = "no"  # the same numbers on every machine (auto would pick bf16 where the CPU has it)
     cfg.sft.max_examples, cfg.sft.batch_size, cfg.sft.max_length = 16, 8, 64
     cfg.rm.max_pairs, cfg.rm.batch_size, cfg.rm.max_length = 16, 8, 64
     cfg.rl.steps, cfg.rl.rollout_batch_size, cfg.rl.minibatch_size, cfg.rl.micro_batch_size = steps, 8, 4, 4

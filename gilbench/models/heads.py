@@ -104,8 +104,33 @@ class ValueModel(nn.Module):
         kwargs = {"use_cache": False} if self._decoder else {}
         out = self.trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs)
         hidden = out[0]
-        values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)
+        with torch.autocast(hidden.device.type, enabled=False):  # one output per token: float32 costs nothing
+            values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)
         return values.float(), hidden
+
+    def train_adapters_only(self, r: int, alpha: int, frozen_dtype: torch.dtype | None = None) -> "ValueModel":
+        """LoRA adapters on the trunk's linear layers; the trunk's own weights are frozen (and held in
+        ``frozen_dtype`` if given, see ``gilbench.models.precision``). The value head stays fully trained."""
+        from gilbench.errors import require
+
+        peft = require("peft", "a LoRA critic", extra="lora")
+        config = peft.LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=_lora_targets(self.trunk),
+                                 fan_in_fan_out=self.trunk.config.model_type == "gpt2")
+        self.trunk.requires_grad_(False)
+        self.trunk = peft.inject_adapter_in_model(config, self.trunk)
+        for name, param in self.trunk.named_parameters():
+            param.requires_grad_("lora_" in name)
+        if frozen_dtype is not None:
+            from gilbench.models.precision import frozen_weights_in_half
+
+            frozen_weights_in_half(self.trunk, frozen_dtype)
+        return self
+
+
+def _lora_targets(trunk: nn.Module) -> list[str]:
+    """Attention and MLP projections (all linear layers but a head): the usual LoRA placement for a critic."""
+    names = {name.rsplit(".", 1)[-1] for name, m in trunk.named_modules() if isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D"}
+    return sorted(names)
 
 
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:

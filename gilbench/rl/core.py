@@ -26,6 +26,8 @@ __all__ = [
     "explained_variance",
     "entropy_from_logits",
     "logprobs_from_logits",
+    "token_logprobs",
+    "token_entropy",
     "RunningMoments",
 ]
 
@@ -269,3 +271,59 @@ class RunningMoments:
         self._mean = float(d["mean"])
         self._var = float(d["var"])
         self._count = float(d["count"])
+
+
+class _TokenLogprobs(torch.autograd.Function):
+    """Fused log_softmax(logits / T)[token], computed ``chunk`` rows at a time in float32.
+
+    Saves only the input logits (in their own dtype, e.g. bfloat16) and a float32 logsumexp per row; the
+    backward rebuilds softmax chunk by chunk. So no full-vocabulary float32 tensor is ever alive for all
+    tokens at once, in the forward or the backward.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, tokens: torch.Tensor, temperature: float, chunk: int):
+        flat, idx = logits.reshape(-1, logits.shape[-1]), tokens.reshape(-1).long()
+        logp = torch.empty(flat.shape[0], dtype=torch.float32, device=logits.device)
+        lse = torch.empty_like(logp)
+        for i in range(0, flat.shape[0], chunk):
+            scaled = flat[i : i + chunk].float() / temperature
+            lse[i : i + chunk] = torch.logsumexp(scaled, dim=-1)
+            logp[i : i + chunk] = scaled.gather(-1, idx[i : i + chunk, None]).squeeze(-1) - lse[i : i + chunk]
+        ctx.save_for_backward(logits, idx, lse)
+        ctx.temperature, ctx.chunk = temperature, chunk
+        return logp.view(tokens.shape)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        logits, idx, lse = ctx.saved_tensors
+        flat, grad_flat = logits.reshape(-1, logits.shape[-1]), grad_out.reshape(-1).float()
+        grad = torch.empty_like(flat)
+        T = ctx.temperature
+        for i in range(0, flat.shape[0], ctx.chunk):
+            g = grad_flat[i : i + ctx.chunk, None]
+            # d logp / d logits = (onehot - softmax) / T
+            part = -torch.exp(flat[i : i + ctx.chunk].float() / T - lse[i : i + ctx.chunk, None]) * g
+            part.scatter_add_(-1, idx[i : i + ctx.chunk, None], g)
+            grad[i : i + ctx.chunk] = part / T
+        return grad.view(logits.shape), None, None, None
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0, chunk: int = 256) -> torch.Tensor:
+    """log softmax(logits / temperature)[token] in float32, ``[B, T, V]`` and ``[B, T]`` -> ``[B, T]``.
+
+    Equal to ``logprobs_from_logits(logits.float() / temperature, tokens)`` but never materialises the
+    float32 ``[B, T, V]`` tensor (see ``_TokenLogprobs``): with a 49k vocabulary that tensor is hundreds of MB.
+    Differentiable; the gradient comes back in ``logits``' dtype.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    return _TokenLogprobs.apply(logits, tokens, float(temperature), chunk)
+
+
+@torch.no_grad()
+def token_entropy(logits: torch.Tensor, temperature: float = 1.0, chunk: int = 256) -> torch.Tensor:
+    """Entropy of softmax(logits / temperature) per position, float32, ``chunk`` rows at a time (no grad)."""
+    flat = logits.reshape(-1, logits.shape[-1])
+    out = torch.cat([entropy_from_logits(flat[i : i + chunk].float() / temperature) for i in range(0, flat.shape[0], chunk)])
+    return out.view(logits.shape[:-1])

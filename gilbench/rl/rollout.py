@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from gilbench.models.heads import position_ids_from_mask
-from gilbench.rl.core import entropy_from_logits, logprobs_from_logits
+from gilbench.rl.core import token_entropy, token_logprobs
 
 
 def tokenize_prompts(tokenizer, texts: list[str], max_length: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,15 +53,17 @@ def full_inputs(query, query_mask, response, response_mask):
 
 
 def response_logprobs(model, query, query_mask, response, response_mask, temperature: float = 1.0, with_entropy: bool = False):
-    """Log-probs of the response tokens under ``model`` (logits scaled by the sampling temperature)."""
+    """Float32 log-probs of the response tokens under ``model`` (logits scaled by the sampling temperature).
+
+    One forward; the vocabulary head runs only where it predicts a response token, and the log-softmax is
+    fused with the gather (``token_logprobs``), so no float32 [B, R, V] tensor is built.
+    """
     ids, mask, pos = full_inputs(query, query_mask, response, response_mask)
     # Only the last R+1 positions predict response tokens: skip the LM head (vocab-sized) over the prompt.
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=response.shape[1] + 1).logits
-    logits = logits[:, :-1].float()
-    if temperature > 0 and temperature != 1.0:
-        logits = logits / temperature
-    logp = logprobs_from_logits(logits, response)
-    return (logp, entropy_from_logits(logits)) if with_entropy else logp
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=response.shape[1] + 1).logits[:, :-1]
+    temperature = temperature if temperature > 0 else 1.0  # greedy rollouts: the model's own distribution
+    logp = token_logprobs(logits, response, temperature)
+    return (logp, token_entropy(logits, temperature)) if with_entropy else logp
 
 
 def critic_forward(critic, query, query_mask, response, response_mask):

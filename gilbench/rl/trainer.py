@@ -27,6 +27,7 @@ from gilbench import tracking
 from gilbench.errors import GilbenchError
 from gilbench.method import Method, RunContext
 from gilbench.models.heads import ValueModel
+from gilbench.models.precision import freeze_in_half, half_dtype
 from gilbench.rl import checkpoint
 from gilbench.rl.core import (
     RunningMoments,
@@ -90,6 +91,28 @@ def disable_dropout(model: torch.nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
+
+
+def freeze(model: torch.nn.Module, half: torch.dtype | None) -> None:
+    """A frozen model (the reference): no grad, eval mode, matmul weights in ``half`` under mixed precision."""
+    if half is not None:
+        freeze_in_half(model, half)
+    else:
+        model.requires_grad_(False).eval()
+
+
+def recompute_activations(model: torch.nn.Module) -> None:
+    """Gradient checkpointing, non-reentrant (exact; works with frozen inputs such as LoRA's)."""
+    model = model.trunk if isinstance(model, ValueModel) else model
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def adamw(params: list, lr: float) -> torch.optim.AdamW:
+    """AdamW with the fused kernel (one pass over each parameter, no foreach temporaries the size of the model)."""
+    return torch.optim.AdamW(params, lr=lr, fused=True)
 
 
 def seed_everything(seed: int) -> None:
@@ -156,12 +179,14 @@ class PPOTrainer(Method):
             self.ref_policy = None  # the reference is the policy with its adapters disabled
         else:
             self.ref_policy, _ = ctx.load_policy()
-            self.ref_policy.requires_grad_(False).eval()
+            freeze(self.ref_policy, half_dtype(self.acc.mixed_precision))
             self.ref_policy.to(self.acc.device)
         for model in (policy, critic):
             disable_dropout(model)
-        policy_opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=rl.lr)
-        critic_opt = torch.optim.AdamW([p for p in critic.parameters() if p.requires_grad], lr=rl.critic_lr)
+            if self.cfg.model.gradient_checkpointing:
+                recompute_activations(model)
+        policy_opt = adamw([p for p in policy.parameters() if p.requires_grad], lr=rl.lr)
+        critic_opt = adamw([p for p in critic.parameters() if p.requires_grad], lr=rl.critic_lr)
         self.policy, self.critic, self.policy_opt, self.critic_opt = self.acc.prepare(policy, critic, policy_opt, critic_opt)
         self.kl_ctl = make_kl_controller(rl.kl_coef, rl.adaptive_kl, rl.kl_target, rl.kl_horizon)
         self.reward_stats = RunningMoments()
@@ -170,6 +195,12 @@ class PPOTrainer(Method):
             raise GilbenchError(f"task {ctx.task.name} has no RL prompts")
 
     def build_critic(self, policy) -> ValueModel:
+        critic = self._critic_trunk(policy)
+        if self.cfg.model.critic_lora:
+            critic.train_adapters_only(self.cfg.model.lora_r, self.cfg.model.lora_alpha, half_dtype(self.acc.mixed_precision))
+        return critic
+
+    def _critic_trunk(self, policy) -> ValueModel:
         if self.cfg.model.critic == "policy":
             return ValueModel.from_causal_lm(policy)
         if self.cfg.model.critic == "reward":
@@ -268,20 +299,23 @@ class PPOTrainer(Method):
         policy = self.acc.unwrap_model(self.policy)
         texts = [format_prompt(self.tokenizer, p.text, self.ctx.task.prompt_format) for p in prompts]
         query, query_mask = tokenize_prompts(self.tokenizer, texts, rl.max_prompt_length, device)
+        self.last_prompt_tokens = query.shape[1]
         policy.eval()
-        response, mask = sample(policy, self.tokenizer, query, query_mask, rl.max_new_tokens, rl.temperature, rl.top_p, rl.stop_at_eos)
-        mask = mask.float()
-        logprobs, entropy, ref_logprobs, values, last_hidden = [], [], [], [], []
-        for i in range(0, len(prompts), rl.forward_batch_size):
-            sl = slice(i, i + rl.forward_batch_size)
-            args = (query[sl], query_mask[sl], response[sl], mask[sl].long())
-            lp, ent = response_logprobs(policy, *args, temperature=rl.temperature, with_entropy=True)
-            logprobs.append(lp)
-            entropy.append(ent)
-            ref_logprobs.append(self._ref_logprobs(*args))
-            v, h = critic_forward(self.acc.unwrap_model(self.critic), *args)
-            values.append(v.float())
-            last_hidden.append(h.float())
+        # Under the run's mixed precision, as the update's forwards are, so old and new log-probs agree.
+        with self.acc.autocast():
+            response, mask = sample(policy, self.tokenizer, query, query_mask, rl.max_new_tokens, rl.temperature, rl.top_p, rl.stop_at_eos)
+            mask = mask.float()
+            logprobs, entropy, ref_logprobs, values, last_hidden = [], [], [], [], []
+            for i in range(0, len(prompts), rl.forward_batch_size):
+                sl = slice(i, i + rl.forward_batch_size)
+                args = (query[sl], query_mask[sl], response[sl], mask[sl].long())
+                lp, ent = response_logprobs(policy, *args, temperature=rl.temperature, with_entropy=True)
+                logprobs.append(lp)
+                entropy.append(ent)
+                ref_logprobs.append(self._ref_logprobs(*args))
+                v, h = critic_forward(self.acc.unwrap_model(self.critic), *args)
+                values.append(v.float())
+                last_hidden.append(h.float())
         policy.train()
         response_texts = self.tokenizer.batch_decode(response, skip_special_tokens=True)
         raw_scores = self.ctx.reward.score([p.text for p in prompts], response_texts).to(device).float()
@@ -296,7 +330,9 @@ class PPOTrainer(Method):
 
     def _ref_logprobs(self, *args) -> torch.Tensor:
         if self.ref_policy is not None:
-            return response_logprobs(self.ref_policy, *args, temperature=self.rl.temperature)
+            with torch.inference_mode():
+                logp = response_logprobs(self.ref_policy, *args, temperature=self.rl.temperature)
+            return logp.clone()  # a normal tensor again: inference tensors may not enter autograd later
         policy = self.acc.unwrap_model(self.policy)
         with policy.disable_adapter():
             return response_logprobs(policy, *args, temperature=self.rl.temperature)
