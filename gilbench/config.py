@@ -1,6 +1,6 @@
 """Typed run configuration: dataclasses with one doc line per field, YAML files and ``--set`` overrides.
 
-Precedence, lowest first: dataclass defaults -> the method's ``defaults`` -> ``--config FILE.yaml`` -> ``--set``.
+How a run's config is put together from these (defaults, task, method, file, flags, ``--set``): gilbench/resolve.py.
 Each stage's cache key is a hash of only the fields that change that stage's output.
 """
 
@@ -282,24 +282,6 @@ def to_dict(obj: Any) -> Any:
 def stable_hash(*parts: Any, length: int = 12) -> str:
     text = json.dumps([to_dict(p) for p in parts], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:length]
-
-
-def config_for_method(method: str, **fields: Any) -> RunConfig:
-    """A RunConfig with the task's ``defaults`` (sizes that suit it) and then the method's own ``defaults``
-    (what makes it that method, e.g. ppo sets rl.kl_coef = 0) applied."""
-    from gilbench import registry
-    from gilbench.data.tasks import as_task_spec
-
-    method_cls = registry.methods.get(method)
-    cfg = RunConfig(method=method, **fields)
-    task_defaults = as_task_spec(registry.tasks.get(cfg.task), cfg.task).defaults
-    for source, defaults in ((f"task {cfg.task}", task_defaults), (f"method {method}", getattr(method_cls, "defaults", {}))):
-        for dotted, value in defaults.items():
-            try:
-                update_dataclass(cfg, nest(dotted, value))
-            except GilbenchError as e:
-                raise GilbenchError(f"defaults of {source}: {e}") from e
-    return cfg
 
 
 # ---------------------------------------------------------------- validation at load

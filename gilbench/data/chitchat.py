@@ -63,7 +63,6 @@ import numpy as np
 
 from gilbench.data.types import EvalSplit, PreferencePair, Prompt, SFTExample, TaskData
 from gilbench.errors import GilbenchError, require
-from gilbench.registry import register_judge
 
 PREFERENCE_VERSION = "chitchat-pref-v1"
 WEIGHTS = {"relevance": 1.0, "sentiment": 0.5, "length": 0.5, "rating": 0.25}
@@ -453,25 +452,3 @@ def load_chitchat(*, seed: int, limit: int | None = None, data_dir: str | None =
 def load_chitchat_ood(*, seed: int, limit: int | None = None, data_dir: str | None = None, **options) -> TaskData:
     """Chit-chat trained on computers + personal chats; eval id:test, ood:hypotheticals, ood:chatterbot."""
     return _build("chitchat-ood", seed, limit, themes=OOD_TRAIN_THEMES, ood_theme=OOD_THEME, **_options(options))
-
-
-@register_judge("gold")
-def gold_judge(arg: str | None, ctx=None):
-    """The chitchat preference function as a judge (``gold[:TIE_MARGIN]``), independent of any trained reward
-    model, as in reward-overoptimisation studies: the policy is trained on the learned RM, judged by this."""
-    from gilbench.eval.judges import ScoreJudge
-
-    from gilbench.errors import GilbenchError
-
-    try:
-        margin = float(arg) if arg else 0.05
-    except ValueError:
-        margin = -1.0
-    if not 0 <= margin < float("inf"):
-        raise GilbenchError(f"--judge gold:{arg}: the tie margin must be a number >= 0, e.g. gold:0.05")
-    task = getattr(ctx, "task", "") or ""
-    if task and not task.startswith("chitchat"):
-        raise GilbenchError(f"the gold judge scores chitchat conversations only, not task {task}; use --judge rm:auto or openai:MODEL")
-    scorer = PreferenceScorer(relevance=True)
-    return ScoreJudge(score_batch=lambda prompts, responses: scorer.score([_clean(p) for p in prompts], [_clean(r) for r in responses]),
-                      tie_margin=margin, judge_id=f"gold-{PREFERENCE_VERSION}", info={"preference": PREFERENCE_VERSION, "weights": dict(WEIGHTS)})
