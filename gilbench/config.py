@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from gilbench.errors import GilbenchError
+from gilbench.registry import did_you_mean
 
 
 @dataclass
@@ -210,11 +211,7 @@ def update_dataclass(obj: Any, updates: dict, where: str = "") -> None:
     for key, value in updates.items():
         path = f"{where}{key}"
         if key not in types_:
-            import difflib
-
-            close = difflib.get_close_matches(key, list(types_), n=3)
-            hint = f" Did you mean {', '.join(close)}?" if close else ""
-            raise GilbenchError(f"unknown config field '{path}'.{hint} Fields here: {', '.join(types_)}")
+            raise GilbenchError(f"unknown config field '{path}'.{did_you_mean(key, list(types_))} Fields here: {', '.join(types_)}")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):

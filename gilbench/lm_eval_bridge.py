@@ -109,9 +109,9 @@ def run_lm_eval(run_dir: str | os.PathLike, tasks: list[str], limit: int | float
     known = set(manager.all_tasks)
     unknown = [t for t in tasks if t not in known]
     if unknown:
-        import difflib
+        from gilbench.registry import close_matches
 
-        hints = {t: difflib.get_close_matches(t, sorted(known), n=3) for t in unknown}
+        hints = {t: close_matches(t, known) for t in unknown}
         hint = "; ".join(f"{t}: did you mean {', '.join(c)}?" for t, c in hints.items() if c)
         raise GilbenchError(f"unknown lm-eval task(s) {unknown}{' (' + hint + ')' if hint else ''}; list them with `lm-eval ls tasks`, "
                             "or add your own task YAMLs with --include-path DIR")

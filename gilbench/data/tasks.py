@@ -71,7 +71,7 @@ class TaskSpec:
         accepted = inspect.signature(func).parameters
         unknown = [k for k in self.options if k not in accepted and not any(p.kind == p.VAR_KEYWORD for p in accepted.values())]
         if unknown:
-            raise GilbenchError(f"task {self.name} ({self.path}): option(s) {unknown} are not parameters of {self.loader}; it takes {[k for k in accepted]}")
+            raise GilbenchError(f"task {self.name} ({self.path}): option(s) {unknown} are not parameters of {self.loader}; it takes {list(accepted)}")
         data = func(seed=seed, limit=limit, data_dir=data_dir, **self.options)
         if not isinstance(data, TaskData):
             raise GilbenchError(f"task {self.name}: loader {self.loader} returned {type(data).__name__}, expected TaskData")

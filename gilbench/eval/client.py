@@ -74,7 +74,7 @@ def check_base_url(base_url: str) -> str:
         raise GilbenchError(f"--base-url {base_url!r} is not an http(s) URL with a host; write e.g. https://api.openai.com/v1 "
                             f"or http://127.0.0.1:8000/v1")
     try:
-        parts.port
+        _ = parts.port  # reading it checks the port
     except ValueError:
         raise GilbenchError(f"--base-url {base_url!r} has an invalid port; write e.g. http://127.0.0.1:8000/v1") from None
     return base_url

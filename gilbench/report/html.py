@@ -167,7 +167,7 @@ def comparisons_section(output_dir: str | Path, task: str) -> str:
                 pairs.append(_pair_html(i, r, item))
     filters = ("<div class=filters>" + _select("cmp", "comparison", [(str(i), label) for i, (label, _, _) in enumerate(found)])
                + _select("split", "split", [(s, s) for s in sorted(splits)]) + _select("group", "group", [(g, g) for g in sorted(groups)])
-               + _select("verdict", "verdict", [(v, t) for v, t in VERDICTS.items()]) + " <span class=note><span id=shown></span> pairs shown</span></div>")
+               + _select("verdict", "verdict", list(VERDICTS.items())) + " <span class=note><span id=shown></span> pairs shown</span></div>")
     return ("<h2 id=comparisons>Comparisons</h2>" + "".join(summaries) + "<p class=note>LC pref.: the preference rate (wins + half the ties) "
             "at equal answer lengths, from a logistic regression on the length difference (gilbench/eval/length_control.py).</p>"
             + "<h2 id=pairs>Judged pairs</h2>" + filters + "".join(pairs))
