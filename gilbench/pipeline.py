@@ -23,8 +23,18 @@ from gilbench.resolve import ResolvedRun, resolve_config
 from gilbench.rl import checkpoint
 from gilbench.stages.cache import check_stage_dir, reward_backbone, reward_stage, sft_stage
 from gilbench.stages.generate import generate_split, summarise_scores
-from gilbench.store import (MetricsLog, RunStore, atomic_dir, atomic_write_json, atomic_write_text, atomic_write_yaml, clean_stale_temps,
-                            environment_record, is_done, mark_done)
+from gilbench.store import (
+    MetricsLog,
+    RunStore,
+    atomic_dir,
+    atomic_write_json,
+    atomic_write_text,
+    atomic_write_yaml,
+    clean_stale_temps,
+    environment_record,
+    is_done,
+    mark_done,
+)
 
 
 def make_accelerator(cfg: RunConfig):

@@ -15,8 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from gilbench import registry
-from gilbench.config import (RunConfig, build_method_config, load_yaml_config, nest, parse_cli_value, resolve_set_key,
-                             update_dataclass, validate_config)
+from gilbench.config import (
+    RunConfig,
+    build_method_config,
+    load_yaml_config,
+    nest,
+    parse_cli_value,
+    resolve_set_key,
+    update_dataclass,
+    validate_config,
+)
 from gilbench.data.tasks import TaskSpec, as_task_spec
 from gilbench.errors import GilbenchError
 

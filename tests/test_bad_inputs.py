@@ -4,7 +4,6 @@ A representative table; benchmarks/audit_bad_inputs.py runs the full audit (>= 1
 
 from __future__ import annotations
 
-
 import pytest
 
 from gilbench.cli import main, parse_seeds

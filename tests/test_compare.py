@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
+from gilbench.cli.compare import add_compare_parser
 from gilbench.errors import GilbenchError
 from gilbench.eval import stats
-from gilbench.cli.compare import add_compare_parser
 from gilbench.eval.compare import compare
 from gilbench.eval.judges import ScoreJudge
 

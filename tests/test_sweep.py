@@ -11,9 +11,20 @@ from pathlib import Path
 
 import pytest
 
+from gilbench.cli.sweep import (
+    Job,
+    add_sweep_parser,
+    is_complete,
+    plan,
+    primed_groups,
+    run_local,
+    slurm_parameters,
+    split_done,
+    submit_slurm,
+    waves,
+    worker_env,
+)
 from gilbench.store import atomic_write_json, mark_done
-from gilbench.cli.sweep import (Job, add_sweep_parser, is_complete, plan, primed_groups, run_local, slurm_parameters, split_done, submit_slurm,
-                            waves, worker_env)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from report_fixtures import curve, write_run  # noqa: E402

@@ -14,7 +14,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gilbench.cli.flags import OUTPUT_DIR_HELP, add_include, add_judge_options, check_numbers, judge_options, parse_seeds
+from gilbench.cli.flags import (
+    OUTPUT_DIR_HELP,
+    add_include,
+    add_judge_options,
+    check_numbers,
+    judge_options,
+    parse_seeds,
+)
 from gilbench.errors import GilbenchError
 from gilbench.store import DEFAULT_OUTPUT_DIR
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from gilbench.cli.flags import OUTPUT_DIR_HELP, add_include, parse_seeds, run_command
 from gilbench.cli.fields import config_fields_epilog
+from gilbench.cli.flags import OUTPUT_DIR_HELP, add_include, parse_seeds, run_command
 from gilbench.config import RunConfig
 from gilbench.resolve import ResolvedRun, resolve_run
 

@@ -1,4 +1,4 @@
-"""The ``gold`` judge: the chitchat tasks' documented preference function (gilbench/data/chitchat.py) as a score judge.
+"""The ``gold`` judge: the chitchat tasks' documented preference function (gilbench/data/chitchat_preference.py).
 
 A task with a known preference function registers its gold judge here, beside the other judges, calling the
 function its data module documents; the judge name stays the task family's (``gold`` for chitchat).
@@ -6,7 +6,7 @@ function its data module documents; the judge name stays the task family's (``go
 
 from __future__ import annotations
 
-from gilbench.data import chitchat
+from gilbench.data import chitchat_preference as chitchat
 from gilbench.errors import GilbenchError
 from gilbench.eval.judges import ScoreJudge
 from gilbench.registry import register_judge
@@ -26,5 +26,5 @@ def gold_judge(arg: str | None, ctx=None):
     if task and not task.startswith("chitchat"):
         raise GilbenchError(f"the gold judge scores chitchat conversations only, not task {task}; use --judge rm:auto or openai:MODEL")
     scorer = chitchat.PreferenceScorer(relevance=True)
-    return ScoreJudge(score_batch=lambda prompts, responses: scorer.score([chitchat._clean(p) for p in prompts], [chitchat._clean(r) for r in responses]),
+    return ScoreJudge(score_batch=lambda prompts, responses: scorer.score([chitchat.clean(p) for p in prompts], [chitchat.clean(r) for r in responses]),
                       tie_margin=margin, judge_id=f"gold-{chitchat.PREFERENCE_VERSION}", info={"preference": chitchat.PREFERENCE_VERSION, "weights": dict(chitchat.WEIGHTS)})

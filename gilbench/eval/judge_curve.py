@@ -18,8 +18,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from gilbench.errors import GilbenchError
 from gilbench.store import DEFAULT_OUTPUT_DIR, JUDGE_CURVE, ROLLOUTS, atomic_write_text, dumps, is_done

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from gilbench.report import store
 from gilbench.report.render import DAGGER, DASH, Table, mean_sd, pct, pct_ci
-from gilbench.report.spec import TableSpec
 from gilbench.report.selection import GIL_FAMILY, methods_of, tasks_of, with_sections
+from gilbench.report.spec import TableSpec
 from gilbench.report.stability import mean_sd as stat_mean_sd
 from gilbench.report.tables_runs import build_groups, build_stability
 

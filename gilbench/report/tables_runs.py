@@ -6,10 +6,10 @@ from dataclasses import asdict
 
 from gilbench.report import store
 from gilbench.report.render import DASH, Table, mean_sd, num
+from gilbench.report.selection import GIL_FAMILY, methods_of, tasks_of, with_sections
 from gilbench.report.spec import TableSpec
 from gilbench.report.stability import Thresholds, analyse_method
 from gilbench.report.stability import mean_sd as stat_mean_sd
-from gilbench.report.selection import GIL_FAMILY, methods_of, tasks_of, with_sections
 
 STABILITY_HEADERS = {
     "final": ("Score", "final"), "best": ("Score", "best"), "best_step": ("Score", "best step"), "max_kl": ("", "Max KL"),
