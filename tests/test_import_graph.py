@@ -70,3 +70,16 @@ def test_the_package_has_no_import_cycle():
     assert "gilbench.pipeline" in graph and graph["gilbench.pipeline"]
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_subpackages_have_no_import_cycle():
+    """Coarser: gilbench.eval, gilbench.report, gilbench.data, ... (and each top-level module) as single nodes."""
+
+    def unit(module: str) -> str:
+        return ".".join(module.split(".")[:2])
+
+    packages: dict[str, set[str]] = {}
+    for name, deps in import_graph().items():
+        packages.setdefault(unit(name), set()).update(unit(d) for d in deps if unit(d) != unit(name))
+    cycle = find_cycle(packages)
+    assert cycle is None, "import cycle between packages: " + " -> ".join(cycle)
