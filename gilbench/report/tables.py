@@ -10,12 +10,14 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from gilbench.errors import GilbenchError
 from gilbench.report import store
-from gilbench.report.render import DAGGER, DASH, Table, mean_sd, pct, pct_ci
+from gilbench.report.render import DAGGER, DASH, RENDERERS, Table, mean_sd, pct, pct_ci
 from gilbench.report.selection import GIL_FAMILY, methods_of, tasks_of, with_sections
-from gilbench.report.spec import TableSpec
+from gilbench.report.spec import TableSpec, load_spec
 from gilbench.report.stability import mean_sd as stat_mean_sd
 from gilbench.report.tables_runs import build_groups, build_stability
+from gilbench.store import DEFAULT_OUTPUT_DIR
 
 HEALTH = (("position_flip_rate", "position flips"), ("first_position_win_rate", "first-position wins"),
           ("longer_wins_rate", "longer wins"), ("invalid_rate", "invalid verdicts"))
@@ -180,3 +182,16 @@ def build_ablation(spec: TableSpec, output_dir) -> Table:
 def build_table(spec: TableSpec, output_dir: str | Path) -> Table:
     builders = {"winrate": build_winrate, "ood": build_ood, "ablation": build_ablation, "stability": build_stability, "groups": build_groups}
     return builders[spec.kind](spec, output_dir)
+
+
+def render_table(spec_name: str, fmt: str = "md", output_dir: str = DEFAULT_OUTPUT_DIR, tasks: list[str] | None = None,
+                 judge: str | None = None) -> str:
+    """The table as text; the same stored results always give the same bytes."""
+    spec = load_spec(spec_name)
+    if tasks:
+        spec.tasks = tasks
+    if judge:
+        spec.judge = judge
+    if fmt not in RENDERERS:
+        raise GilbenchError(f"--format must be one of {', '.join(RENDERERS)}, got {fmt!r}")
+    return RENDERERS[fmt](build_table(spec, output_dir))
