@@ -83,3 +83,10 @@ def test_the_subpackages_have_no_import_cycle():
         packages.setdefault(unit(name), set()).update(unit(d) for d in deps if unit(d) != unit(name))
     cycle = find_cycle(packages)
     assert cycle is None, "import cycle between packages: " + " -> ".join(cycle)
+
+
+def test_library_code_does_not_import_the_command_line():
+    graph = import_graph()
+    offenders = sorted(f"{m} -> {d}" for m, deps in graph.items() if not m.startswith("gilbench.cli") and m != "gilbench.__main__"
+                       for d in deps if d.startswith("gilbench.cli"))
+    assert not offenders, offenders

@@ -19,8 +19,10 @@ from gilbench import registry
 from gilbench.cli.compare import add_compare_parser
 from gilbench.cli.fields import field_docs, field_rows
 from gilbench.cli.flags import add_include, run_command
+from gilbench.cli.generate import add_export_parser, add_generate_parser
 from gilbench.cli.judge_curve import add_judge_curve_parser
-from gilbench.cli.report import add_plot_parser, add_table_parser
+from gilbench.cli.lm_eval import add_lm_eval_parser
+from gilbench.cli.report import add_plot_parser, add_report_parser, add_table_parser
 from gilbench.cli.run import add_run_parser
 from gilbench.cli.sweep import add_sweep_parser
 from gilbench.config import RunConfig
@@ -87,11 +89,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    from gilbench.eval.export import add_export_parser
-    from gilbench.eval.generate import add_generate_parser
-    from gilbench.lm_eval_bridge import add_lm_eval_parser
-    from gilbench.report.html import add_report_parser
-
     parser = argparse.ArgumentParser(prog="gilbench", description="Benchmark RLHF methods in and out of distribution.")
     sub = parser.add_subparsers(dest="command", required=True)
     add_run_parser(sub)

@@ -11,6 +11,7 @@ import argparse
 
 from gilbench.cli.flags import OUTPUT_DIR_HELP, split_names
 from gilbench.errors import GilbenchError
+from gilbench.report import html
 from gilbench.report.tables import render_table
 from gilbench.store import DEFAULT_OUTPUT_DIR
 
@@ -84,3 +85,19 @@ def cmd_plot(args: argparse.Namespace) -> int:
     if not written:
         raise GilbenchError(f"nothing to plot for task {args.task}: no per-step metrics or comparisons found")
     return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    path = html.write_report(args.output_dir, args.task, args.out)
+    print(f"[gilbench] report written to {path} ({path.stat().st_size / 1e6:.1f} MB); open it in a browser")
+    return 0
+
+
+def add_report_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("report", help="one static HTML page of a task: tables, plots, every judged pair side by side",
+                              description=html.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", required=True, help="task to report on")
+    p.add_argument("--output-dir", default="results/runs", help="run store root (default results/runs)")
+    p.add_argument("--out", default=None, help="the HTML file (default results/report/TASK.html)")
+    p.set_defaults(func=cmd_report)
+    return p
