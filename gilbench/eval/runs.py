@@ -19,7 +19,7 @@ def resolve_runs(output_dir: str | Path, task: str, method: str, seeds: list[int
     if seeds is None:
         seeds = seeds_on_disk(output_dir, task, method)
         if not seeds:
-            raise GilbenchError(f"no finished runs of method '{method}' on task '{task}' under {output_dir} "
+            raise GilbenchError(f"no runs with generations of method '{method}' on task '{task}' under {output_dir} "
                                 f"(looked for {Path(output_dir) / task / method}/seed*/generations); run "
                                 f"`gilbench run --method {method} --task {task}` first, or pass --output-dir")
     dirs = []
