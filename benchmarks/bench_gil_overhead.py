@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 
 from gilbench import register_task
-from gilbench.config import RunConfig, config_for_method
+from gilbench.config import RunConfig
+from gilbench.resolve import config_for_method
 from gilbench.data.types import EvalSplit, PreferencePair, Prompt, SFTExample, TaskData
 from gilbench.pipeline import run
 

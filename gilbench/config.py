@@ -1,6 +1,6 @@
 """Typed run configuration: dataclasses with one doc line per field, YAML files and ``--set`` overrides.
 
-Precedence, lowest first: dataclass defaults -> the method's ``defaults`` -> ``--config FILE.yaml`` -> ``--set``.
+How a run's config is put together from these (defaults, task, method, file, flags, ``--set``): gilbench/resolve.py.
 Each stage's cache key is a hash of only the fields that change that stage's output.
 """
 
@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from gilbench.errors import GilbenchError
+from gilbench.registry import did_you_mean
 
 
 @dataclass
@@ -212,11 +213,7 @@ def update_dataclass(obj: Any, updates: dict, where: str = "") -> None:
     for key, value in updates.items():
         path = f"{where}{key}"
         if key not in types_:
-            import difflib
-
-            close = difflib.get_close_matches(key, list(types_), n=3)
-            hint = f" Did you mean {', '.join(close)}?" if close else ""
-            raise GilbenchError(f"unknown config field '{path}'.{hint} Fields here: {', '.join(types_)}")
+            raise GilbenchError(f"unknown config field '{path}'.{did_you_mean(key, list(types_))} Fields here: {', '.join(types_)}")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
@@ -286,24 +283,6 @@ def stable_hash(*parts: Any, length: int = 12) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
-def config_for_method(method: str, **fields: Any) -> RunConfig:
-    """A RunConfig with the task's ``defaults`` (sizes that suit it) and then the method's own ``defaults``
-    (what makes it that method, e.g. ppo sets rl.kl_coef = 0) applied."""
-    from gilbench import registry
-    from gilbench.data.tasks import as_task_spec
-
-    method_cls = registry.methods.get(method)
-    cfg = RunConfig(method=method, **fields)
-    task_defaults = as_task_spec(registry.tasks.get(cfg.task), cfg.task).defaults
-    for source, defaults in ((f"task {cfg.task}", task_defaults), (f"method {method}", getattr(method_cls, "defaults", {}))):
-        for dotted, value in defaults.items():
-            try:
-                update_dataclass(cfg, nest(dotted, value))
-            except GilbenchError as e:
-                raise GilbenchError(f"defaults of {source}: {e}") from e
-    return cfg
-
-
 # ---------------------------------------------------------------- validation at load
 def _at_least(lo: float):
     return lambda v: v >= lo, f"at least {lo}"
@@ -327,7 +306,7 @@ DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 RULES: dict[str, tuple] = {
     "seed": _at_least(0), "split_seed": _at_least(0), "limit": _at_least(0),
     "device": (lambda v: bool(DEVICE_PATTERN.match(v)), "auto, cpu, cuda or cuda:N"),
-    "mixed_precision": _one_of("no", "bf16", "fp16"),
+    "mixed_precision": _one_of("auto", "no", "fp32", "bf16", "fp16"),
     "model.policy": (lambda v: bool(v.strip()), "a preset, hub id or local path"),
     "model.reward": (lambda v: bool(v.strip()), "auto, a preset, hub id or local path"),
     "model.critic": _one_of("policy", "reward"),

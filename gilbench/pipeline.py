@@ -10,27 +10,24 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
-import yaml
 
 from gilbench import registry, tracking
-from gilbench.config import RunConfig, build_method_config, stable_hash, validate_config, yaml_load
-from gilbench.data.tasks import as_task_spec
+from gilbench.config import RunConfig
 from gilbench.errors import GilbenchError
 from gilbench.method import RunContext
 from gilbench.models.precision import resolve_mixed_precision
 from gilbench.models.reward import RewardScorer
+from gilbench.resolve import ResolvedRun, resolve_config
 from gilbench.rl import checkpoint
+from gilbench.stages.cache import check_stage_dir, reward_backbone, reward_stage, sft_stage
 from gilbench.stages.generate import generate_split, summarise_scores
-from gilbench.stages.reward import train_reward_model
-from gilbench.stages.sft import train_sft
 from gilbench.store import (
     MetricsLog,
+    RunStore,
     atomic_dir,
     atomic_write_json,
     atomic_write_text,
@@ -39,9 +36,6 @@ from gilbench.store import (
     environment_record,
     is_done,
     mark_done,
-    read_json,
-    run_dir,
-    stage_dir,
 )
 
 
@@ -63,98 +57,12 @@ def make_accelerator(cfg: RunConfig):
     return Accelerator(cpu=cfg.device == "cpu", mixed_precision=precision)
 
 
-def reward_backbone(cfg: RunConfig) -> str:
-    if cfg.model.reward != "auto":
-        return cfg.model.reward
-    return "minilm" if cfg.model.policy == "smollm2-135m" else cfg.model.policy
-
-
-def data_key(cfg: RunConfig) -> dict:
-    """What the cached stages (SFT, reward model) depend on besides their own config: the data, and the
-    precision they trained in when it is not float32 (so float32 keys are those of earlier versions)."""
-    key = {"task": cfg.task, "limit": cfg.limit, "data_dir": os.path.abspath(cfg.data_dir) if cfg.data_dir else "", "split_seed": cfg.split_seed}
-    precision = resolve_mixed_precision(cfg.mixed_precision, cfg.device)
-    return key | ({"mixed_precision": precision} if precision != "no" else {})
-
-
 def quiet_transformers() -> None:
     """Our own tqdm bars show progress; transformers' per-load bars and notices would bury them."""
     import transformers
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-
-
-# Fields that do not change what a run computes: where things are, which device, what is logged.
-NOT_RESULT_FIELDS = {"output_dir", "data_dir", "device", "tensorboard", "report_to", "rl.checkpoint_every", "rl.keep_checkpoint", "rl.log_rollouts_every"}
-RUN_STATE = ("policy", "checkpoints", "metrics.jsonl", "generations", "summary.json", "method_summary.json", "rollouts.jsonl")
-
-
-def resolved_config(cfg: RunConfig, method_cfg=None) -> dict:
-    """The config as recorded in a run folder's config.yaml: every field, the method's own config included."""
-    return asdict(cfg) | {"method_args": asdict(method_cfg) if method_cfg is not None else {}}
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def config_differences(old: dict, new: dict) -> list[str]:
-    """Result-changing fields whose value differs, as 'field: old -> new' (fields only one side knows are skipped)."""
-    a, b = _flatten(old), _flatten(new)
-    return [f"{k}: {a[k]!r} -> {b[k]!r}" for k in sorted(set(a) & set(b)) if k not in NOT_RESULT_FIELDS and a[k] != b[k]]
-
-
-def recorded_config_differences(out: Path, resolved: dict) -> list[str]:
-    """How ``resolved`` differs from the config of the work already in ``out`` (empty: same, or nothing there yet)."""
-    previous = out / "config.yaml"
-    if not previous.exists() or not any((out / name).exists() for name in RUN_STATE):
-        return []
-    try:
-        old = yaml_load(previous.read_text(encoding="utf-8"))
-        if not isinstance(old, dict):
-            raise ValueError("not a mapping")
-    except (yaml.YAMLError, ValueError, OSError) as e:
-        raise GilbenchError(f"{previous} is damaged ({type(e).__name__}), so this run's config is unknown; "
-                            f"rerun with --overwrite to start the run again") from None
-    return config_differences(old, resolved)
-
-
-def claim_run_dir(out: Path, resolved: dict, overwrite: bool = False) -> None:
-    """Make ``out`` this config's run folder: refuse one holding work of a different config, unless ``overwrite``."""
-    if overwrite:
-        if out.exists():
-            shutil.rmtree(out)
-        return
-    diff = recorded_config_differences(out, resolved)
-    if diff:
-        raise GilbenchError(f"{out} holds a run made with a different config ({'; '.join(diff)}); "
-                            f"rerun with --overwrite to start it again under the new config, or pass another --output-dir")
-
-
-def check_stage_dir(path: Path, what: str) -> Path:
-    """A cached model folder marked DONE must still load: catch a cut or overwritten weights/config file early."""
-    from safetensors import safe_open
-
-    fix = f"delete {path} and rerun the same command to rebuild the {what}"
-    try:
-        json.loads((path / "config.json").read_text(encoding="utf-8"))
-        weights = sorted(path.glob("*.safetensors"))
-        if not weights:
-            raise ValueError("no *.safetensors file")
-        for file in weights:
-            with safe_open(str(file), framework="pt") as f:
-                for name in f.keys():
-                    f.get_tensor(name)
-    except Exception as e:  # noqa: BLE001  (safetensors, json and OS errors all mean the same: the files are damaged)
-        raise GilbenchError(f"{what} in {path} is damaged ({type(e).__name__}: {' '.join(str(e).split())[:80]}); {fix}") from None
-    return path
 
 
 def check_models_reachable(cfg: RunConfig) -> None:
@@ -170,26 +78,30 @@ def check_models_reachable(cfg: RunConfig) -> None:
                                 f"or pass a preset (gilbench ls models) or a local folder")
 
 
-def run(cfg: RunConfig, log=print, overwrite: bool = False) -> dict:
-    """Run one method on one task with one seed; returns the summary written to summary.json."""
+def run(resolved: ResolvedRun | RunConfig, log=print, overwrite: bool = False) -> dict:
+    """Run one method on one task with one seed; returns the summary written to summary.json.
+
+    ``resolved`` comes from ``gilbench.resolve.resolve_run``; a RunConfig built in code is taken as given (checked)."""
     t_start = time.time()
     quiet_transformers()
+    if isinstance(resolved, RunConfig):
+        resolved = resolve_config(resolved)
     # The run records the precision it ran in, not "auto" (which depends on the machine).
-    cfg = dataclasses.replace(cfg, mixed_precision=resolve_mixed_precision(cfg.mixed_precision, cfg.device))
-    method_cls = registry.methods.get(cfg.method)
-    method_cfg = build_method_config(method_cls.Config, cfg.method_args, cfg.method)
-    validate_config(cfg, method_cfg)
+    precision = resolve_mixed_precision(resolved.cfg.mixed_precision, resolved.cfg.device)
+    resolved = dataclasses.replace(resolved, cfg=dataclasses.replace(resolved.cfg, mixed_precision=precision))
+    cfg, method_cls, method_cfg, spec = resolved.cfg, resolved.method_cls, resolved.method_cfg, resolved.task
     check_models_reachable(cfg)
-    spec = as_task_spec(registry.tasks.get(cfg.task), cfg.task)
-    out = run_dir(cfg.output_dir, cfg.task, cfg.method, cfg.seed)
-    resolved = resolved_config(cfg, method_cfg)
-    claim_run_dir(out, resolved, overwrite)
+    store = RunStore(cfg.output_dir)
+    run_dir = store.run(cfg.task, cfg.method, cfg.seed)
+    out = run_dir.path
+    record = resolved.record()
+    run_dir.claim(record, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     for folder in (out, out / "checkpoints", out / "generations"):
         clean_stale_temps(folder, owned=True)
     for stage in ("sft", "rm"):
-        clean_stale_temps(stage_dir(cfg.output_dir, stage, "x").parent)
-    atomic_write_yaml(out / "config.yaml", resolved)
+        clean_stale_temps(store.stage_dir(stage, "x").parent)
+    atomic_write_yaml(run_dir.config_file, record)
     atomic_write_json(out / "env.json", environment_record())
 
     accelerator = make_accelerator(cfg)
@@ -204,7 +116,7 @@ def run(cfg: RunConfig, log=print, overwrite: bool = False) -> dict:
     reward, rm_stats = reward_stage(cfg, task, accelerator, log) if method_cls.needs_reward_model or task.eval_splits else (None, {})
     ctx = RunContext(cfg=cfg, method_cfg=method_cfg, task=task, run_dir=out, accelerator=accelerator, sft_path=sft_path, reward=reward, log=log)
 
-    policy_dir = out / "policy"
+    policy_dir = run_dir.policy_dir
     trained = None
     if is_done(policy_dir):
         check_stage_dir(policy_dir, "trained policy")
@@ -224,64 +136,8 @@ def run(cfg: RunConfig, log=print, overwrite: bool = False) -> dict:
 
     evals = generate_stage(cfg, task, policy_dir, reward, accelerator, out, log, trained)
     summary = build_summary(cfg, out, sft_stats, rm_stats, evals, time.time() - t_start)
-    atomic_write_json(out / "summary.json", summary)
+    atomic_write_json(run_dir.summary_file, summary)  # last: it marks the run finished
     return summary
-
-
-def sft_stage_dir(cfg: RunConfig) -> Path:
-    """Where the starting policy of runs with this task, data, model, SFT config and seed is cached."""
-    return stage_dir(cfg.output_dir, "sft", stable_hash(data_key(cfg), cfg.model.policy, cfg.sft, cfg.seed))
-
-
-def sft_stage(cfg: RunConfig, task, accelerator, log) -> tuple[Path, dict]:
-    from gilbench.models.presets import load_causal_lm
-
-    path = sft_stage_dir(cfg)
-    if is_done(path):
-        log(f"[gilbench] SFT model cached: {path}")
-        return check_stage_dir(path, "SFT policy"), read_json(path / "stats.json", f"delete {path} and rerun the same command")
-    model, tokenizer = load_causal_lm(cfg.model.policy)
-    stats: dict = {"sft/enabled": cfg.sft.enabled}
-    if cfg.sft.enabled:
-        examples = task.sft[: cfg.sft.max_examples or None]
-        log(f"[gilbench] SFT on {len(examples)} examples")
-        torch.manual_seed(cfg.seed)
-        stats.update(train_sft(model, tokenizer, examples, cfg.sft, task.prompt_format, accelerator, cfg.seed))
-        model = accelerator.unwrap_model(model)
-    with atomic_dir(path) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        atomic_write_json(tmp / "stats.json", stats)
-        mark_done(tmp)
-    return path, stats
-
-
-def reward_stage(cfg: RunConfig, task, accelerator, log) -> tuple[RewardScorer, dict]:
-    from gilbench.models.presets import load_sequence_classifier
-
-    backbone = reward_backbone(cfg)
-    key = stable_hash(data_key(cfg), backbone, cfg.rm, cfg.seed)
-    path = stage_dir(cfg.output_dir, "rm", key)
-    if is_done(path):
-        log(f"[gilbench] reward model cached: {path}")
-        check_stage_dir(path, "reward model")
-        model, tokenizer = load_sequence_classifier(str(path))
-        stats = read_json(path / "stats.json", f"delete {path} and rerun the same command")
-        return RewardScorer(model.to(accelerator.device).eval(), tokenizer, cfg.rm.max_length), stats | {"rm/path": str(path)}
-    torch.manual_seed(cfg.seed)
-    model, tokenizer = load_sequence_classifier(backbone)
-    scorer = RewardScorer(model.to(accelerator.device), tokenizer, cfg.rm.max_length)
-    pairs = task.pairs_train[: cfg.rm.max_pairs or None]
-    log(f"[gilbench] reward model ({backbone}) on {len(pairs)} pairs, {len(task.pairs_val)} held out")
-    stats = train_reward_model(scorer, pairs, task.pairs_val, cfg.rm, accelerator, cfg.seed)
-    stats["rm/backbone"] = backbone
-    log(f"[gilbench] reward model held-out pairwise accuracy {stats['rm/val_accuracy']:.3f} (before training {stats['rm/val_accuracy_before']:.3f})")
-    with atomic_dir(path) as tmp:
-        scorer.model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        atomic_write_json(tmp / "stats.json", stats)
-        mark_done(tmp)
-    return scorer, stats | {"rm/path": str(path)}
 
 
 def generate_stage(cfg: RunConfig, task, policy_dir: Path, reward: RewardScorer | None, accelerator, out: Path, log, trained=None) -> dict:

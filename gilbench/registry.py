@@ -14,8 +14,9 @@ import importlib
 import importlib.metadata
 import importlib.util
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from gilbench.errors import GilbenchError
 
@@ -78,10 +79,19 @@ class Registry:
         return {name: self.get(name) for name in self.names()}
 
 
+def close_matches(name: str, known: list[str] | set[str]) -> list[str]:
+    """The (up to three) known names closest to a misspelt ``name``: the one did-you-mean of every error message."""
+    return difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.5)
+
+
+def did_you_mean(name: str, known: list[str] | set[str]) -> str:
+    """`` Did you mean 'a', 'b'?`` (empty when nothing is close)."""
+    close = close_matches(name, known)
+    return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
 def unknown_name_message(what: str, name: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    return f"unknown {what} '{name}'.{hint} Known: {', '.join(known) or '(none)'}."
+    return f"unknown {what} '{name}'.{did_you_mean(name, known)} Known: {', '.join(known) or '(none)'}."
 
 
 def _where(obj: Any) -> str:

@@ -5,8 +5,11 @@ Layout under ``output_dir`` (default ``runs/`` in the current folder; the commit
     cache/sft/<key>/          SFT policy, shared by every method on the same task, model and seed
     cache/rm/<key>/           reward model + its held-out accuracy
     <task>/<method>/seed<k>/  config.yaml, env.json, metrics.jsonl, checkpoints/, generations/, summary.json
+    <task>/compare/<a>_vs_<b>/<judge>/  results.json of `gilbench compare`
 
-A directory counts as complete only once its ``DONE`` marker exists, so a killed stage is redone, never half-used.
+``RunStore`` and ``RunDir`` own this layout and what "finished" means; everything else reads runs through them.
+A stage directory counts as complete only once its ``DONE`` marker exists, so a killed stage is redone, never half-used;
+a run is finished once its summary.json, written last, exists.
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 
@@ -233,12 +237,130 @@ class MetricsLog:
         return rows
 
 
-def run_dir(output_dir: str | Path, task: str, method: str, seed: int) -> Path:
-    return Path(output_dir) / task / method / f"seed{seed}"
+# Fields that do not change what a run computes: where things are, which device, what is logged.
+NOT_RESULT_FIELDS = {"output_dir", "data_dir", "device", "tensorboard", "report_to", "rl.checkpoint_every", "rl.keep_checkpoint",
+                     "rl.log_rollouts_every"}
+RUN_STATE = ("policy", "checkpoints", "metrics.jsonl", "generations", "summary.json", "method_summary.json", ROLLOUTS)
+STORE_DIRS = {"cache"}  # top-level folders of the run store that are not tasks
+JUDGE_CURVE = "judge_curve.jsonl"  # optional per-run file: {"step": N, "win": w, ...} per judged checkpoint
 
 
-def stage_dir(output_dir: str | Path, stage: str, key: str) -> Path:
-    return Path(output_dir) / "cache" / stage / key
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        out.update(_flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
+
+
+def config_differences(old: dict, new: dict) -> list[str]:
+    """Result-changing fields whose value differs, as 'field: old -> new' (fields only one side knows are skipped)."""
+    a, b = _flatten(old), _flatten(new)
+    return [f"{k}: {a[k]!r} -> {b[k]!r}" for k in sorted(set(a) & set(b)) if k not in NOT_RESULT_FIELDS and a[k] != b[k]]
+
+
+class RunDir:
+    """One run folder ``<root>/<task>/<method>/seed<k>``: its files, and whether it started and finished."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.config_file, self.summary_file = self.path / "config.yaml", self.path / "summary.json"
+        self.metrics_file, self.rollouts_file = self.path / "metrics.jsonl", self.path / ROLLOUTS
+        self.policy_dir, self.generations_dir = self.path / "policy", self.path / "generations"
+        self.judge_curve_file = self.path / JUDGE_CURVE
+
+    @property
+    def seed(self) -> int:
+        return int(self.path.name[4:])
+
+    @property
+    def finished(self) -> bool:
+        """The pipeline writes summary.json last, after the policy and every split's generations: a finished run."""
+        return self.summary_file.exists()
+
+    @property
+    def started(self) -> bool:
+        return any((self.path / name).exists() for name in RUN_STATE)
+
+    @property
+    def has_results(self) -> bool:
+        """Per-step metrics or a summary: what reports show (curves of a run still in flight included)."""
+        return self.metrics_file.exists() or self.finished
+
+    def generation_files(self) -> list[Path]:
+        return sorted(self.generations_dir.glob("*.jsonl"))
+
+    def config_differences(self, resolved: dict) -> list[str]:
+        """How ``resolved`` differs from the config of the work already here (empty: same, or nothing here yet)."""
+        from gilbench.config import yaml_load
+
+        if not self.config_file.exists() or not self.started:
+            return []
+        try:
+            old = yaml_load(self.config_file.read_text(encoding="utf-8"))
+            if not isinstance(old, dict):
+                raise ValueError("not a mapping")
+        except (yaml.YAMLError, ValueError, OSError) as e:
+            raise GilbenchError(f"{self.config_file} is damaged ({type(e).__name__}), so this run's config is unknown; "
+                                f"rerun with --overwrite to start the run again") from None
+        return config_differences(old, resolved)
+
+    def claim(self, resolved: dict, overwrite: bool = False) -> None:
+        """Make this folder the run of config ``resolved``: refuse one holding another config's work, unless ``overwrite``."""
+        if overwrite:
+            if self.path.exists():
+                shutil.rmtree(self.path)
+            return
+        diff = self.config_differences(resolved)
+        if diff:
+            raise GilbenchError(f"{self.path} holds a run made with a different config ({'; '.join(diff)}); rerun with --overwrite "
+                                f"to start it again under the new config, or pass another --output-dir")
+
+
+class RunStore:
+    """The layout under ``output_dir``: run folders by task, method and seed, stage caches, stored comparisons."""
+
+    def __init__(self, root: str | Path = DEFAULT_OUTPUT_DIR):
+        self.root = Path(root)
+
+    def run(self, task: str, method: str, seed: int) -> RunDir:
+        return RunDir(self.root / task / method / f"seed{seed}")
+
+    def stage_dir(self, stage: str, key: str) -> Path:
+        return self.root / "cache" / stage / key
+
+    def compare_dir(self, task: str, a: str, b: str) -> Path:
+        return self.root / task / "compare" / f"{a}_vs_{b}"
+
+    def runs(self, task: str, method: str) -> list[RunDir]:
+        """Run folders of one method with results (metrics or a summary), ordered by seed."""
+        return sorted((r for r in self._seed_dirs(task, method) if r.has_results), key=lambda r: r.seed)
+
+    def finished_runs(self, task: str, method: str) -> list[RunDir]:
+        return [r for r in self.runs(task, method) if r.finished]
+
+    def runs_with_generations(self, task: str, method: str) -> list[RunDir]:
+        """What ``compare`` can judge: finished runs, and folders `gilbench generate` filled for a baseline model."""
+        return sorted((r for r in self._seed_dirs(task, method) if r.generations_dir.is_dir()), key=lambda r: r.seed)
+
+    def _seed_dirs(self, task: str, method: str) -> list[RunDir]:
+        return [RunDir(d) for d in (self.root / task / method).glob("seed*") if d.is_dir() and d.name[4:].isdigit()]
+
+    def runs_of_seed(self, task: str, seed: int) -> list[RunDir]:
+        """The run of every method on ``task`` with ``seed``."""
+        return [RunDir(d) for d in sorted((self.root / task).glob(f"*/seed{seed}")) if d.is_dir()]
+
+    def methods(self, task: str) -> list[str]:
+        folder = self.root / task
+        if not folder.is_dir():
+            return []
+        return sorted(d.name for d in folder.iterdir() if d.is_dir() and d.name != "compare" and self.runs(task, d.name))
+
+    def tasks(self) -> list[str]:
+        """Tasks with at least one run folder or stored comparison."""
+        if not self.root.is_dir():
+            return []
+        folders = sorted(p for p in self.root.iterdir() if p.is_dir() and p.name not in STORE_DIRS)
+        return [d.name for d in folders if any(d.glob("*/seed*")) or (d / "compare").is_dir()]
 
 
 def check_writable_dir(path: str | Path, flag: str) -> Path:

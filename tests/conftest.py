@@ -12,8 +12,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 from gilbench import register_task  # noqa: E402
-from gilbench.config import RunConfig, config_for_method  # noqa: E402
+from gilbench.config import RunConfig  # noqa: E402
 from gilbench.data.types import EvalSplit, PreferencePair, Prompt, SFTExample, TaskData  # noqa: E402
+from gilbench.resolve import config_for_method  # noqa: E402
 
 torch.set_num_threads(1)  # tiny models: threads cost more than they give, and CI machines are shared
 

@@ -60,7 +60,7 @@ class JudgeServer:
         with self._lock:
             self._steps.extend(steps)
 
-    def __enter__(self) -> "JudgeServer":
+    def __enter__(self) -> JudgeServer:
         self._thread.start()
         return self
 

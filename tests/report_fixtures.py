@@ -15,9 +15,18 @@ from dataclasses import asdict
 from pathlib import Path
 
 from gilbench import registry
-from gilbench.config import build_method_config, config_for_method
+from gilbench.config import build_method_config
 from gilbench.eval.compare import aggregate
-from gilbench.store import MetricsLog, atomic_write_json, atomic_write_text, atomic_write_yaml, dumps, mark_done, run_dir
+from gilbench.resolve import config_for_method
+from gilbench.store import (
+    MetricsLog,
+    RunStore,
+    atomic_write_json,
+    atomic_write_text,
+    atomic_write_yaml,
+    dumps,
+    mark_done,
+)
 
 TASK = "chitchat-ood"
 SPLITS = (("id:test", "id"), ("ood:hypotheticals", "ood"), ("ood:chatterbot", "ood"))
@@ -68,7 +77,7 @@ def write_run(root: Path, task: str, method: str, seed: int, rows: list[dict], e
 
     cfg = config_for_method(method, task=task, seed=seed, output_dir=str(root))
     method_cfg = build_method_config(registry.methods.get(method).Config, cfg.method_args, method)
-    out = run_dir(root, task, method, seed)
+    out = RunStore(root).run(task, method, seed).path
     atomic_write_yaml(out / "config.yaml", asdict(cfg) | {"method_args": asdict(method_cfg) if method_cfg is not None else {}})
     log = MetricsLog(out / "metrics.jsonl")
     for row in rows:
@@ -115,8 +124,8 @@ def write_compare(root: Path, task: str, a: str, b: str, p_win: dict[str, float]
     out_dir = Path(root) / task / "compare" / f"{a}_vs_{b}" / judge
     results = aggregate(records, a, b, n_boot, 0)
     results.update(task=task, judge={"id": judge, "class": "ScoreJudge"}, policy="conservative", unmatched={"only_a": 0, "only_b": 0},
-                   out_dir=str(out_dir), seeds=sorted(seeds), runs_a=[str(run_dir(root, task, a, s)) for s in seeds],
-                   runs_b=[str(run_dir(root, task, b, s)) for s in seeds])
+                   out_dir=str(out_dir), seeds=sorted(seeds), runs_a=[str(RunStore(root).run(task, a, s).path) for s in seeds],
+                   runs_b=[str(RunStore(root).run(task, b, s).path) for s in seeds])
     atomic_write_text(out_dir / "judgments.jsonl", "".join(dumps(r, sort_keys=True) + "\n" for r in records))
     atomic_write_json(out_dir / "results.json", results)
     return results

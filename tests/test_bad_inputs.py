@@ -4,13 +4,12 @@ A representative table; benchmarks/audit_bad_inputs.py runs the full audit (>= 1
 
 from __future__ import annotations
 
-import argparse
-
 import pytest
 
-from gilbench.cli import build_configs, main, parse_seeds
+from gilbench.cli import main, parse_seeds
 from gilbench.config import load_yaml_config, parse_cli_value
 from gilbench.errors import GilbenchError
+from gilbench.resolve import resolve_run
 
 RUN = ["run", "--method", "ppo-kl", "--task", "toy", "--model", "tiny", "--device", "cpu"]
 
@@ -51,9 +50,7 @@ def test_output_dir_that_is_a_file(tmp_path, capsys):
 def test_yaml_exponent_numbers_are_floats(tmp_path, text):
     path = tmp_path / "c.yaml"
     path.write_text(text)
-    ns = argparse.Namespace(config=str(path), method="ppo-kl", task="toy", model=None, seed=None, output_dir=None, limit=None,
-                            overrides=["rl.max_grad_norm=5e-1"], device=None, data_dir=None, include=[], overwrite=False)
-    cfg = build_configs(ns)[0]
+    cfg = resolve_run("ppo-kl", "toy", ["rl.max_grad_norm=5e-1"], config_file=path).cfg
     assert cfg.rl.lr == 1e-5 and cfg.rl.max_grad_norm == 0.5 and parse_cli_value("1e-5") == 1e-5
 
 

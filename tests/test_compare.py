@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
+from gilbench.cli.compare import add_compare_parser
 from gilbench.errors import GilbenchError
 from gilbench.eval import stats
-from gilbench.eval.cli_compare import add_compare_parser
 from gilbench.eval.compare import compare
 from gilbench.eval.judges import ScoreJudge
 
@@ -157,16 +157,15 @@ def test_rm_auto_uses_run_a_reward_model(tmp_path, tiny_cfg, capsys):
     """rm:auto finds the reward model the pipeline would have cached for run A, loads it and judges."""
     import yaml
 
-    from gilbench.config import stable_hash
     from gilbench.models.presets import load_sequence_classifier
-    from gilbench.pipeline import data_key, reward_backbone
-    from gilbench.store import mark_done, stage_dir
+    from gilbench.stages.cache import rm_stage_dir
+    from gilbench.store import mark_done
 
     cfg = tiny_cfg()
     cfg.method = "gil"
     (a,), _ = make_runs(cfg.output_dir, n=4)
     (a / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
-    rm_dir = stage_dir(cfg.output_dir, "rm", stable_hash(data_key(cfg), reward_backbone(cfg), cfg.rm, cfg.seed))
+    rm_dir = rm_stage_dir(cfg)
     model, tokenizer = load_sequence_classifier("tiny")
     model.save_pretrained(rm_dir)
     tokenizer.save_pretrained(rm_dir)

@@ -2,60 +2,57 @@
 
 from __future__ import annotations
 
-import argparse
 import textwrap
 
 import pytest
 
 from gilbench import registry
-from gilbench.cli import build_configs, main, parse_seeds
+from gilbench.cli import main, parse_seeds
 from gilbench.config import RunConfig, nest, parse_cli_value, resolve_set_key, stable_hash, update_dataclass
 from gilbench.errors import GilbenchError
+from gilbench.resolve import resolve_run
 
 
-def args(**kw):
-    base = dict(config=None, method="ppo-kl", task="chitchat", model=None, seed=None, output_dir=None, limit=None,
-                overrides=[], device=None, data_dir=None, include=[])
-    base.update(kw)
-    return argparse.Namespace(**base)
+def resolve(method="ppo-kl", task="chitchat", overrides=(), **kw):
+    return resolve_run(method, task, overrides, **kw).cfg
 
 
 def test_set_overrides_are_typed():
-    cfg = build_configs(args(overrides=["rl.steps=4", "kl_coef=0.1", "rl.adaptive_kl=true", "model.policy=tiny"]))[0]
+    cfg = resolve(overrides=["rl.steps=4", "kl_coef=0.1", "rl.adaptive_kl=true", "model.policy=tiny"])
     assert cfg.rl.steps == 4 and cfg.rl.kl_coef == 0.1 and cfg.rl.adaptive_kl is True
     with pytest.raises(GilbenchError, match=r"rl.steps: expected int, got 'abc'"):
-        build_configs(args(overrides=["rl.steps=abc"]))
+        resolve(overrides=["rl.steps=abc"])
     with pytest.raises(GilbenchError, match=r"adaptive_kl: expected bool"):
-        build_configs(args(overrides=["rl.adaptive_kl=3"]))
-    with pytest.raises(GilbenchError, match=r"unknown config field 'rl.step'. Did you mean steps"):
-        build_configs(args(overrides=["rl.step=3"]))
+        resolve(overrides=["rl.adaptive_kl=3"])
+    with pytest.raises(GilbenchError, match=r"unknown config field 'rl.step'. Did you mean 'steps'"):
+        resolve(overrides=["rl.step=3"])
     with pytest.raises(GilbenchError, match="KEY=VALUE"):
-        build_configs(args(overrides=["rl.steps"]))
+        resolve(overrides=["rl.steps"])
 
 
 def test_method_defaults_apply_before_user_overrides():
-    assert build_configs(args(method="ppo"))[0].rl.kl_coef == 0.0
-    assert build_configs(args(method="ppo", overrides=["rl.kl_coef=0.2"]))[0].rl.kl_coef == 0.2
+    assert resolve("ppo").rl.kl_coef == 0.0
+    assert resolve("ppo", overrides=["rl.kl_coef=0.2"]).rl.kl_coef == 0.2
 
 
 def test_method_fields_and_yaml_config(tmp_path):
-    cfg = build_configs(args(method="ppo-ptx", overrides=["ptx_coef=0.25"]))[0]
+    cfg = resolve("ppo-ptx", overrides=[("ptx_coef", 0.25)])
     assert cfg.method_args == {"ptx_coef": 0.25}
     path = tmp_path / "run.yaml"
     path.write_text("method: ppo-ptx\nrl:\n  steps: 3\nmethod_args:\n  ptx_coef: 0.75\n")
-    cfg = build_configs(args(method=None, config=str(path)))[0]
+    cfg = resolve(None, config_file=path)
     assert cfg.rl.steps == 3 and cfg.method_args["ptx_coef"] == 0.75
     path.write_text("rl:\n  steps: three\n")
     with pytest.raises(GilbenchError, match="rl.steps: expected int"):
-        build_configs(args(config=str(path)))
+        resolve(config_file=path)
 
 
 def test_seeds_and_hash():
     assert parse_seeds("0,1,2") == [0, 1, 2] and parse_seeds("3-5") == [3, 4, 5]
     with pytest.raises(GilbenchError, match="--seed"):
         parse_seeds("a")
-    cfgs = build_configs(args(seed="0,1"))
-    assert [c.seed for c in cfgs] == [0, 1]
+    main_seeds = [r.cfg.seed for r in (resolve_run("ppo-kl", "chitchat").with_seed(s) for s in parse_seeds("0,1"))]
+    assert main_seeds == [0, 1]
     assert stable_hash(RunConfig().rl) == stable_hash(RunConfig().rl)
     c = RunConfig()
     update_dataclass(c, nest("rl.lr", 1.0))
@@ -74,7 +71,7 @@ def test_unknown_names_suggest_close_matches(capsys):
     with pytest.raises(GilbenchError, match=r"unknown method 'ppo-kll'. Did you mean 'ppo-kl'"):
         registry.methods.get("ppo-kll")
     with pytest.raises(GilbenchError, match=r"unknown task 'chitchatt'. Did you mean 'chitchat'"):
-        build_configs(args(task="chitchatt"))
+        resolve(task="chitchatt")
     assert main(["run", "--method", "ppo_kl", "--task", "chitchat"]) == 2
     assert "Did you mean 'ppo-kl'" in capsys.readouterr().err
 

@@ -9,8 +9,9 @@ import sys
 
 import pytest
 
+from gilbench.cli.lm_eval import add_lm_eval_parser
 from gilbench.errors import GilbenchError, MissingDependency
-from gilbench.lm_eval_bridge import add_lm_eval_parser, format_results, parse_model_args, run_lm_eval
+from gilbench.lm_eval_bridge import format_results, parse_model_args, run_lm_eval
 from gilbench.models.presets import load_causal_lm
 from gilbench.store import mark_done
 

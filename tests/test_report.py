@@ -142,7 +142,7 @@ def test_user_spec_file_and_spec_errors(store, tmp_path):
 
 
 def test_table_and_plot_commands(store, tmp_path):
-    from gilbench.report import add_plot_parser, add_table_parser
+    from gilbench.cli.report import add_plot_parser, add_table_parser
 
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers()

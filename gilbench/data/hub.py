@@ -25,9 +25,10 @@ import os
 import random
 import socket
 import urllib.parse
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from gilbench.errors import GilbenchError, require
 
@@ -173,7 +174,7 @@ def hub_unreachable() -> str:
     return _probe(target.hostname or "huggingface.co", target.port or (443 if target.scheme == "https" else 80))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _probe(host: str, port: int) -> str:
     try:
         socket.create_connection((host, port), timeout=3).close()

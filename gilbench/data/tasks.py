@@ -11,6 +11,10 @@ A task file looks like::
     eval_splits: [{name: "id:test", distribution: id}]   # what the loader will return, for `ls tasks`
     groups: [computers, hypotheticals, personal]         # known group labels, if any
     defaults: {rl.steps: 24, model.policy: smollm2-135m}  # run-config fields sized for the task (before the method's)
+    include: _shared-defaults.yaml                       # optional: fields shared by several task files (path relative
+                                                         # to this file); mapping fields merge key by key, this file wins
+
+Files whose name starts with ``_`` are such shared parts, not tasks.
 
 The loader is called as ``loader(seed=..., limit=..., data_dir=..., **options)``.
 """
@@ -19,13 +23,15 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
+from gilbench.config import RunConfig, nest, update_dataclass, validate_config, yaml_load
 from gilbench.data.types import TaskData
 from gilbench.errors import GilbenchError
 from gilbench.registry import register_task
@@ -66,7 +72,7 @@ class TaskSpec:
         accepted = inspect.signature(func).parameters
         unknown = [k for k in self.options if k not in accepted and not any(p.kind == p.VAR_KEYWORD for p in accepted.values())]
         if unknown:
-            raise GilbenchError(f"task {self.name} ({self.path}): option(s) {unknown} are not parameters of {self.loader}; it takes {[k for k in accepted]}")
+            raise GilbenchError(f"task {self.name} ({self.path}): option(s) {unknown} are not parameters of {self.loader}; it takes {list(accepted)}")
         data = func(seed=seed, limit=limit, data_dir=data_dir, **self.options)
         if not isinstance(data, TaskData):
             raise GilbenchError(f"task {self.name}: loader {self.loader} returned {type(data).__name__}, expected TaskData")
@@ -109,10 +115,7 @@ def check_task_data(data: TaskData, name: str) -> None:
                                 f"prompts; it needs id | ood and at least one prompt")
 
 
-def parse_task_file(path: str | Path) -> TaskSpec:
-    from gilbench.config import yaml_load
-
-    path = Path(path)
+def _read_yaml_mapping(path: Path) -> dict:
     if not path.is_file():
         raise GilbenchError(f"{path}: {'is a folder' if path.is_dir() else 'no such file'}; give a task YAML file (see tasks/*.yaml)")
     try:
@@ -123,6 +126,28 @@ def parse_task_file(path: str | Path) -> TaskSpec:
         raise GilbenchError(f"{path}: cannot read it ({e.strerror}); check its permissions") from None
     if not isinstance(raw, dict):
         raise GilbenchError(f"{path}: a task file must be a mapping of fields, got {type(raw).__name__}")
+    return raw
+
+
+def with_include(raw: dict, path: Path) -> dict:
+    """Task fields with those of its ``include:`` file underneath: this file's fields win, mappings merge key by key."""
+    if "include" not in raw:
+        return raw
+    name = raw.pop("include")
+    if not isinstance(name, str):
+        raise GilbenchError(f"{path}: include must be the path of a YAML file of shared task fields, got {name!r}")
+    shared = _read_yaml_mapping(path.parent / name)
+    if "include" in shared:
+        raise GilbenchError(f"{path.parent / name}: an included file may not include another; merge them into one")
+    merged = dict(shared)
+    for key, value in raw.items():
+        merged[key] = {**shared[key], **value} if isinstance(value, dict) and isinstance(shared.get(key), dict) else value
+    return merged
+
+
+def parse_task_file(path: str | Path) -> TaskSpec:
+    path = Path(path)
+    raw = with_include(_read_yaml_mapping(path), path)
     for key, typ in REQUIRED_FIELDS.items():
         if key not in raw:
             raise GilbenchError(f"{path}: missing required field '{key}' ({typ.__name__})")
@@ -145,8 +170,6 @@ def parse_task_file(path: str | Path) -> TaskSpec:
 
 def check_task_defaults(spec: TaskSpec) -> None:
     """A task's ``defaults:`` must name run-config fields with valid values, checked when the file is read."""
-    from gilbench.config import RunConfig, nest, update_dataclass, validate_config
-
     cfg = RunConfig(task=spec.name)
     for dotted, value in spec.defaults.items():
         if not isinstance(dotted, str) or dotted.startswith("method_args"):
@@ -169,7 +192,7 @@ def register_task_file(path: str | Path) -> TaskSpec:
 
 def _register_builtin_tasks() -> None:
     for entry in sorted(resources.files("gilbench_tasks").iterdir(), key=lambda p: p.name):
-        if entry.name.endswith(".yaml"):
+        if entry.name.endswith(".yaml") and not entry.name.startswith("_"):
             register_task_file(Path(str(entry)))
 
 

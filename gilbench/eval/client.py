@@ -45,7 +45,7 @@ class BudgetExceeded(GilbenchError):
 
     The message reads the meter when shown, so it reports what the calls in flight at the stop finally cost."""
 
-    def __init__(self, meter: "CostMeter", worst: float):
+    def __init__(self, meter: CostMeter, worst: float):
         super().__init__()
         self.meter, self.worst = meter, worst
 
@@ -74,7 +74,7 @@ def check_base_url(base_url: str) -> str:
         raise GilbenchError(f"--base-url {base_url!r} is not an http(s) URL with a host; write e.g. https://api.openai.com/v1 "
                             f"or http://127.0.0.1:8000/v1")
     try:
-        parts.port
+        _ = parts.port  # reading it checks the port
     except ValueError:
         raise GilbenchError(f"--base-url {base_url!r} has an invalid port; write e.g. http://127.0.0.1:8000/v1") from None
     return base_url
@@ -170,7 +170,7 @@ class ChatClient:
                     hint = f" (check the key in ${self.api_key_env})" if e.code in (401, 403) else ""
                     raise JudgeUnavailable(f"judge endpoint {self.url} refused the request: HTTP {e.code}{hint}: {detail}") from None
                 problem, retry_after = f"HTTP {e.code}: {detail}", e.headers.get("Retry-After")
-            except (TimeoutError, socket.timeout) as e:
+            except TimeoutError as e:
                 problem = f"timed out after {self.timeout} s ({e})"
                 if self.meter is not None:  # the server may have answered, and billed, after we stopped waiting
                     self.meter.charge_unanswered(estimate_tokens(messages_chars(messages)), int(decoding.get("max_tokens") or 0))

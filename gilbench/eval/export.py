@@ -14,7 +14,6 @@ Default output folder: ``RUN_DIR/exports/<NAME>/``. The generator name defaults 
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 from pathlib import Path
@@ -69,21 +68,3 @@ def export(run: str | Path, name: str, fmt: str, out_dir: str | Path | None = No
         answers = arena_hard_answers(rows, generator, path.stat().st_mtime)
         atomic_write_text(target, "".join(json.dumps(a, ensure_ascii=False) + "\n" for a in answers))
     return target
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    target = export(args.run, args.name, args.format, args.out_dir, args.generator)
-    print(f"wrote {target} ({args.format})")
-    return 0
-
-
-def add_export_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("export", help="write a run's generations as AlpacaEval model_outputs.json or Arena-Hard answers",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", required=True, metavar="RUN_DIR", help="a run folder with generations/")
-    p.add_argument("--name", required=True, help="which generations: a prompt file's NAME (gilbench generate) or an eval split, e.g. id:test")
-    p.add_argument("--format", required=True, choices=FORMATS)
-    p.add_argument("--out-dir", default=None, help="default RUN_DIR/exports/NAME")
-    p.add_argument("--generator", default=None, help="model name written into the export (default <method>-seed<k>)")
-    p.set_defaults(func=cmd_export)
-    return p

@@ -15,7 +15,6 @@ Prompt files: jsonl (one object a line with ``prompt`` or ``instruction``, or Ar
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 from pathlib import Path
@@ -196,25 +195,3 @@ def summarise_file(path: Path) -> str:
     mean_len = sum(r["length"] for r in rows) / max(1, len(rows))
     score = f", reward-model score {sum(scores) / len(scores):+.3f}" if scores else " (no reward model: give --like RUN to score)"
     return f"{len(rows)} generations, mean length {mean_len:.1f} tokens{score}; written to {path}"
-
-
-def cmd_generate(args: argparse.Namespace) -> int:
-    path = generate(args.run, args.prompts, name=args.name, model=args.model, like=args.like, seed=args.seed, device=args.device, limit=args.limit)
-    print(summarise_file(path))
-    return 0
-
-
-def add_generate_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("generate", help="sample a run's policy (or a baseline model) on any prompt file; compare then judges it",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", required=True, metavar="RUN_DIR", help="a finished run folder (or, with --model, the folder to write a baseline into)")
-    p.add_argument("--prompts", required=True, metavar="FILE", help="prompts: .jsonl, .csv or AlpacaEval .json")
-    p.add_argument("--name", default=None, help="generations/NAME.jsonl (default: the prompt file's stem)")
-    p.add_argument("--model", default=None, help="sample this preset / local model folder instead of RUN_DIR's policy (a baseline)")
-    p.add_argument("--like", default=None, metavar="RUN_DIR", help="with --model: take generation settings, prompt format and reward model from this run")
-    p.add_argument("--seed", type=int, default=None, help="sampling seed (default: the run's seed; 0 for a baseline)")
-    p.add_argument("--limit", type=int, default=None, help="only the first N prompts")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--include", action="append", default=[], metavar="PATH", help="plugin .py file or folder to import first")
-    p.set_defaults(func=cmd_generate)
-    return p

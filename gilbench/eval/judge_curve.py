@@ -15,16 +15,14 @@ cached under ``<output-dir>/cache/reference``.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from gilbench.errors import GilbenchError
-from gilbench.report.store import JUDGE_CURVE
-from gilbench.store import DEFAULT_OUTPUT_DIR, ROLLOUTS, atomic_write_text, dumps, is_done
+from gilbench.store import DEFAULT_OUTPUT_DIR, JUDGE_CURVE, ROLLOUTS, atomic_write_text, dumps, is_done
 
 
 def read_rollouts(run: Path) -> list[dict]:
@@ -57,7 +55,8 @@ def reference_responses(cfg, prompts: list, output_dir: str | Path, log: Callabl
     from gilbench.config import GenerateConfig, stable_hash
     from gilbench.data.tasks import as_task_spec
     from gilbench.models.presets import load_causal_lm
-    from gilbench.pipeline import make_accelerator, sft_stage, sft_stage_dir
+    from gilbench.pipeline import make_accelerator
+    from gilbench.stages.cache import sft_stage, sft_stage_dir
     from gilbench.stages.generate import generate_split
 
     cfg = dataclasses.replace(cfg, output_dir=str(output_dir))
@@ -120,48 +119,3 @@ def judge_curve(run: Path, judge, *, output_dir: str | Path = DEFAULT_OUTPUT_DIR
         curve.append(point)
     atomic_write_text(run / JUDGE_CURVE, "".join(dumps(p, sort_keys=True) + "\n" for p in curve))
     return curve
-
-
-# ------------------------------------------------------------------------------------------ command line
-def add_judge_curve_parser(subparsers) -> argparse.ArgumentParser:
-    from gilbench.eval.cli_compare import add_judge_options
-
-    p = subparsers.add_parser("judge-curve", help="judge an RL run's samples along training against its starting policy",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("runs", nargs="+", help="run folders (<output-dir>/<task>/<method>/seed<k>); folders without rollouts.jsonl are skipped")
-    p.add_argument("--judge", required=True, help="gold | rm:auto | openai:MODEL | hf:MODEL | any registered judge NAME[:ARG]")
-    p.add_argument("--window", type=int, default=None, help="logged steps pooled into one point (default: about 8 points a run)")
-    p.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help=f"run store root, for the SFT and reference caches (default {DEFAULT_OUTPUT_DIR})")
-    p.add_argument("--concurrency", type=int, default=8, help="judge requests in flight at once (default 8)")
-    p.add_argument("--policy", choices=["conservative", "average"], default="conservative", help="combining the two orders (as in compare)")
-    add_judge_options(p)
-    p.add_argument("--include", action="append", default=[], metavar="PATH", help="plugin .py file or folder to import first (judges too)")
-    p.set_defaults(func=cmd_judge_curve)
-    return p
-
-
-def cmd_judge_curve(args: argparse.Namespace) -> int:
-    from gilbench.eval.cli_compare import check_numbers, judge_options
-    from gilbench.eval.judges import JudgeContext, build_judge
-    from gilbench.eval.runs import load_run_config
-    from gilbench.pipeline import quiet_transformers
-
-    check_numbers(args)
-    quiet_transformers()
-    runs = [Path(r) for r in args.runs]
-    missing = [str(r) for r in runs if not r.is_dir()]
-    if missing:
-        raise GilbenchError(f"not a run folder: {', '.join(missing)}")
-    with_rollouts = [r for r in runs if (r / ROLLOUTS).exists()]
-    for r in sorted(set(runs) - set(with_rollouts)):
-        print(f"[gilbench] skipped {r}: no {ROLLOUTS} (not an RL run, or made before samples were logged)")
-    if not with_rollouts:
-        read_rollouts(runs[0])  # raises the full explanation
-    options = judge_options(args)
-    for run in with_rollouts:
-        ctx = JudgeContext(task=load_run_config(run).task, output_dir=Path(args.output_dir), run_dirs_a=[run], options=options)
-        curve = judge_curve(run, build_judge(args.judge, ctx), output_dir=args.output_dir, window=args.window, policy=args.policy,
-                            concurrency=args.concurrency)
-        wins = " ".join(f"{p['step']}:{100 * p['win']:.0f}%" if p["win"] is not None else f"{p['step']}:-" for p in curve)
-        print(f"[gilbench] {run}: win rate against the starting policy by step {wins} -> {run / JUDGE_CURVE}")
-    return 0

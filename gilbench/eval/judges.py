@@ -23,13 +23,31 @@ from __future__ import annotations
 import os
 import threading
 from abc import abstractmethod
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Callable
 
 from gilbench.errors import GilbenchError
-from gilbench.eval.base import Judge, JudgeContext, OrderResult, build_judge, construct, parse_spec, reject_options, short_hash, slug
-from gilbench.eval.client import CallCache, ChatClient, Completion, CostMeter, cache_key, estimate_tokens, messages_chars
+from gilbench.eval.base import (
+    Judge,
+    JudgeContext,
+    OrderResult,
+    build_judge,
+    construct,
+    parse_spec,
+    reject_options,
+    short_hash,
+    slug,
+)
+from gilbench.eval.client import (
+    CallCache,
+    ChatClient,
+    Completion,
+    CostMeter,
+    cache_key,
+    estimate_tokens,
+    messages_chars,
+)
 from gilbench.eval.protocol import Template, parse_verdict, template_for, to_method
 from gilbench.registry import register_judge
 
@@ -50,7 +68,7 @@ class LMJudge(Judge):
         self._pending_lock = threading.Lock()
 
     @classmethod
-    def from_spec(cls, arg: str, ctx: JudgeContext) -> "LMJudge":
+    def from_spec(cls, arg: str, ctx: JudgeContext) -> LMJudge:
         """``NAME:MODEL`` plus the command line's judge options, checked against the keyword arguments of ``__init__``."""
         return construct(cls, getattr(cls, "registered_name", cls.__name__), arg, ctx)
 
@@ -262,7 +280,7 @@ class RMJudge(ScoreJudge):
         super().__init__(score_batch=lambda ps, rs: scorer.score(ps, rs).tolist(), tie_margin=tie_margin, judge_id=judge_id, info=info)
 
     @classmethod
-    def from_spec(cls, arg: str, ctx: JudgeContext) -> "RMJudge":
+    def from_spec(cls, arg: str, ctx: JudgeContext) -> RMJudge:
         from gilbench.eval.runs import reward_model_dir
         from gilbench.models.presets import load_sequence_classifier
         from gilbench.models.reward import RewardScorer

@@ -6,16 +6,12 @@ import json
 from pathlib import Path
 
 from gilbench.errors import GilbenchError
-from gilbench.store import is_done, run_dir, stage_dir
+from gilbench.store import RunDir, RunStore, is_done
 
 
 def seeds_on_disk(output_dir: str | Path, task: str, method: str) -> list[int]:
-    folder = Path(output_dir) / task / method
-    seeds = []
-    for d in folder.glob("seed*"):
-        if d.is_dir() and d.name[4:].isdigit() and (d / "generations").is_dir():
-            seeds.append(int(d.name[4:]))
-    return sorted(seeds)
+    """Seeds of the method's runs with generations (a finished run, or a `gilbench generate` baseline folder)."""
+    return [r.seed for r in RunStore(output_dir).runs_with_generations(task, method)]
 
 
 def resolve_runs(output_dir: str | Path, task: str, method: str, seeds: list[int] | None) -> list[Path]:
@@ -23,15 +19,15 @@ def resolve_runs(output_dir: str | Path, task: str, method: str, seeds: list[int
     if seeds is None:
         seeds = seeds_on_disk(output_dir, task, method)
         if not seeds:
-            raise GilbenchError(f"no finished runs of method '{method}' on task '{task}' under {output_dir} "
+            raise GilbenchError(f"no runs with generations of method '{method}' on task '{task}' under {output_dir} "
                                 f"(looked for {Path(output_dir) / task / method}/seed*/generations); run "
                                 f"`gilbench run --method {method} --task {task}` first, or pass --output-dir")
     dirs = []
     for seed in seeds:
-        d = run_dir(output_dir, task, method, seed)
-        if not any((d / "generations").glob("*.jsonl")):
-            raise GilbenchError(f"{d} has no generations/*.jsonl; run `gilbench run --method {method} --task {task} --seed {seed}` first")
-        dirs.append(d)
+        run = RunStore(output_dir).run(task, method, seed)
+        if not run.generation_files():
+            raise GilbenchError(f"{run.path} has no generations/*.jsonl; run `gilbench run --method {method} --task {task} --seed {seed}` first")
+        dirs.append(run.path)
     return dirs
 
 
@@ -39,7 +35,7 @@ def load_generations(run_dirs: list[Path]) -> dict[tuple[str, str, int], dict]:
     """Rows keyed by (split, prompt id, seed)."""
     rows: dict[tuple[str, str, int], dict] = {}
     for d in run_dirs:
-        for path in sorted((Path(d) / "generations").glob("*.jsonl")):
+        for path in RunDir(d).generation_files():
             for n, line in enumerate(path.read_text().splitlines(), 1):
                 if not line.strip():
                     continue
@@ -82,7 +78,7 @@ def load_run_config(run: Path):
 
     from gilbench.config import RunConfig, update_dataclass
 
-    path = Path(run) / "config.yaml"
+    path = RunDir(run).config_file
     if not path.exists():
         raise GilbenchError(f"{path} is missing: {run} is not a gilbench run folder")
     cfg = RunConfig()
@@ -94,18 +90,19 @@ def reward_model_dir(run: Path, output_dir: str | Path) -> tuple[Path, int]:
     """The reward model a run used, and its max_length: ``rm:auto``.
 
     A run's summary.json names it (``reward_model['rm/path']``); otherwise the pipeline's stage key is recomputed from the
-    run's config.yaml (the same fields ``gilbench.pipeline.reward_stage`` hashes), under the given ``output_dir``.
+    run's config.yaml (``gilbench.stages.cache.rm_key``), under the given ``output_dir``.
     """
-    from gilbench.config import stable_hash
-    from gilbench.pipeline import data_key, reward_backbone
+    import dataclasses
+
+    from gilbench.stages.cache import rm_stage_dir
 
     try:
         cfg = load_run_config(run)
     except GilbenchError as e:
         raise GilbenchError(f"rm:auto: {e}; pass the reward model folder explicitly, e.g. rm:{output_dir}/cache/rm/<key>") from None
-    summary = Path(run) / "summary.json"
+    summary = RunDir(run).summary_file
     named = json.loads(summary.read_text()).get("reward_model", {}).get("rm/path") if summary.exists() else None
-    path = Path(named) if named else stage_dir(output_dir, "rm", stable_hash(data_key(cfg), reward_backbone(cfg), cfg.rm, cfg.seed))
+    path = Path(named) if named else rm_stage_dir(dataclasses.replace(cfg, output_dir=str(output_dir)))
     if not is_done(path):
         raise GilbenchError(f"rm:auto: the reward model of {run} should be in {path}, which is missing or unfinished; "
                             f"pass one explicitly as rm:PATH (reward models live under {Path(output_dir) / 'cache' / 'rm'})")

@@ -55,7 +55,7 @@ def rates(items: list[dict], label: str, n_boot: int = 2000, seed: int = 0) -> t
     valid = [it for it in items if it["win"] is not None]
     out = {"n": len(valid), "n_prompts": len({it["cluster"] for it in valid}), "n_invalid": len(items) - len(valid)}
     if not valid:
-        return out | {k: None for k in ("win", "tie", "lose", "win_ci", "tie_ci", "lose_ci")} | {"sign_test": sign_test([])}, None
+        return out | dict.fromkeys(("win", "tie", "lose", "win_ci", "tie_ci", "lose_ci")) | {"sign_test": sign_test([])}, None
     columns = {k: np.array([it[k] for it in valid], float) for k in ("win", "tie", "lose")}
     draws = cluster_bootstrap([it["cluster"] for it in valid], columns, n_boot, rng_for(seed, label))
     for k, v in columns.items():

@@ -5,9 +5,10 @@ analysis of the per-step metrics, and PNG plots. Everything is rebuilt from stor
     gilbench plot --task chitchat-ood
 
 Modules: ``store`` (reading runs and comparisons), ``stability`` (per-run numbers and collapse flags), ``spec``
-(table specs), ``tables`` / ``tables_runs`` (builders), ``render`` (md / latex / csv), ``plots``, ``cli``.
+(table specs), ``selection``, ``tables`` / ``tables_runs`` (builders, ``render_table``), ``render`` (md / latex / csv),
+``plots``, ``html``. The commands are in gilbench/cli/report.py.
 """
 
-from gilbench.report.cli import add_plot_parser, add_table_parser, render_table
+from gilbench.report.tables import render_table
 
-__all__ = ["add_plot_parser", "add_table_parser", "render_table"]
+__all__ = ["render_table"]

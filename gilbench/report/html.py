@@ -12,7 +12,6 @@ The same stored results give the same bytes (no timestamps).
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import tempfile
@@ -167,7 +166,7 @@ def comparisons_section(output_dir: str | Path, task: str) -> str:
                 pairs.append(_pair_html(i, r, item))
     filters = ("<div class=filters>" + _select("cmp", "comparison", [(str(i), label) for i, (label, _, _) in enumerate(found)])
                + _select("split", "split", [(s, s) for s in sorted(splits)]) + _select("group", "group", [(g, g) for g in sorted(groups)])
-               + _select("verdict", "verdict", [(v, t) for v, t in VERDICTS.items()]) + " <span class=note><span id=shown></span> pairs shown</span></div>")
+               + _select("verdict", "verdict", list(VERDICTS.items())) + " <span class=note><span id=shown></span> pairs shown</span></div>")
     return ("<h2 id=comparisons>Comparisons</h2>" + "".join(summaries) + "<p class=note>LC pref.: the preference rate (wins + half the ties) "
             "at equal answer lengths, from a logistic regression on the length difference (gilbench/eval/length_control.py).</p>"
             + "<h2 id=pairs>Judged pairs</h2>" + filters + "".join(pairs))
@@ -194,19 +193,3 @@ def write_report(output_dir: str | Path, task: str, out: str | Path | None = Non
     path = Path(out) if out else Path("results/report") / f"{task}.html"
     atomic_write_text(path, build_report(output_dir, task))
     return path
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    path = write_report(args.output_dir, args.task, args.out)
-    print(f"[gilbench] report written to {path} ({path.stat().st_size / 1e6:.1f} MB); open it in a browser")
-    return 0
-
-
-def add_report_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("report", help="one static HTML page of a task: tables, plots, every judged pair side by side",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--task", required=True, help="task to report on")
-    p.add_argument("--output-dir", default="results/runs", help="run store root (default results/runs)")
-    p.add_argument("--out", default=None, help="the HTML file (default results/report/TASK.html)")
-    p.set_defaults(func=cmd_report)
-    return p

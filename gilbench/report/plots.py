@@ -95,7 +95,7 @@ def plot_curves(runs: dict[str, list[list[dict]]], task: str, path: Path) -> Pat
     colors, fams = _colors(list(runs)), families(list(runs))
     means = {(m, name): band([store.series(rows, name) for rows in seeds]) for m, seeds in runs.items() for name, _ in CURVES}
     fig, axes = _figure(len(fams), len(CURVES), PAGE_WIDTH + 1.6, 0.9 + 1.75 * len(fams), sharex=True, sharey="col")
-    for row, (fam, members) in enumerate(fams.items()):
+    for row, members in enumerate(fams.values()):
         for col, (name, label) in enumerate(CURVES):
             ax = axes[row, col]
             for m in runs:

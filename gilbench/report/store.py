@@ -10,56 +10,41 @@ import json
 import math
 from pathlib import Path
 
-from gilbench.store import MetricsLog, read_json
-
-STORE_DIRS = {"cache"}  # top-level folders of the run store that are not tasks
-JUDGE_CURVE = "judge_curve.jsonl"  # optional per-run file: {"step": N, "win": w, ...} per judged checkpoint
+from gilbench.eval.base import slug
+from gilbench.store import JUDGE_CURVE, MetricsLog, RunDir, RunStore, read_json  # noqa: F401  (JUDGE_CURVE: re-exported)
 
 
 def task_names(output_dir: str | Path) -> list[str]:
     """Tasks with at least one run folder (``<task>/<method>/seed<k>``) or stored comparison."""
-    root = Path(output_dir)
-    if not root.is_dir():
-        return []
-    names = []
-    for d in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in STORE_DIRS):
-        if any(d.glob("*/seed*")) or (d / "compare").is_dir():
-            names.append(d.name)
-    return names
+    return RunStore(output_dir).tasks()
 
 
 def method_names(output_dir: str | Path, task: str) -> list[str]:
-    folder = Path(output_dir) / task
-    if not folder.is_dir():
-        return []
-    return sorted(d.name for d in folder.iterdir() if d.is_dir() and d.name != "compare" and seed_dirs(output_dir, task, d.name))
+    return RunStore(output_dir).methods(task)
 
 
 def seed_dirs(output_dir: str | Path, task: str, method: str) -> list[Path]:
     """Run folders of one method, ordered by seed, that hold metrics or a summary."""
-    folder = Path(output_dir) / task / method
-    runs = [d for d in folder.glob("seed*") if d.is_dir() and d.name[4:].isdigit()
-            and ((d / "metrics.jsonl").exists() or (d / "summary.json").exists())]
-    return sorted(runs, key=lambda d: int(d.name[4:]))
+    return [r.path for r in RunStore(output_dir).runs(task, method)]
 
 
 def finished_seed_dirs(output_dir: str | Path, task: str, method: str) -> list[Path]:
-    """Run folders of one method whose run finished (summary.json): tables leave runs still in flight out."""
-    return [d for d in seed_dirs(output_dir, task, method) if (d / "summary.json").exists()]
+    """Run folders of one method whose run finished: tables leave runs still in flight out."""
+    return [r.path for r in RunStore(output_dir).finished_runs(task, method)]
 
 
 def read_metrics(run: Path) -> list[dict]:
-    return MetricsLog(Path(run) / "metrics.jsonl").rows()
+    return MetricsLog(RunDir(run).metrics_file).rows()
 
 
 def read_summary(run: Path) -> dict | None:
-    path = Path(run) / "summary.json"
+    path = RunDir(run).summary_file
     return read_json(path) if path.exists() else None
 
 
 def read_judge_curve(run: Path) -> list[dict] | None:
     """Per-checkpoint judge win rates of a run, if someone stored them; None otherwise (the usual case)."""
-    path = Path(run) / JUDGE_CURVE
+    path = RunDir(run).judge_curve_file
     if not path.exists():
         return None
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -79,13 +64,11 @@ def series(rows: list[dict], name: str) -> tuple[list[int], list[float]]:
 
 # --------------------------------------------------------------------------------------------- comparisons
 def compare_dir(output_dir: str | Path, task: str, a: str, b: str) -> Path:
-    return Path(output_dir) / task / "compare" / f"{a}_vs_{b}"
+    return RunStore(output_dir).compare_dir(task, a, b)
 
 
 def judge_id(text: str | None) -> str | None:
     """The folder name of a judge: ids as stored (gold-v1, rm-...), or the --judge spelling openai:MODEL / hf:MODEL."""
-    from gilbench.eval.base import slug
-
     kind, sep, model = (text or "").partition(":")
     return f"{kind}-{slug(model)}" if sep and kind in ("openai", "hf") else text
 

@@ -10,34 +10,21 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from gilbench.errors import GilbenchError
 from gilbench.report import store
-from gilbench.report.render import DAGGER, DASH, Table, mean_sd, pct, pct_ci
-from gilbench.report.spec import TableSpec
+from gilbench.report.render import DAGGER, DASH, RENDERERS, Table, mean_sd, pct, pct_ci
+from gilbench.report.selection import GIL_FAMILY, methods_of, tasks_of, with_sections
+from gilbench.report.spec import TableSpec, load_spec
 from gilbench.report.stability import mean_sd as stat_mean_sd
+from gilbench.report.tables_runs import build_groups, build_stability
+from gilbench.store import DEFAULT_OUTPUT_DIR
 
-GIL_FAMILY = ["gil", "gil-fixed-kl", "gil-no-inv", "gil-oracle"]
 HEALTH = (("position_flip_rate", "position flips"), ("first_position_win_rate", "first-position wins"),
           ("longer_wins_rate", "longer wins"), ("invalid_rate", "invalid verdicts"))
 
 
 def sel_label(selector: str) -> str:
     return selector.upper() if selector in ("id", "ood") else selector
-
-
-def tasks_of(spec: TableSpec, output_dir) -> list[str]:
-    """The spec's tasks; ``auto``: every task where one of the spec's row methods has a finished run."""
-    if spec.tasks != "auto":
-        return list(spec.tasks)
-    tasks = store.task_names(output_dir)
-    if spec.methods == "auto":
-        return [t for t in tasks if any(store.finished_seed_dirs(output_dir, t, m) for m in store.method_names(output_dir, t))]
-    return [t for t in tasks if any(store.finished_seed_dirs(output_dir, t, m) for m in spec.methods)]
-
-
-def methods_of(spec: TableSpec, output_dir, task: str, default: list[str] | None) -> list[str]:
-    if spec.methods != "auto":
-        return list(spec.methods)
-    return list(default) if default is not None else store.method_names(output_dir, task)
 
 
 class Comparisons:
@@ -101,13 +88,6 @@ def rate_cells(e: dict | None, columns: list[str], alpha: float) -> list[str]:
     return [cells[c] for c in columns]
 
 
-def _with_sections(blocks: list[list[list[str]]]) -> list[list[str] | None]:
-    rows: list[list[str] | None] = []
-    for block in (b for b in blocks if b):
-        rows += ([None] if rows else []) + block
-    return rows
-
-
 def build_winrate(spec: TableSpec, output_dir) -> Table:
     tasks = tasks_of(spec, output_dir)
     plan = {t: [(m, b) for m in methods_of(spec, output_dir, t, ["gil"]) for b in spec.baselines if b != m] for t in tasks}
@@ -126,7 +106,7 @@ def build_winrate(spec: TableSpec, output_dir) -> Table:
             row = [t] + ([spec.label(m)] if show_method else []) + [spec.label(b)]
             block.append(row + [c for e in picked for c in rate_cells(e, spec.columns, spec.alpha)])
         blocks.append(block)
-    table.rows = _with_sections(blocks)
+    table.rows = with_sections(blocks)
     table.notes.append("Win / tie / lose: % of N judged pairs (prompts x seeds) for the row's method, each order judged; "
                        f"[95 % bootstrap CI, prompts resampled]; {DAGGER} two-sided sign test p < {spec.alpha:g} (ties left out).")
     note = health_note(entries)
@@ -161,7 +141,7 @@ def build_ood(spec: TableSpec, output_dir) -> Table:
                                if x and x["a"].get("mean") is not None and x["b"].get("mean") is not None else DASH for x in rms]
             block.append([t, spec.label(m), spec.label(b)] + [x for c in spec.columns for x in cells[c]])
         blocks.append(block)
-    table.rows = _with_sections(blocks)
+    table.rows = with_sections(blocks)
     table.notes.append(f"Win % of the row's method [95 % bootstrap CI]; Δ {first}−{last}: the win-rate gap in points "
                        f"(CI from the two bootstrap streams where stored); {DAGGER} sign test p < {spec.alpha:g}. "
                        "RM score A−B: mean reward-model score difference on the paired prompts (each run's own reward model).")
@@ -190,7 +170,7 @@ def build_ablation(spec: TableSpec, output_dir) -> Table:
                 cells["win"] += [rate_cells(e, ["win"], spec.alpha)[0] for e in comps.pick(r, sels, f"{m} vs {b} ({t})")]
             block.append([t, spec.label(m), str(len(summaries))] + [x for c in spec.columns for x in cells[c]])
         blocks.append(block)
-    table.rows = _with_sections(blocks)
+    table.rows = with_sections(blocks)
     table.notes.append("RM score: each run's mean reward-model score on the split (ID / OOD: n-weighted over their splits), "
                        f"mean ± SD across seeds. Win %: [95 % bootstrap CI]; {DAGGER} sign test p < {spec.alpha:g}.")
     if absent:
@@ -200,7 +180,18 @@ def build_ablation(spec: TableSpec, output_dir) -> Table:
 
 
 def build_table(spec: TableSpec, output_dir: str | Path) -> Table:
-    from gilbench.report.tables_runs import build_groups, build_stability
-
     builders = {"winrate": build_winrate, "ood": build_ood, "ablation": build_ablation, "stability": build_stability, "groups": build_groups}
     return builders[spec.kind](spec, output_dir)
+
+
+def render_table(spec_name: str, fmt: str = "md", output_dir: str = DEFAULT_OUTPUT_DIR, tasks: list[str] | None = None,
+                 judge: str | None = None) -> str:
+    """The table as text; the same stored results always give the same bytes."""
+    spec = load_spec(spec_name)
+    if tasks:
+        spec.tasks = tasks
+    if judge:
+        spec.judge = judge
+    if fmt not in RENDERERS:
+        raise GilbenchError(f"--format must be one of {', '.join(RENDERERS)}, got {fmt!r}")
+    return RENDERERS[fmt](build_table(spec, output_dir))

@@ -6,10 +6,10 @@ from dataclasses import asdict
 
 from gilbench.report import store
 from gilbench.report.render import DASH, Table, mean_sd, num
+from gilbench.report.selection import GIL_FAMILY, methods_of, tasks_of, with_sections
 from gilbench.report.spec import TableSpec
 from gilbench.report.stability import Thresholds, analyse_method
 from gilbench.report.stability import mean_sd as stat_mean_sd
-from gilbench.report.tables import GIL_FAMILY, _with_sections, methods_of, tasks_of
 
 STABILITY_HEADERS = {
     "final": ("Score", "final"), "best": ("Score", "best"), "best_step": ("Score", "best step"), "max_kl": ("", "Max KL"),
@@ -47,7 +47,7 @@ def build_stability(spec: TableSpec, output_dir) -> Table:
             cells |= {c: flag_cell(agg["flags"][c]) for c in ("length", "repetition", "kl", "judge")}
             block.append([t, spec.label(m), str(agg["n"])] + [cells[c] for c in spec.columns])
         blocks.append(block)
-    table.rows = _with_sections(blocks)
+    table.rows = with_sections(blocks)
     d = asdict(th)
     table.notes += [
         (f"Score: reward-model score of the training rollouts, trailing mean over {th.smooth} steps; best step: where the best "
@@ -113,7 +113,7 @@ def build_groups(spec: TableSpec, output_dir) -> Table:
             cells |= {k: [mean_sd(stat_mean_sd([g[k] for g in runs]), 3)] for k in names}
             block.append([t, spec.label(m), str(len(runs))] + [x for c in spec.columns for x in cells[c]])
         blocks.append(block)
-    table.rows = _with_sections(blocks)
+    table.rows = with_sections(blocks)
     table.notes.append(f"Means over the last {spec.last_steps} steps of each run, then mean ± SD across seeds. Group score: reward-model "
                        "score of each inferred (soft) group, ranked high to low at each step (group numbers are arbitrary per run). "
                        "Worst / gap: lowest group performance and highest minus lowest (group/worst, group/gap). Agreement of the "

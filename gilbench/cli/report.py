@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import argparse
 
+from gilbench.cli.flags import OUTPUT_DIR_HELP, split_names
 from gilbench.errors import GilbenchError
+from gilbench.report import html
+from gilbench.report.tables import render_table
 from gilbench.store import DEFAULT_OUTPUT_DIR
 
 
@@ -22,7 +25,7 @@ def require_store(output_dir: str) -> None:
 
 
 def _names(text: str | None) -> list[str] | None:
-    return [x.strip() for x in text.split(",") if x.strip()] if text else None
+    return split_names(text) if text else None
 
 
 def add_table_parser(subparsers) -> argparse.ArgumentParser:
@@ -32,29 +35,12 @@ def add_table_parser(subparsers) -> argparse.ArgumentParser:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--spec", required=True, help=f"a spec name ({', '.join(available_specs()) or 'tables/*.yaml'}) or a .yaml file")
     p.add_argument("--format", choices=["md", "latex", "csv"], default="md", help="output format (default md)")
-    p.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help=f"run store root (default {DEFAULT_OUTPUT_DIR}; the committed store is results/runs)")
+    p.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help=OUTPUT_DIR_HELP)
     p.add_argument("--out", help="write to this file instead of standard output")
     p.add_argument("--tasks", help="override the spec's tasks: T1,T2")
     p.add_argument("--judge", help="override the spec's judge id")
     p.set_defaults(func=cmd_table)
     return p
-
-
-def render_table(spec_name: str, fmt: str = "md", output_dir: str = DEFAULT_OUTPUT_DIR, tasks: list[str] | None = None,
-                 judge: str | None = None) -> str:
-    """The table as text; the same stored results always give the same bytes."""
-    from gilbench.report.render import RENDERERS
-    from gilbench.report.spec import load_spec
-    from gilbench.report.tables import build_table
-
-    spec = load_spec(spec_name)
-    if tasks:
-        spec.tasks = tasks
-    if judge:
-        spec.judge = judge
-    if fmt not in RENDERERS:
-        raise GilbenchError(f"--format must be one of {', '.join(RENDERERS)}, got {fmt!r}")
-    return RENDERERS[fmt](build_table(spec, output_dir))
 
 
 def cmd_table(args: argparse.Namespace) -> int:
@@ -75,7 +61,7 @@ def add_plot_parser(subparsers) -> argparse.ArgumentParser:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", required=True, help="task whose runs to plot")
     p.add_argument("--methods", help="methods to plot: M1,M2 (default: every method with runs)")
-    p.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help=f"run store root (default {DEFAULT_OUTPUT_DIR}; the committed store is results/runs)")
+    p.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help=OUTPUT_DIR_HELP)
     p.add_argument("--out-dir", default="results/plots", help="folder for the PNG files (default results/plots)")
     p.add_argument("--judge", help="judge id of the win-rate plot (default: the most common stored one)")
     p.set_defaults(func=cmd_plot)
@@ -99,3 +85,19 @@ def cmd_plot(args: argparse.Namespace) -> int:
     if not written:
         raise GilbenchError(f"nothing to plot for task {args.task}: no per-step metrics or comparisons found")
     return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    path = html.write_report(args.output_dir, args.task, args.out)
+    print(f"[gilbench] report written to {path} ({path.stat().st_size / 1e6:.1f} MB); open it in a browser")
+    return 0
+
+
+def add_report_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("report", help="one static HTML page of a task: tables, plots, every judged pair side by side",
+                              description=html.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", required=True, help="task to report on")
+    p.add_argument("--output-dir", default="results/runs", help="run store root (default results/runs)")
+    p.add_argument("--out", default=None, help="the HTML file (default results/report/TASK.html)")
+    p.set_defaults(func=cmd_report)
+    return p

@@ -14,6 +14,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from gilbench.cli.flags import (
+    OUTPUT_DIR_HELP,
+    add_include,
+    add_judge_options,
+    check_numbers,
+    judge_options,
+    parse_seeds,
+)
 from gilbench.errors import GilbenchError
 from gilbench.store import DEFAULT_OUTPUT_DIR
 
@@ -26,7 +34,7 @@ def add_compare_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--task", required=True, help="registered task the runs were made on")
     p.add_argument("--judge", required=True, help="openai:MODEL | hf:MODEL | rm:PATH|auto | any registered judge NAME[:ARG]")
     p.add_argument("--seed", default=None, help="seeds to pair: 0 | 0,1,2 | 0-4 (default: every seed both methods have)")
-    p.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help=f"run store root (default {DEFAULT_OUTPUT_DIR}; the committed store is results/runs)")
+    p.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help=OUTPUT_DIR_HELP)
     p.add_argument("--dry-run", action="store_true", help="print the number of judge calls and their estimated cost; call nothing")
     p.add_argument("--max-cost", type=float, default=None, help="stop before spending more than this many dollars")
     p.add_argument("--limit", type=int, default=None, help="judge only the first N prompts (by id) of each split")
@@ -39,56 +47,12 @@ def add_compare_parser(subparsers) -> argparse.ArgumentParser:
     s = p.add_argument_group("statistics")
     s.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
     s.add_argument("--boot-seed", type=int, default=0, help="bootstrap seed (default 0)")
-    p.add_argument("--include", action="append", default=[], metavar="PATH", help="plugin .py file or folder to import first (judges too)")
+    add_include(p, " (judges too)")
     p.set_defaults(func=cmd_compare)
     return p
 
 
-def add_judge_options(p: argparse.ArgumentParser) -> None:
-    j = p.add_argument_group("judge options")
-    j.add_argument("--base-url", help="OpenAI-compatible endpoint (default $OPENAI_BASE_URL or https://api.openai.com/v1)")
-    j.add_argument("--api-key-env", help="environment variable holding the API key (default OPENAI_API_KEY)")
-    j.add_argument("--price-per-1k", help="dollars per 1000 tokens: INPUT[,OUTPUT] (for --dry-run and --max-cost)")
-    j.add_argument("--max-tokens", type=int, help="longest judge answer in tokens")
-    j.add_argument("--template", choices=["dialogue", "summary"], help="judge prompt (default: by task family)")
-    j.add_argument("--tie-margin", type=float, help="score judges: a score difference at most this is a tie")
-    j.add_argument("--judge-arg", action="append", default=[], metavar="KEY=VALUE", help="any other judge option, e.g. timeout=30")
-
-
-def check_numbers(args: argparse.Namespace) -> None:
-    """Refuse impossible numeric options before any judge call is made (so no paid call is wasted on them)."""
-    import math
-
-    rules = [("concurrency", 1, "--concurrency"), ("n_boot", 1, "--n-boot"), ("limit", 1, "--limit"), ("max_tokens", 1, "--max-tokens"),
-             ("window", 1, "--window"), ("max_cost", 0, "--max-cost"), ("tie_margin", 0, "--tie-margin")]
-    for attr, lowest, flag in rules:
-        value = getattr(args, attr, None)
-        if value is not None and (not math.isfinite(value) or value < lowest):
-            raise GilbenchError(f"{flag} {value}: must be a number of at least {lowest}")
-
-
-def judge_options(args: argparse.Namespace) -> dict:
-    from gilbench.config import parse_cli_value
-
-    options = {k: getattr(args, k) for k in ("base_url", "api_key_env", "max_tokens", "template", "tie_margin") if getattr(args, k) is not None}
-    if args.price_per_1k is not None:
-        try:
-            prices = [float(x) for x in args.price_per_1k.split(",")]
-        except ValueError:
-            prices = []
-        if len(prices) not in (1, 2) or min(prices) < 0 or not all(p < float("inf") for p in prices):
-            raise GilbenchError(f"--price-per-1k expects INPUT[,OUTPUT] dollars, e.g. 0.00015,0.0006; got {args.price_per_1k!r}")
-        options["price_per_1k"] = (prices[0], prices[-1])
-    for item in args.judge_arg:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise GilbenchError(f"--judge-arg expects KEY=VALUE, got {item!r}")
-        options[key.strip().replace("-", "_")] = parse_cli_value(value.strip())
-    return options
-
-
 def cmd_compare(args: argparse.Namespace) -> int:
-    from gilbench.cli import parse_seeds
     from gilbench.eval.compare import compare
     from gilbench.eval.judges import JudgeContext, build_judge
     from gilbench.eval.runs import resolve_runs, seeds_on_disk

@@ -5,12 +5,12 @@
     gilbench sweep ... --launcher slurm --partition gpu --gpus-per-node 1 --timeout-min 480 --slurm-folder results/slurm
     gilbench sweep ... --dry-run        # print the plan and the commands (and Slurm parameters); run nothing
 
-A run is complete when its ``summary.json`` and ``policy/DONE`` exist; complete runs are skipped, unfinished ones
+A run is complete when the run store says it finished (``RunDir.finished``); complete runs are skipped, unfinished ones
 rerun (and resume from their checkpoint). Every run is exactly ``gilbench run --method M --task T --seed K ...`` with
 the sweep's shared options, so a sweep and hand-made runs share the run store and its caches.
 
 Launchers. ``local`` with ``--workers 1`` (the default) runs the grid one run after another *in this process*
-(``gilbench.cli.main``), so tasks and methods registered by code already imported (tests register a toy task this
+(``gilbench.cli.run.main_run``), so tasks and methods registered by code already imported (tests register a toy task this
 way) are visible; with ``--workers N`` it runs N subprocesses ``python -m gilbench run ...`` at a time, each logging
 to ``<run folder>/sweep.log``; plugins reach them through ``--include``. ``slurm`` submits job arrays through submitit.
 Runs with the same task and seed share the SFT and reward-model caches, so with several workers (or on Slurm) the
@@ -32,11 +32,13 @@ import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from gilbench.cli.flags import OUTPUT_DIR_HELP, parse_seeds, split_names
+from gilbench.cli.run import main_run
 from gilbench.errors import GilbenchError, require
-from gilbench.store import DEFAULT_OUTPUT_DIR, is_done, run_dir
+from gilbench.store import DEFAULT_OUTPUT_DIR, RunDir, RunStore
 
 
 @dataclass
@@ -46,6 +48,9 @@ class Job:
     seed: int
     argv: list[str]  # the arguments of `gilbench run`
     run_dir: Path
+    overrides: list[str] = field(default_factory=list)  # the sweep's --set, for resolving the run's config here
+    config_file: str | None = None
+    fields: dict = field(default_factory=dict)  # config fields the sweep's flags set (limit, device, ...)
 
     @property
     def name(self) -> str:
@@ -56,7 +61,7 @@ class Job:
 
 
 def is_complete(path: str | Path) -> bool:
-    return (Path(path) / "summary.json").exists() and is_done(Path(path) / "policy")
+    return RunDir(path).finished
 
 
 def plan(methods: list[str], tasks: list[str], seeds: list[int], output_dir: str = DEFAULT_OUTPUT_DIR, model: str | None = None,
@@ -70,8 +75,12 @@ def plan(methods: list[str], tasks: list[str], seeds: list[int], output_dir: str
     shared += [x for path, flag in ((config, "--config"), (data_dir, "--data-dir")) if path for x in (flag, os.path.abspath(path))]
     shared += (["--device", device] if device else []) + [x for kv in overrides for x in ("--set", kv)]
     shared += [x for inc in includes for x in ("--include", os.path.abspath(inc))]
-    return [Job(m, t, s, ["--method", m, "--task", t, "--seed", str(s), *shared], run_dir(out, t, m, s))
-            for t in tasks for m in methods for s in seeds]
+    fields = {"output_dir": out, "limit": limit, "device": device, "data_dir": data_dir and os.path.abspath(data_dir)}
+    fields = {k: v for k, v in fields.items() if v is not None} | ({"model": {"policy": model}} if model else {})
+    config_file = os.path.abspath(config) if config else None
+    store = RunStore(out)
+    return [Job(m, t, s, ["--method", m, "--task", t, "--seed", str(s), *shared], store.run(t, m, s).path, list(overrides), config_file,
+                fields | {"seed": s}) for t in tasks for m in methods for s in seeds]
 
 
 def waves(jobs: list[Job], primed: set[tuple[str, int]] = frozenset()) -> list[list[Job]]:
@@ -89,23 +98,18 @@ def waves(jobs: list[Job], primed: set[tuple[str, int]] = frozenset()) -> list[l
 
 def primed_groups(jobs: list[Job], output_dir: str | Path) -> set[tuple[str, int]]:
     """(task, seed) groups with a finished run of any method in the store: their SFT/RM caches are (most likely) built."""
-    root = Path(output_dir)
-    return {(t, s) for t, s in {(j.task, j.seed) for j in jobs} if any(is_complete(p) for p in root.glob(f"{t}/*/seed{s}"))}
+    store = RunStore(output_dir)
+    return {(t, s) for t, s in {(j.task, j.seed) for j in jobs} if any(r.finished for r in store.runs_of_seed(t, s))}
 
 
 def check_jobs(jobs: list[Job], overwrite: bool = False) -> None:
     """Build and validate every run's config before anything runs; a finished or started run made with another
     config is refused (or, with ``overwrite``, marked to start again), so the grid never mixes configs."""
-    from gilbench.cli import build_configs, make_parser
-    from gilbench.config import build_method_config
-    from gilbench import registry
-    from gilbench.pipeline import recorded_config_differences, resolved_config
+    from gilbench.resolve import resolve_run
 
-    parser = make_parser()
     for job in jobs:
-        (cfg,) = build_configs(parser.parse_args(["run", *job.argv]))
-        method_cfg = build_method_config(registry.methods.get(cfg.method).Config, cfg.method_args, cfg.method)
-        diff = recorded_config_differences(job.run_dir, resolved_config(cfg, method_cfg))
+        resolved = resolve_run(job.method, job.task, job.overrides, config_file=job.config_file, fields=job.fields)
+        diff = RunDir(job.run_dir).config_differences(resolved.record())
         if diff and not overwrite:
             raise GilbenchError(f"{job.run_dir} holds a run made with a different config ({'; '.join(diff)}); rerun the sweep with "
                                 f"--overwrite to redo such runs, or pass another --output-dir")
@@ -120,10 +124,8 @@ def split_done(jobs: list[Job]) -> tuple[list[Job], list[Job]]:
 
 # ---------------------------------------------------------------------------------------------- local
 def run_in_process(job: Job) -> int:
-    from gilbench.cli import main
-
     try:
-        return main(["run", *job.argv])
+        return main_run(job.argv)
     except Exception:  # noqa: BLE001  (one broken run must not stop the grid)
         traceback.print_exc()
         return 1
@@ -175,9 +177,7 @@ def run_local(jobs: list[Job], workers: int = 1, primed: set = frozenset(), log:
 # ---------------------------------------------------------------------------------------------- slurm
 def run_job(argv: list[str]) -> int:
     """What a Slurm array task runs (pickled by submitit): one `gilbench run`, in the job's process."""
-    from gilbench.cli import main
-
-    rc = main(["run", *argv])
+    rc = main_run(argv)
     if rc:
         raise RuntimeError(f"gilbench run {shlex.join(argv)} exited with status {rc}")
     return rc
@@ -224,7 +224,7 @@ def add_sweep_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--model", help="policy model for every run (preset, hub id or folder)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="typed override for every run")
     p.add_argument("--limit", type=int, help="cap prompts, pairs and examples per split")
-    p.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help=f"run store root (default {DEFAULT_OUTPUT_DIR}; the committed store is results/runs)")
+    p.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help=OUTPUT_DIR_HELP)
     p.add_argument("--config", help="YAML file of config fields for every run")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--data-dir", help="local copies of hub datasets")
@@ -246,10 +246,8 @@ def add_sweep_parser(subparsers) -> argparse.ArgumentParser:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from gilbench import registry
-    from gilbench.cli import parse_seeds
 
-    names = lambda text: [x.strip() for x in text.split(",") if x.strip()]  # noqa: E731
-    methods, tasks = names(args.methods), names(args.tasks)
+    methods, tasks = split_names(args.methods), split_names(args.tasks)
     for m in methods:
         registry.methods.get(m)  # unknown names fail here, with close matches
     for t in tasks:

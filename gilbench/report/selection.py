@@ -1,0 +1,31 @@
+"""Which tasks and methods a table covers, and how its blocks are laid out (shared by tables.py and tables_runs.py)."""
+
+from __future__ import annotations
+
+from gilbench.report import store
+from gilbench.report.spec import TableSpec
+
+GIL_FAMILY = ["gil", "gil-fixed-kl", "gil-no-inv", "gil-oracle"]
+
+
+def tasks_of(spec: TableSpec, output_dir) -> list[str]:
+    """The spec's tasks; ``auto``: every task where one of the spec's row methods has a finished run."""
+    if spec.tasks != "auto":
+        return list(spec.tasks)
+    tasks = store.task_names(output_dir)
+    if spec.methods == "auto":
+        return [t for t in tasks if any(store.finished_seed_dirs(output_dir, t, m) for m in store.method_names(output_dir, t))]
+    return [t for t in tasks if any(store.finished_seed_dirs(output_dir, t, m) for m in spec.methods)]
+
+
+def methods_of(spec: TableSpec, output_dir, task: str, default: list[str] | None) -> list[str]:
+    if spec.methods != "auto":
+        return list(spec.methods)
+    return list(default) if default is not None else store.method_names(output_dir, task)
+
+
+def with_sections(blocks: list[list[list[str]]]) -> list[list[str] | None]:
+    rows: list[list[str] | None] = []
+    for block in (b for b in blocks if b):
+        rows += ([None] if rows else []) + block
+    return rows
