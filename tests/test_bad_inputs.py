@@ -24,7 +24,7 @@ BAD_RUNS = [
     (["--set", "rm.batch_size=0"], "rm.batch_size"), (["--set", "generate.batch_size=0"], "generate.batch_size"),
     (["--set", "rl.minibatch_size=3"], "multiple"), (["--set", "rl.lr=.nan"], "finite"), (["--set", "rl.lr=-1"], "rl.lr"),
     (["--set", "rl.lr=.inf"], "finite"), (["--set", "rl.max_new_tokens=0"], "rl.max_new_tokens"),
-    (["--set", "rl.kl_estimator=k9"], "k1, k2, k3"), (["--set", "mixed_precision=fp8"], "no, bf16, fp16"),
+    (["--set", "rl.kl_estimator=k9"], "k1, k2, k3"), (["--set", "mixed_precision=fp8"], "auto, no, fp32, bf16, fp16"),
     (["--set", "rl.top_p=0"], "rl.top_p"), (["--set", "rl.gamma=1.5"], "rl.gamma"), (["--device", "tpu"], "device"),
     (["--set", "model.critic=value"], "model.critic"), (["--set", "generate.temperature=-0.1"], "generate.temperature"),
     (["--set", "rl.nope=1"], "unknown config field"), (["--set", "rl.steps"], "KEY=VALUE"), (["--set", "rl.steps=abc"], "expected int"),

@@ -15,9 +15,9 @@ import torch
 
 from gilbench.config import RunConfig, stable_hash
 from gilbench.errors import GilbenchError
+from gilbench.models.precision import resolve_mixed_precision
 from gilbench.models.reward import RewardScorer
 from gilbench.stages.reward import train_reward_model
-from gilbench.models.precision import resolve_mixed_precision
 from gilbench.stages.sft import train_sft
 from gilbench.store import RunStore, atomic_dir, atomic_write_json, is_done, mark_done, read_json
 
