@@ -7,7 +7,6 @@ itself DONE; a killed run redoes only what was not finished (RL resumes from its
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
@@ -86,9 +85,6 @@ def run(resolved: ResolvedRun | RunConfig, log=print, overwrite: bool = False) -
     quiet_transformers()
     if isinstance(resolved, RunConfig):
         resolved = resolve_config(resolved)
-    # The run records the precision it ran in, not "auto" (which depends on the machine).
-    precision = resolve_mixed_precision(resolved.cfg.mixed_precision, resolved.cfg.device)
-    resolved = dataclasses.replace(resolved, cfg=dataclasses.replace(resolved.cfg, mixed_precision=precision))
     cfg, method_cls, method_cfg, spec = resolved.cfg, resolved.method_cls, resolved.method_cfg, resolved.task
     check_models_reachable(cfg)
     store = RunStore(cfg.output_dir)

@@ -92,6 +92,10 @@ def resolve_config(cfg: RunConfig) -> ResolvedRun:
 def _checked(cfg: RunConfig, method_cls: type, spec: TaskSpec) -> ResolvedRun:
     method_cfg = build_method_config(method_cls.Config, cfg.method_args, cfg.method)
     validate_config(cfg, method_cfg)
+    from gilbench.models.precision import resolve_mixed_precision  # imports torch: only once a run is resolved
+
+    # A run records the precision it runs in, not "auto" (which depends on the machine), so that configs compare.
+    cfg = dataclasses.replace(cfg, mixed_precision=resolve_mixed_precision(cfg.mixed_precision, cfg.device))
     return ResolvedRun(cfg, method_cls, method_cfg, spec)
 
 

@@ -12,6 +12,7 @@ from gilbench.cli.fields import field_docs, field_rows
 from gilbench.config import RLConfig, RunConfig
 from gilbench.data.tasks import parse_task_file
 from gilbench.errors import GilbenchError
+from gilbench.models.precision import resolve_mixed_precision
 from gilbench.resolve import ResolvedRun, resolve_config, resolve_run
 
 # The 13 run-config defaults tasks/chitchat.yaml and tasks/chitchat-ood.yaml listed in full before they shared
@@ -54,9 +55,11 @@ def test_with_seed_and_resolve_config_agree_with_resolve_run():
 @pytest.mark.parametrize("task, steps", [("chitchat", 20), ("chitchat-ood", 14)])
 def test_chitchat_tasks_resolve_as_before_the_shared_defaults_file(task, steps):
     spec = registry.tasks.get(task)
-    assert spec.defaults == CHITCHAT_DEFAULTS | {"rl.steps": steps}
-    expected = RunConfig(method="ppo-kl", task=task)
+    lean = {"model.critic_lora": True, "model.gradient_checkpointing": True} if task == "chitchat-ood" else {}
+    assert spec.defaults == CHITCHAT_DEFAULTS | lean | {"rl.steps": steps}
+    expected = RunConfig(method="ppo-kl", task=task, mixed_precision=resolve_mixed_precision("auto", "auto"))
     expected.model.policy, expected.sft.enabled, expected.rm.max_pairs = "smollm2-135m", False, 1024
+    expected.model.critic_lora = expected.model.gradient_checkpointing = bool(lean)
     expected.rl = dataclasses.replace(RLConfig(), steps=steps, rollout_batch_size=16, minibatch_size=16, micro_batch_size=16,
                                       forward_batch_size=16, ppo_epochs=1, max_new_tokens=24, lr=2.0e-5)
     expected.generate.max_prompts, expected.generate.max_new_tokens = 32, 32
