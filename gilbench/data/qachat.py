@@ -51,7 +51,8 @@ group). RL prompts: every non-eval trivia question, and as many chat questions (
 number), interleaved, so both groups get equal mass. SFT: (chat question, its real next turn) and (trivia
 question, reference) of the training prompts, at most ``n_sft``. Eval texts never occur in RL prompts, SFT or pairs.
 
-``limit=L``: L RL prompts, 4L SFT examples, pairs of at most 2L units of each group, eval splits at most L each.
+``limit=L``: L RL prompts, 4L SFT examples, pairs of at most 2L units of each group (then at most 4L training and
+L validation pairs), at most L prompts per group in each eval split.
 Options: semantic (False: no MiniLM, match = 0; fast, for tests), n_eval, n_rl_chat, n_sft, n_pair_chat,
 n_pair_trivia, bias_rate, margin, val_fraction. Embeddings are cached as for chitchat (``$GILBENCH_CACHE/data``).
 """
