@@ -15,7 +15,6 @@ PENDING_MERGE = [
     "gilbench/models/",  # speed
     "gilbench/gil.py", "gilbench/method.py", "baselines/",  # issue 11 part A
     "gilbench/stages/fit.py", "gilbench/stages/sft.py", "gilbench/stages/reward.py",  # issue 11 part A
-    "gilbench/data/qachat.py", "gilbench/eval/gold_qachat.py",  # the qa-chat task
     "tests/test_gil.py", "tests/test_rl_math.py", "tests/test_ppo_loop.py",  # issue 11 part A
 ]
 

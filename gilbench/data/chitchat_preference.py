@@ -97,11 +97,13 @@ class PreferenceScorer:
                 if tmp and os.path.exists(tmp):
                     os.unlink(tmp)
 
+    def cosines(self, left: list[str], right: list[str]) -> list[float]:
+        """MiniLM cosine of each (left, right) pair, rounded to 4 decimals (the qa-chat gold uses it too)."""
+        self._embed(list(left) + list(right))
+        return [round(float(self._emb[text_sha1(a)] @ self._emb[text_sha1(b)]), 4) for a, b in zip(left, right)]
+
     def components(self, prompts: list[str], responses: list[str]) -> list[dict]:
-        rel = [0.0] * len(prompts)
-        if self.relevance:
-            self._embed(list(prompts) + list(responses))
-            rel = [round(float(self._emb[text_sha1(p)] @ self._emb[text_sha1(r)]), 4) for p, r in zip(prompts, responses)]
+        rel = self.cosines(prompts, responses) if self.relevance else [0.0] * len(prompts)
         return [{"relevance": rv, "sentiment": self._vader.polarity_scores(r)["compound"], "length": length_term(r)}
                 for rv, r in zip(rel, responses)]
 

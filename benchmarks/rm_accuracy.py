@@ -1,0 +1,59 @@
+"""Held-out pairwise accuracy of a reward model fitted by the pipeline's RM stage code, for one setting.
+
+    python benchmarks/rm_accuracy.py --task hh --data-dir /work/shared/data lr=1e-4 epochs=1 max_length=128 max_pairs=0
+
+key=value sets rm.* fields (lr, epochs, batch_size, max_length, max_pairs); --backbone picks the model (minilm).
+Appends one JSON line (setting, accuracy before / after, train accuracy, losses, seconds) to --results, so a
+sweep is a loop over settings. Nothing from the data is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import fields, replace
+
+import torch
+from accelerate import Accelerator
+
+from gilbench import registry
+from gilbench.config import RewardModelConfig
+from gilbench.data.tasks import as_task_spec
+from gilbench.models.presets import load_sequence_classifier
+from gilbench.models.reward import RewardScorer
+from gilbench.stages.reward import train_reward_model
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--task", default="hh")
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--backbone", default="minilm")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--results", default="rm_accuracy.jsonl")
+    ap.add_argument("settings", nargs="*", help="rm field=value")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    types = {f.name: f.type for f in fields(RewardModelConfig)}
+    cfg = RewardModelConfig()
+    for item in args.settings:
+        key, _, value = item.partition("=")
+        if key not in types:
+            ap.error(f"unknown rm field {key!r}; fields: {sorted(types)}")
+        cfg = replace(cfg, **{key: (float if types[key] in (float, "float") else int)(value)})
+    task = as_task_spec(registry.tasks.get(args.task), args.task).load(seed=args.seed, data_dir=args.data_dir)
+    torch.manual_seed(args.seed)
+    model, tokenizer = load_sequence_classifier(args.backbone)
+    scorer = RewardScorer(model, tokenizer, cfg.max_length)
+    start = time.time()
+    stats = train_reward_model(scorer, task.pairs_train[: cfg.max_pairs or None], task.pairs_val, cfg, Accelerator(cpu=True), args.seed)
+    row = {"task": args.task, "backbone": args.backbone, "seed": args.seed, "rm": vars(cfg), "seconds": round(time.time() - start), **stats}
+    with open(args.results, "a") as f:
+        f.write(json.dumps(row) + "\n")
+    print(json.dumps(row))
+
+
+if __name__ == "__main__":
+    main()
