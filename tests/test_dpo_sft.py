@@ -13,7 +13,7 @@ from gilbench import registry
 from gilbench.data.types import PreferencePair
 from gilbench.models.presets import load_causal_lm
 from gilbench.pipeline import run
-from gilbench_baselines.dpo import EncodedPair, dpo_loss, encode_pairs, sequence_logps
+from gilbench.methods.dpo import EncodedPair, dpo_loss, encode_pairs, sequence_logps
 
 
 def test_dpo_loss_by_hand_on_two_pairs():

@@ -6,10 +6,51 @@ Their concatenation is what every model reads; the logit at position P-1+t predi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from gilbench.models.heads import position_ids_from_mask
 from gilbench.rl.core import token_entropy, token_logprobs
+
+
+@dataclass
+class Rollout:
+    """One batch of trajectories. Tensors are [B] or [B, R] over response tokens."""
+
+    prompts: list  # gilbench.data.Prompt
+    query: torch.Tensor
+    query_mask: torch.Tensor
+    response: torch.Tensor
+    mask: torch.Tensor
+    texts: list[str]
+    scores: torch.Tensor  # reward-model score (after optional normalisation/clipping)
+    raw_scores: torch.Tensor  # reward-model score as given
+    logprobs: torch.Tensor
+    ref_logprobs: torch.Tensor
+    kl: torch.Tensor  # per-token KL estimate
+    entropy: torch.Tensor
+    values: torch.Tensor | None = None  # the critic's values (None: the method has no critic)
+    critic_hidden: torch.Tensor | None = None  # critic hidden state at the last response token [B, H], if the method asked
+    rewards: torch.Tensor | None = None
+    advantages: torch.Tensor | None = None
+    returns: torch.Tensor | None = None  # value targets (None without a critic)
+
+    def __len__(self) -> int:
+        return self.response.shape[0]
+
+    def select(self, idx: torch.Tensor) -> Rollout:
+        ids = idx.tolist()
+        fields = {k: (v[idx] if torch.is_tensor(v) else v) for k, v in vars(self).items() if k not in ("prompts", "texts")}
+        return Rollout(prompts=[self.prompts[i] for i in ids], texts=[self.texts[i] for i in ids], **fields)
+
+
+def rollout_rows(batch: Rollout, seq_kl: torch.Tensor, step: int) -> list[dict]:
+    """rollouts.jsonl rows: what the policy said at this step, with its score, KL and length."""
+    lengths, scores, kls = batch.mask.sum(dim=1).tolist(), batch.raw_scores.tolist(), seq_kl.tolist()
+    return [{"step": step, "prompt_id": p.id, "prompt": p.text, "group": p.group, "response": text, "score": score,
+             "kl": kl, "length": int(length)}
+            for p, text, score, kl, length in zip(batch.prompts, batch.texts, scores, kls, lengths)]
 
 
 def tokenize_prompts(tokenizer, texts: list[str], max_length: int, device) -> tuple[torch.Tensor, torch.Tensor]:

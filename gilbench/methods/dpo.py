@@ -35,7 +35,7 @@ from gilbench.data.types import PreferencePair
 from gilbench.errors import GilbenchError
 from gilbench.method import Method, RunContext
 from gilbench.rl.rollout import response_logprobs
-from gilbench.rl.trainer import disable_dropout
+from gilbench.rl.model_setup import disable_dropout
 from gilbench.store import MetricsLog
 
 
