@@ -30,7 +30,6 @@ from gilbench.pipeline import run
 from gilbench.rl.rollout import Rollout
 from gilbench.rl.trainer import shape_rewards
 
-
 # Six samples, two groups. Masses: g0 = 1+1+.75+.5+.25+0 = 3.5, g1 = 0+0+.25+.5+.75+1 = 2.5.
 P6 = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.75, 0.25], [0.5, 0.5], [0.25, 0.75], [0.0, 1.0]])
 PERF6 = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
@@ -372,3 +371,4 @@ def test_ablations_are_registered_with_their_defaults():
                      overrides=["n_groups=4"], device=None, data_dir=None, include=[])
     cfg = build_configs(args)[0]
     assert cfg.method_args == {"beta_policy": 0.0, "n_groups": 4}
+

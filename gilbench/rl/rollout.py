@@ -73,7 +73,7 @@ def response_mask_from_ids(response: torch.Tensor, eos_token_id: int | None) -> 
 def sample(policy, tokenizer, query, query_mask, max_new_tokens: int, temperature: float, top_p: float, stop_at_eos: bool = True):
     """Sample responses with the KV cache; returns (response ids [B, R], response mask [B, R])."""
     do_sample = temperature > 0
-    kwargs = dict(do_sample=do_sample, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, use_cache=True)
+    kwargs = {"do_sample": do_sample, "max_new_tokens": max_new_tokens, "pad_token_id": tokenizer.pad_token_id, "use_cache": True}
     if do_sample:
         kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
     if stop_at_eos:

@@ -35,12 +35,7 @@ def update(method, batch: Rollout, data, step: int) -> dict:
     for _ in range(rl.ppo_epochs):
         order = torch.randperm(len(batch), generator=gen).to(batch.mask.device)
         for start in range(0, len(batch), rl.minibatch_size):
-            mb_idx = order[start : start + rl.minibatch_size]
-            micro = [mb_idx[i : i + rl.micro_batch_size] for i in range(0, len(mb_idx), rl.micro_batch_size)]
-            whole = whole_minibatch_weights(method, batch, data, micro) if method.couples_samples and len(micro) > 1 else None
-            for k, idx in enumerate(micro):
-                stats = micro_step(method, batch.select(idx), data.select(idx), step, len(idx) / len(mb_idx),
-                                   None if whole is None else (whole[0][k], whole[1]))
+            for stats in minibatch_backward(method, batch, data, order[start : start + rl.minibatch_size], step):
                 for key, value in stats.items():
                     sums[key] = sums.get(key, 0.0) + value
                 n += 1
@@ -50,6 +45,16 @@ def update(method, batch: Rollout, data, step: int) -> dict:
                 opt.step()
                 opt.zero_grad(set_to_none=True)
     return {k: v / n for k, v in sums.items()}
+
+
+def minibatch_backward(method, batch: Rollout, data, mb_idx: torch.Tensor, step: int) -> list[dict]:
+    """Accumulate the gradient of one minibatch (rows ``mb_idx`` of ``batch``), micro-batch by micro-batch; returns
+    each micro-step's metrics."""
+    micro = [mb_idx[i : i + method.rl.micro_batch_size] for i in range(0, len(mb_idx), method.rl.micro_batch_size)]
+    whole = whole_minibatch_weights(method, batch, data, micro) if method.couples_samples and len(micro) > 1 else None
+    return [micro_step(method, batch.select(idx), data.select(idx), step, len(idx) / len(mb_idx),
+                       None if whole is None else (whole[0][k], whole[1]))
+            for k, idx in enumerate(micro)]
 
 
 def whole_minibatch_weights(method, batch: Rollout, data, micro: list[torch.Tensor]) -> tuple[list[torch.Tensor], dict]:
