@@ -31,7 +31,7 @@ from torch import nn
 
 from gilbench import register_method
 from gilbench.errors import GilbenchError
-from gilbench.rl.rollout import Rollout, critic_forward
+from gilbench.rl.rollout import Rollout, chunks, critic_forward
 from gilbench.rl.trainer import RLMethod, StepData, shape_rewards
 
 
@@ -240,11 +240,7 @@ class GIL(RLMethod):
 
     @torch.no_grad()
     def all_hidden_states(self, batch: Rollout) -> torch.Tensor:
-        return torch.cat([self.hidden_states(batch, sl) for sl in self.chunks(batch)]).float()
-
-    def chunks(self, batch: Rollout) -> list[slice]:
-        size = self.rl.forward_batch_size
-        return [slice(i, i + size) for i in range(0, len(batch), size)]
+        return torch.cat([self.hidden_states(batch, sl) for sl in chunks(len(batch), self.rl.forward_batch_size)]).float()
 
     def hidden_states(self, batch: Rollout, sl: slice) -> torch.Tensor:
         """The critic's current hidden states at the last response token (with grad if enabled)."""
@@ -262,7 +258,7 @@ class GIL(RLMethod):
         p.requires_grad_()
         target = standardise(perf) if gc.normalise_performance else perf
         (grad_p,) = torch.autograd.grad(group_inference_loss(p, target, gc.beta_critic, gc.group_balance), p)
-        for sl in self.chunks(batch):  # chain rule, chunk by chunk, centred on the whole batch's mean
+        for sl in chunks(len(batch), self.rl.forward_batch_size):  # chain rule, chunk by chunk, centred on the whole batch's mean
             self.head(self.hidden_states(batch, sl), batch_mean=hidden.mean(dim=0)).backward(grad_p[sl])
         self.group_opt.step()
         self.group_opt.zero_grad(set_to_none=True)  # leaves no group gradient in the critic for the PPO step

@@ -53,6 +53,11 @@ def rollout_rows(batch: Rollout, seq_kl: torch.Tensor, step: int) -> list[dict]:
             for p, text, score, kl, length in zip(batch.prompts, batch.texts, scores, kls, lengths)]
 
 
+def chunks(n: int, size: int) -> list[slice]:
+    """Row slices of ``size`` covering ``n`` rows: the unit of every forward pass over a batch (rl.forward_batch_size)."""
+    return [slice(i, i + size) for i in range(0, n, size)]
+
+
 def tokenize_prompts(tokenizer, texts: list[str], max_length: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded, left-truncated prompt ids (the end of a prompt matters most for generation)."""
     tokenizer.padding_side, tokenizer.truncation_side = "left", "left"

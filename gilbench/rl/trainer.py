@@ -43,6 +43,7 @@ from gilbench.rl.kl_control import make_kl_controller
 from gilbench.rl.model_setup import adamw, disable_dropout, freeze, recompute_activations, seed_everything
 from gilbench.rl.rollout import (
     Rollout,
+    chunks,
     critic_forward,
     repetition_rate,
     response_logprobs,
@@ -272,8 +273,7 @@ class RLMethod(Method):
             response, mask = sample(policy, self.tokenizer, query, query_mask, rl.max_new_tokens, rl.temperature, rl.top_p, rl.stop_at_eos)
             mask = mask.float()
             logprobs, entropy, ref_logprobs, values, hidden = [], [], [], [], []
-            for i in range(0, len(prompts), rl.forward_batch_size):
-                sl = slice(i, i + rl.forward_batch_size)
+            for sl in chunks(len(prompts), rl.forward_batch_size):
                 args = (query[sl], query_mask[sl], response[sl], mask[sl].long())
                 lp, ent = response_logprobs(policy, *args, temperature=rl.temperature, with_entropy=True)
                 logprobs.append(lp)
