@@ -144,3 +144,13 @@ def test_a_killed_rloo_run_resumes_to_the_same_metrics(tiny_cfg, tmp_path, monke
         for key in a:
             if not key.startswith(("time/", "throughput/")):
                 assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6), (a["step"], key)
+
+
+@pytest.mark.parametrize("method", ["rloo", "grpo"])
+def test_every_task_resolves_with_the_critic_free_methods(method):
+    """Every task's defaults give a whole number of prompts per rollout for k = 4."""
+    from gilbench import registry
+
+    for task in registry.tasks.names():
+        resolved = resolve_run(method, task)
+        assert resolved.cfg.rl.rollout_batch_size % 4 == 0 and resolved.method_cls.needs_critic is False
