@@ -69,12 +69,12 @@ def mean_times(cfg: RunConfig) -> dict[str, float]:
 
 
 def time_gil_hooks() -> list[float]:
-    """Wrap GIL's own hooks with a clock: the seconds each run spends in them, a measure of the overhead
+    """Wrap GIL's own contract methods (prepare, loss) with a clock: the seconds each run spends in them, a measure of the overhead
     that, unlike the step-time ratio, does not drown in the noise of a shared machine."""
-    from gilbench.gil import GIL
+    from gilbench.methods.gil import GIL
 
     spent = [0.0]
-    for name in ("after_rollout", "before_update", "policy_loss"):
+    for name in ("prepare", "loss"):
         original = getattr(GIL, name)
 
         def timed(self, *a, _original=original, **kw):
@@ -133,7 +133,7 @@ def main() -> None:
         print(f"{method:<7} mean step {statistics.mean(values):.3f} s (repeats {', '.join(f'{v:.3f}' for v in values)})")
     print(f"gil / ppo-kl: {statistics.mean(ratios):.3f} (per repeat {', '.join(f'{r:.3f}' for r in ratios)}; "
           f"min {min(ratios):.3f}, max {max(ratios):.3f}); goal <= 1.05")
-    print(f"time in GIL's hooks (after_rollout, before_update, policy_loss): {100 * statistics.mean(hook_share):.1f} % of a gil step "
+    print(f"time in GIL's prepare and loss: {100 * statistics.mean(hook_share):.1f} % of a gil step "
           f"(per repeat {', '.join(f'{100 * h:.1f}' for h in hook_share)} %; the backward of the penalty is not included)")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 import math
 import re
@@ -328,7 +329,8 @@ RULES: dict[str, tuple] = {
 }
 
 
-# Fields of the built-in methods' own configs (method_args.<name>), by name; a plugin method may add ``validate()``.
+# Fields of the built-in methods' own configs (method_args.<name>), by name; a method config may add ``validate()``
+# or ``validate(run_config)``.
 METHOD_RULES: dict[str, tuple] = {
     "n_groups": _at_least(1), "group_steps": _at_least(0), "group_lr": _positive(), "beta_critic": _at_least(0),
     "beta_policy": _at_least(0), "group_balance": _at_least(0), "performance": _one_of("score", "return"),
@@ -375,5 +377,8 @@ def validate_config(cfg: RunConfig, method_cfg: Any = None) -> None:
 
     parse_report_to(cfg.report_to, cfg.tensorboard)
     check = getattr(method_cfg, "validate", None)
-    if callable(check):
-        check()
+    if callable(check):  # a method config's own checks; one that takes an argument also sees the run config
+        if inspect.signature(check).parameters:
+            check(cfg)
+        else:
+            check()

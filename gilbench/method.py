@@ -1,15 +1,17 @@
 """What every training method is: a class with a config dataclass and ``train(ctx)``.
 
 A method file registers itself with ``@register_method("name")``; RL methods subclass
-``gilbench.rl.trainer.PPOTrainer`` and override its hooks instead of writing a loop.
+``gilbench.rl.trainer.RLMethod`` and fill in its small contract (prepare, advantages, loss, needs_critic)
+instead of writing a loop.
 """
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 from gilbench.config import RunConfig
 from gilbench.data.types import TaskData

@@ -35,7 +35,7 @@ GROUPS = ("computers", "personal")
 
 def curve(steps: int = 40, seed: int = 0, collapse: str | None = None, at: int = 25, groups: int = 0, lift: float = 0.5,
           kl_scale: float = 3.0) -> list[dict]:
-    """Per-step rows like PPOTrainer.iteration's: healthy (score up, KL saturating) unless ``collapse`` names one of
+    """Per-step rows like RLMethod.iteration's: healthy (score up, KL saturating) unless ``collapse`` names one of
     length | repetition | kl | kl_superlinear, which starts at step ``at``. ``groups`` > 0 adds GIL's group metrics."""
     rng = random.Random(seed)
     rows = []

@@ -85,15 +85,15 @@ PLUGIN = textwrap.dedent(
     '''
     """A third-party method: PPO w/ KL with a doubled score."""
     from gilbench import register_method
-    from gilbench.rl.trainer import PPOTrainer
+    from gilbench.rl.trainer import RLMethod, StepData
 
     @register_method("my-ppo")
-    class MyPPO(PPOTrainer):
+    class MyPPO(RLMethod):
         """Plugin PPO that doubles the reward-model score."""
 
-        def shape_rewards(self, batch):
+        def prepare(self, batch):
             batch.scores = 2 * batch.scores
-            return super().shape_rewards(batch)
+            return StepData()
     '''
 )
 

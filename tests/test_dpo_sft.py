@@ -11,9 +11,9 @@ import torch
 
 from gilbench import registry
 from gilbench.data.types import PreferencePair
+from gilbench.methods.dpo import EncodedPair, dpo_loss, encode_pairs, sequence_logps
 from gilbench.models.presets import load_causal_lm
 from gilbench.pipeline import run
-from gilbench_baselines.dpo import EncodedPair, dpo_loss, encode_pairs, sequence_logps
 
 
 def test_dpo_loss_by_hand_on_two_pairs():

@@ -1,4 +1,4 @@
-"""GIL (gilbench/gil.py): the group math by hand, group inference on planted batches, the adaptive KL,
+"""GIL (gilbench/methods/gil.py): the group math by hand, group inference on planted batches, the adaptive KL,
 equivalence with PPO w/ KL when both GIL terms are off, end-to-end runs of gil / gil-oracle and resume."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from gilbench import registry
 from gilbench.data.types import Prompt
-from gilbench.gil import (
+from gilbench.methods.gil import (
     GIL,
     GILConfig,
     GroupHead,
@@ -27,8 +27,8 @@ from gilbench.gil import (
     train_group_head,
 )
 from gilbench.pipeline import run
-from gilbench.rl.trainer import PPOTrainer, Rollout
-
+from gilbench.rl.rollout import Rollout
+from gilbench.rl.trainer import shape_rewards
 
 # Six samples, two groups. Masses: g0 = 1+1+.75+.5+.25+0 = 3.5, g1 = 0+0+.25+.5+.75+1 = 2.5.
 P6 = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.75, 0.25], [0.5, 0.5], [0.25, 0.75], [0.0, 1.0]])
@@ -156,7 +156,7 @@ def fake_batch(hidden: torch.Tensor, scores: torch.Tensor, kl: torch.Tensor) -> 
     return Rollout(
         prompts=[Prompt(id=str(i), text="q") for i in range(B)], query=torch.zeros(B, 2, dtype=torch.long), query_mask=torch.ones(B, 2, dtype=torch.long),
         response=torch.zeros(B, R, dtype=torch.long), mask=torch.ones(B, R), texts=[""] * B, scores=scores, raw_scores=scores,
-        logprobs=zeros, ref_logprobs=zeros, kl=kl, values=zeros, last_hidden=hidden, entropy=zeros,
+        logprobs=zeros, ref_logprobs=zeros, kl=kl, values=zeros, critic_hidden=hidden, entropy=zeros,
     )
 
 
@@ -165,27 +165,27 @@ def test_adaptive_kl_weights_follow_the_high_group(normalise):
     p_high = torch.tensor([0.9, 0.5, 0.1, 0.3])
     w = adaptive_kl_weights(p_high, normalise)
     assert torch.allclose(w, p_high / p_high.mean() if normalise else p_high)
-    # Through the hooks: a 1-d head with p(g=1 | h) = sigmoid(-2h); the samples with h < 0 score high, so g_high = 1.
+    # Through prepare: a 1-d head with p(g=1 | h) = sigmoid(-2h); the samples with h < 0 score high, so g_high = 1.
     method = GIL.__new__(GIL)
-    method.gil, method.n_groups = GILConfig(kl_normalise=normalise), 2
+    method.gil, method.n_groups = GILConfig(kl_normalise=normalise, group_steps=0), 2
     method.kl_ctl = SimpleNamespace(value=0.1)
     method.head = GroupHead(1, 2, seed=0, center=False)
     with torch.no_grad():
         method.head.weight.copy_(torch.tensor([[1.0], [-1.0]]))
     hidden = torch.tensor([[-2.0], [-1.0], [0.5], [2.0]])
     batch = fake_batch(hidden, scores=torch.tensor([3.0, 2.0, 0.0, -1.0]), kl=torch.ones(4, 3))
-    metrics = method.after_rollout(batch)
+    data = method.prepare(batch)
     p1 = torch.sigmoid(-2 * hidden[:, 0])
     expected = p1 / p1.mean() if normalise else p1
-    assert metrics["gil/g_high"] == 1
-    assert torch.allclose(method.kl_weights(batch), expected)
-    assert metrics["gil/kl_weight_mean"] == pytest.approx(1.0 if normalise else p1.mean().item(), rel=1e-6)
-    rewards = PPOTrainer.shape_rewards(method, batch)  # the trainer's hook: -kl_coef * w_i * KL_t, + score at the end
+    assert data.metrics["gil/g_high"] == 1
+    assert torch.allclose(data.kl_weights, expected)
+    assert torch.allclose(data.group_probs[:, 1], p1)
+    assert data.metrics["gil/kl_weight_mean"] == pytest.approx(1.0 if normalise else p1.mean().item(), rel=1e-6)
+    rewards = shape_rewards(batch, 0.1, data.kl_weights)  # the loop's shaping: -kl_coef * w_i * KL_t, + score at the end
     assert torch.allclose(rewards[:, 0], -0.1 * expected)
     assert torch.allclose(rewards[:, -1], -0.1 * expected + batch.scores)
     method.gil.adaptive_kl = False
-    method.after_rollout(batch)
-    assert torch.equal(method.kl_weights(batch), torch.ones(4))
+    assert torch.equal(method.prepare(batch).kl_weights, torch.ones(4))
 
 
 def test_shared_trunk_step_matches_a_whole_batch_backward():
@@ -222,10 +222,10 @@ def test_shared_trunk_step_matches_a_whole_batch_backward():
 
 
 def test_performance_return_uses_the_kl_shaped_return():
-    """performance=return: g_high (before shaping) from score - kl_coef * sum KL with unit weights; the group
-    step (after shaping) from the sum of the shaped rewards."""
+    """performance=return: g_high from score - kl_coef * sum KL with unit weights (before the KL weights exist); the
+    group step from the sum of the rewards shaped with those weights."""
     method = GIL.__new__(GIL)
-    method.gil, method.n_groups = GILConfig(performance="return"), 2
+    method.gil, method.n_groups = GILConfig(performance="return", group_steps=0), 2
     method.kl_ctl = SimpleNamespace(value=1.0)
     method.head = GroupHead(1, 2, seed=0, center=False)
     with torch.no_grad():
@@ -233,13 +233,14 @@ def test_performance_return_uses_the_kl_shaped_return():
     # Group 0 scores higher (2 vs 1) but pays 3 nats of KL over 3 tokens: its return is 2 - 3 = -1 < 1.
     batch = fake_batch(torch.tensor([[1.0], [1.0], [-1.0], [-1.0]]), scores=torch.tensor([2.0, 2.0, 1.0, 1.0]),
                        kl=torch.tensor([[1.0, 1.0, 1.0]] * 2 + [[0.0, 0.0, 0.0]] * 2))
-    assert method.after_rollout(batch)["gil/g_high"] == 1
-    assert torch.allclose(method.performance(batch), torch.tensor([-1.0, -1.0, 1.0, 1.0]), atol=1e-3)
-    batch.rewards = PPOTrainer.shape_rewards(method, batch)
-    w = method.kl_weights(batch)
-    assert torch.allclose(method.performance(batch), batch.scores - 3 * w * torch.tensor([1.0, 1.0, 0.0, 0.0]))
-    method.gil.performance = "score"
-    assert torch.equal(method.performance(batch), batch.raw_scores)
+    data = method.prepare(batch)
+    assert data.metrics["gil/g_high"] == 1
+    assert torch.allclose(method.kl_shaped_return(batch, None), torch.tensor([-1.0, -1.0, 1.0, 1.0]))
+    w = data.kl_weights
+    assert torch.allclose(method.kl_shaped_return(batch, w), batch.scores - 3 * w * torch.tensor([1.0, 1.0, 0.0, 0.0]))
+    # group statistics use the return shaped with w (~0 for group 0, whose p_high is ~0): returns 2 and 1, gap 1
+    # (with unit weights they would be -1 and 1, gap 2)
+    assert data.metrics["group/gap"] == pytest.approx(1.0, abs=1e-3)
 
 
 # ----------------------------------------------------------------------------- runs on the toy task
@@ -370,3 +371,4 @@ def test_ablations_are_registered_with_their_defaults():
                      overrides=["n_groups=4"], device=None, data_dir=None, include=[])
     cfg = build_configs(args)[0]
     assert cfg.method_args == {"beta_policy": 0.0, "n_groups": 4}
+

@@ -11,6 +11,7 @@ import torch
 from gilbench.errors import GilbenchError
 from gilbench.pipeline import run
 from gilbench.rl import trainer as trainer_module
+from gilbench.rl import update as update_module
 
 FIXED_NAMES = [
     "objective/score", "objective/kl", "objective/rlhf_reward", "objective/entropy",
@@ -65,21 +66,21 @@ def test_killed_run_resumes_to_the_same_metrics(tiny_cfg, tmp_path, monkeypatch)
 
     cfg = tiny_cfg("ppo-kl", steps=4)
     cfg.output_dir = str(tmp_path / "killed")
-    original = trainer_module.PPOTrainer.iteration
+    original = trainer_module.RLMethod.iteration
 
     def dies_in_step_three(self, step):
         if step == 2:
             raise KeyboardInterrupt  # as if the process were killed after checkpoint 2
         return original(self, step)
 
-    monkeypatch.setattr(trainer_module.PPOTrainer, "iteration", dies_in_step_three)
+    monkeypatch.setattr(trainer_module.RLMethod, "iteration", dies_in_step_three)
     with pytest.raises(KeyboardInterrupt):
         run(cfg, log=lambda s: None)
     run_dir = Path(cfg.output_dir) / "toy" / "ppo-kl" / "seed0"
     assert (run_dir / "checkpoints" / "step_2" / "DONE").exists()
     assert not (run_dir / "policy").exists()
 
-    monkeypatch.setattr(trainer_module.PPOTrainer, "iteration", original)
+    monkeypatch.setattr(trainer_module.RLMethod, "iteration", original)
     logs = []
     resumed = run(cfg, log=logs.append)
     assert any("resumed from the checkpoint at step 2" in line for line in logs)
@@ -116,7 +117,7 @@ def test_rollout_log_records_what_the_policy_said_and_its_score(tiny_cfg):
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_cfg, monkeypatch):
     cfg = tiny_cfg("ppo-kl", steps=3)
-    original = trainer_module.clipped_value_loss
+    original = update_module.clipped_value_loss
     calls = {"n": 0}
 
     def nan_in_step_two(*args, **kwargs):
@@ -124,7 +125,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_cfg, monk
         calls["n"] += 1
         return (loss * float("nan"), stats) if calls["n"] > 4 else (loss, stats)  # 4 micro-steps per step
 
-    monkeypatch.setattr(trainer_module, "clipped_value_loss", nan_in_step_two)
+    monkeypatch.setattr(update_module, "clipped_value_loss", nan_in_step_two)
     with pytest.raises(GilbenchError, match=r"non-finite loss at step 2 .*last good checkpoint is step 1"):
         run(cfg, log=lambda s: None)
     run_dir = Path(cfg.output_dir) / "toy" / "ppo-kl" / "seed0"

@@ -1,4 +1,4 @@
-"""Resumable checkpoints of a PPO run: models, optimizers, KL controller, reward statistics, RNG states.
+"""Resumable checkpoints of an RL run: models (the critic if the method has one), optimizers, KL controller, reward statistics, RNG states.
 
 Only the newest checkpoint is kept; it is written to a temporary folder and renamed into place,
 so a run killed while saving still has its previous checkpoint."""
@@ -43,9 +43,9 @@ def save(trainer, run_dir: Path, step: int) -> Path:
                 {
                     "step": step,
                     "policy": acc.unwrap_model(trainer.policy).state_dict(),
-                    "critic": acc.unwrap_model(trainer.critic).state_dict(),
+                    "critic": acc.unwrap_model(trainer.critic).state_dict() if trainer.critic is not None else None,
                     "policy_opt": trainer.policy_opt.state_dict(),
-                    "critic_opt": trainer.critic_opt.state_dict(),
+                    "critic_opt": trainer.critic_opt.state_dict() if trainer.critic is not None else None,
                     "kl_ctl": trainer.kl_ctl.state_dict(),
                     "reward_stats": trainer.reward_stats.state_dict(),
                     "method": trainer.method_state(),
@@ -77,9 +77,10 @@ def restore(trainer, run_dir: Path) -> int:
                             f"and rerun the same command to restart the run from step 0") from None
     acc = trainer.acc
     acc.unwrap_model(trainer.policy).load_state_dict(state["policy"])
-    acc.unwrap_model(trainer.critic).load_state_dict(state["critic"])
     trainer.policy_opt.load_state_dict(state["policy_opt"])
-    trainer.critic_opt.load_state_dict(state["critic_opt"])
+    if trainer.critic is not None:  # a critic-free method saved None
+        acc.unwrap_model(trainer.critic).load_state_dict(state["critic"])
+        trainer.critic_opt.load_state_dict(state["critic_opt"])
     trainer.kl_ctl.load_state_dict(state["kl_ctl"])
     trainer.reward_stats.load_state_dict(state["reward_stats"])
     trainer.load_method_state(state["method"])

@@ -6,10 +6,56 @@ Their concatenation is what every model reads; the logit at position P-1+t predi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from gilbench.models.heads import position_ids_from_mask
 from gilbench.rl.core import token_entropy, token_logprobs
+
+
+@dataclass
+class Rollout:
+    """One batch of trajectories. Tensors are [B] or [B, R] over response tokens."""
+
+    prompts: list  # gilbench.data.Prompt
+    query: torch.Tensor
+    query_mask: torch.Tensor
+    response: torch.Tensor
+    mask: torch.Tensor
+    texts: list[str]
+    scores: torch.Tensor  # reward-model score (after optional normalisation/clipping)
+    raw_scores: torch.Tensor  # reward-model score as given
+    logprobs: torch.Tensor
+    ref_logprobs: torch.Tensor
+    kl: torch.Tensor  # per-token KL estimate
+    entropy: torch.Tensor
+    values: torch.Tensor | None = None  # the critic's values (None: the method has no critic)
+    critic_hidden: torch.Tensor | None = None  # critic hidden state at the last response token [B, H], if the method asked
+    rewards: torch.Tensor | None = None
+    advantages: torch.Tensor | None = None
+    returns: torch.Tensor | None = None  # value targets (None without a critic)
+
+    def __len__(self) -> int:
+        return self.response.shape[0]
+
+    def select(self, idx: torch.Tensor) -> Rollout:
+        ids = idx.tolist()
+        fields = {k: (v[idx] if torch.is_tensor(v) else v) for k, v in vars(self).items() if k not in ("prompts", "texts")}
+        return Rollout(prompts=[self.prompts[i] for i in ids], texts=[self.texts[i] for i in ids], **fields)
+
+
+def rollout_rows(batch: Rollout, seq_kl: torch.Tensor, step: int) -> list[dict]:
+    """rollouts.jsonl rows: what the policy said at this step, with its score, KL and length."""
+    lengths, scores, kls = batch.mask.sum(dim=1).tolist(), batch.raw_scores.tolist(), seq_kl.tolist()
+    return [{"step": step, "prompt_id": p.id, "prompt": p.text, "group": p.group, "response": text, "score": score,
+             "kl": kl, "length": int(length)}
+            for p, text, score, kl, length in zip(batch.prompts, batch.texts, scores, kls, lengths)]
+
+
+def chunks(n: int, size: int) -> list[slice]:
+    """Row slices of ``size`` covering ``n`` rows: the unit of every forward pass over a batch (rl.forward_batch_size)."""
+    return [slice(i, i + size) for i in range(0, n, size)]
 
 
 def tokenize_prompts(tokenizer, texts: list[str], max_length: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -32,7 +78,7 @@ def response_mask_from_ids(response: torch.Tensor, eos_token_id: int | None) -> 
 def sample(policy, tokenizer, query, query_mask, max_new_tokens: int, temperature: float, top_p: float, stop_at_eos: bool = True):
     """Sample responses with the KV cache; returns (response ids [B, R], response mask [B, R])."""
     do_sample = temperature > 0
-    kwargs = dict(do_sample=do_sample, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, use_cache=True)
+    kwargs = {"do_sample": do_sample, "max_new_tokens": max_new_tokens, "pad_token_id": tokenizer.pad_token_id, "use_cache": True}
     if do_sample:
         kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
     if stop_at_eos:

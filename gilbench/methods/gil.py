@@ -7,6 +7,16 @@ beta_policy x the variance of the group-wise PPO losses (V-REx), so no group is 
 KL penalty is scaled by p(g_high|tau): easy, high-reward samples stay near the reference, hard ones may move
 further. With beta_policy = 0 and adaptive_kl = false it is PPO w/ KL, step for step.
 Specification, our own choices marked (ours): docs/GIL.md. Ablations: gil-fixed-kl, gil-no-inv, gil-oracle.
+
+One step, as the shared loop (RLMethod.iteration, rl/trainer.py) runs it with GIL's two pieces:
+    batch = rollout(prompts)                     the critic's last hidden states kept (needs_critic_hidden)
+    data = GIL.prepare(batch)                    p, g_high, KL weights w_i; group_steps on the head; p again
+    batch.rewards = shape_rewards(batch, kl_coef, data.kl_weights)
+    batch.advantages, batch.returns = GAE + whitening
+    update(batch, data)                          PPO epochs; each minibatch's policy loss is GIL.loss on the
+                                                 whole minibatch (couples_samples), + the critic's value loss
+This file: the math (soft group statistics, the group loss, the invariance penalty, effective weights), the
+group head, then the method in the order the loop calls it, then the ablations.
 """
 
 from __future__ import annotations
@@ -21,8 +31,8 @@ from torch import nn
 
 from gilbench import register_method
 from gilbench.errors import GilbenchError
-from gilbench.rl.rollout import critic_forward
-from gilbench.rl.trainer import PPOTrainer, Rollout
+from gilbench.rl.rollout import Rollout, chunks, critic_forward
+from gilbench.rl.trainer import RLMethod, StepData, shape_rewards
 
 
 @dataclass
@@ -40,6 +50,7 @@ class GILConfig:
     adaptive_kl: bool = True  # scale each sample's KL penalty by p(g_high | tau) (section 3)
     kl_normalise: bool = True  # rescale those KL weights to mean 1, same KL budget as PPO w/ KL (ours)
     groups: str = "inferred"  # "inferred" (group head) or "oracle" (the task's known prompt groups, one-hot)
+    clamp_group_weights: bool = False  # clamp each sample's effective gradient weight at >= 0 (ours; see GIL.md, "Effective weights")
 
 
 # ----------------------------------------------------------------------------- the math, on its own
@@ -74,6 +85,15 @@ def invariant_policy_loss(per_sample_loss: torch.Tensor, p: torch.Tensor, beta_p
     _, L, penalty = soft_group_stats(p, per_sample_loss)
     loss = per_sample_loss.mean() + beta_policy * penalty
     return loss, {"penalty": penalty.detach(), "group_losses": L.detach()}
+
+
+def effective_weights(per_sample_loss: torch.Tensor, p: torch.Tensor, beta_policy: float) -> torch.Tensor:
+    """w_i = d L_policy / d l_i = 1/N + beta_policy * d penalty / d l_i: each sample's weight in the policy gradient
+    (the penalty's gradient is linear in the per-sample loss gradients). Negative w_i push a sample's loss up."""
+    losses = per_sample_loss.detach().clone().requires_grad_()
+    with torch.enable_grad():
+        (weights,) = torch.autograd.grad(invariant_policy_loss(losses, p, beta_policy)[0], losses)
+    return weights
 
 
 def adaptive_kl_weights(p_high: torch.Tensor, normalise: bool) -> torch.Tensor:
@@ -146,11 +166,20 @@ def train_group_head(head: GroupHead, optimizer, hidden: torch.Tensor, perf: tor
 
 
 # ----------------------------------------------------------------------------- the method
+@dataclass
+class GILStepData(StepData):
+    """GIL's per-sample data for one step: p_phi(g | tau_i), held fixed during the PPO epochs."""
+
+    group_probs: torch.Tensor | None = None  # [B, M]
+
+
 @register_method("gil")
-class GIL(PPOTrainer):
+class GIL(RLMethod):
     """Group Invariant Learning: inferred groups, invariance penalty on group-wise PPO losses, group-adaptive KL."""
 
     Config = GILConfig
+    needs_critic_hidden = True  # the group head reads the critic's hidden state at the last response token
+    couples_samples = True  # the group variance couples a minibatch's samples: the loop computes it on the whole minibatch
 
     def setup(self, ctx) -> None:
         super().setup(ctx)
@@ -158,7 +187,7 @@ class GIL(PPOTrainer):
         missing = [k for k in self.defaults if k.startswith("method_args.") and k.split(".", 1)[1] not in ctx.cfg.method_args]
         if missing:  # pipeline.run() takes the config as given: a bare RunConfig(method=...) lacks them
             raise GilbenchError(f"{self.registered_name} needs its defaults {self.defaults} in the config; "
-                                "build it with gilbench.config.config_for_method (the CLI does)")
+                                "build it with gilbench.resolve.resolve_run (the CLI does)")
         for field, value, allowed in (("performance", gc.performance, ("score", "return")), ("groups", gc.groups, ("inferred", "oracle"))):
             if value not in allowed:
                 raise GilbenchError(f"GIL {field} must be one of {', '.join(allowed)}, got {value!r}")
@@ -172,8 +201,6 @@ class GIL(PPOTrainer):
             ctx.log(f"[gil] oracle groups: {self.group_index}")
         if self.n_groups < 2:
             raise GilbenchError(f"GIL needs at least 2 groups, got {self.n_groups}")
-        if self.rl.micro_batch_size < self.rl.minibatch_size and gc.beta_policy:
-            ctx.log("[gil] group losses are computed per micro-batch; set rl.micro_batch_size = rl.minibatch_size for whole-minibatch statistics")
         critic = self.acc.unwrap_model(self.critic)
         self.head = GroupHead(critic.hidden_size, self.n_groups, self.cfg.seed, gc.center_hidden).to(self.acc.device)
         groups = [{"params": list(self.head.parameters()), "lr": gc.group_lr}]
@@ -181,59 +208,44 @@ class GIL(PPOTrainer):
             groups.append({"params": [p for p in critic.trunk.parameters() if p.requires_grad], "lr": self.rl.critic_lr})
         self.group_opt = torch.optim.AdamW(groups, lr=gc.group_lr)
 
-    # -- p_phi(g | tau) and performance
+    # -- 1. after the rollout: groups, KL weights, the group-inference step (GIL.md, "Where it sits in the PPO loop")
+    def prepare(self, batch: Rollout) -> GILStepData:
+        gc = self.gil
+        p = self.group_probs(batch)  # before this step's head update: they pick g_high for the KL weights
+        _, R, _ = soft_group_stats(p, batch.raw_scores if gc.performance == "score" else self.kl_shaped_return(batch, None))
+        g_high = int(torch.nan_to_num(R, nan=-math.inf).argmax())
+        w = adaptive_kl_weights(p[:, g_high], gc.kl_normalise) if gc.adaptive_kl else torch.ones(len(batch), device=p.device)
+        metrics = {"gil/kl_weight_mean": w.mean().item(), "gil/kl_weight_std": w.std(unbiased=False).item(), "gil/g_high": g_high}
+        perf = batch.raw_scores if gc.performance == "score" else self.kl_shaped_return(batch, w)
+        if gc.groups == "inferred" and gc.group_steps > 0:
+            if gc.group_head_shares_trunk:
+                for _ in range(gc.group_steps):
+                    self.group_step(batch, perf)
+            else:
+                train_group_head(self.head, self.group_opt, batch.critic_hidden, perf, gc)
+        p = self.group_probs(batch)  # after it: held fixed during the PPO epochs
+        metrics.update(self.group_metrics(batch, p, perf))
+        return GILStepData(kl_weights=w, group_probs=p, metrics=metrics)
+
+    def kl_shaped_return(self, batch: Rollout, kl_weights: torch.Tensor | None) -> torch.Tensor:
+        """R_i = sum of the KL-shaped rewards (performance=return); with unit KL weights before they are known."""
+        return shape_rewards(batch, self.kl_ctl.value, kl_weights).sum(dim=1)
+
     @torch.no_grad()
     def group_probs(self, batch: Rollout) -> torch.Tensor:
         if self.gil.groups == "oracle":
             idx = torch.tensor([self.group_index[p.group] for p in batch.prompts], device=batch.mask.device)
             return F.one_hot(idx, self.n_groups).float()
-        return self.head(self.all_hidden_states(batch) if self.gil.group_head_shares_trunk else batch.last_hidden)
+        return self.head(self.all_hidden_states(batch) if self.gil.group_head_shares_trunk else batch.critic_hidden)
 
     @torch.no_grad()
     def all_hidden_states(self, batch: Rollout) -> torch.Tensor:
-        return torch.cat([self.hidden_states(batch, sl) for sl in self.chunks(batch)]).float()
-
-    def chunks(self, batch: Rollout) -> list[slice]:
-        size = self.rl.forward_batch_size
-        return [slice(i, i + size) for i in range(0, len(batch), size)]
+        return torch.cat([self.hidden_states(batch, sl) for sl in chunks(len(batch), self.rl.forward_batch_size)]).float()
 
     def hidden_states(self, batch: Rollout, sl: slice) -> torch.Tensor:
         """The critic's current hidden states at the last response token (with grad if enabled)."""
         args = (batch.query[sl], batch.query_mask[sl], batch.response[sl], batch.mask[sl].long())
         return critic_forward(self.critic, *args)[1]
-
-    def performance(self, batch: Rollout) -> torch.Tensor:
-        """R_i, constants for the group head. For "return" before reward shaping (picking g_high, which the
-        adaptive weights need), the KL penalty is taken with unit weights."""
-        if self.gil.performance == "score":
-            return batch.raw_scores
-        if batch.rewards is not None:
-            return (batch.rewards * batch.mask).sum(dim=1)
-        return batch.scores - self.kl_ctl.value * (batch.kl * batch.mask).sum(dim=1)
-
-    # -- hooks, in the order the loop calls them (GIL.md, "Where it sits in the PPO loop")
-    def after_rollout(self, batch: Rollout) -> dict:
-        p = batch.extra["group_probs"] = self.group_probs(batch)
-        _, R, _ = soft_group_stats(p, self.performance(batch))
-        g_high = int(torch.nan_to_num(R, nan=-math.inf).argmax())
-        ones = torch.ones(len(batch), device=p.device)
-        w = adaptive_kl_weights(p[:, g_high], self.gil.kl_normalise) if self.gil.adaptive_kl else ones
-        batch.extra["kl_weight"] = w
-        return {"gil/kl_weight_mean": w.mean().item(), "gil/kl_weight_std": w.std(unbiased=False).item(), "gil/g_high": g_high}
-
-    def kl_weights(self, batch: Rollout) -> torch.Tensor:
-        return batch.extra["kl_weight"]
-
-    def before_update(self, batch: Rollout) -> dict:
-        perf = self.performance(batch)
-        if self.gil.groups == "inferred" and self.gil.group_steps > 0:
-            if self.gil.group_head_shares_trunk:
-                for _ in range(self.gil.group_steps):
-                    self.group_step(batch, perf)
-            else:
-                train_group_head(self.head, self.group_opt, batch.last_hidden, perf, self.gil)
-        p = batch.extra["group_probs"] = self.group_probs(batch)  # held fixed during the PPO epochs
-        return self.group_metrics(batch, p, perf)
 
     def group_step(self, batch: Rollout, perf: torch.Tensor) -> None:
         """One step on the head and the critic trunk. V is a statistic of the whole batch, so first get
@@ -246,15 +258,24 @@ class GIL(PPOTrainer):
         p.requires_grad_()
         target = standardise(perf) if gc.normalise_performance else perf
         (grad_p,) = torch.autograd.grad(group_inference_loss(p, target, gc.beta_critic, gc.group_balance), p)
-        for sl in self.chunks(batch):  # chain rule, chunk by chunk, centred on the whole batch's mean
+        for sl in chunks(len(batch), self.rl.forward_batch_size):  # chain rule, chunk by chunk, centred on the whole batch's mean
             self.head(self.hidden_states(batch, sl), batch_mean=hidden.mean(dim=0)).backward(grad_p[sl])
         self.group_opt.step()
         self.group_opt.zero_grad(set_to_none=True)  # leaves no group gradient in the critic for the PPO step
 
-    def policy_loss(self, per_sample_loss: torch.Tensor, mb: Rollout) -> tuple[torch.Tensor, dict]:
-        # Group statistics are per micro-batch (the unit the trainer calls this hook with).
-        loss, stats = invariant_policy_loss(per_sample_loss, mb.extra["group_probs"], self.gil.beta_policy)
-        return loss, {"loss/invariance": stats["penalty"].item()}
+    # -- 2. the policy loss of a minibatch (the loop calls it on the whole minibatch: couples_samples)
+    def loss(self, per_sample_loss: torch.Tensor, mb: Rollout, data: GILStepData) -> tuple[torch.Tensor, dict]:
+        p = data.group_probs
+        loss, stats = invariant_policy_loss(per_sample_loss, p, self.gil.beta_policy)
+        weights = effective_weights(per_sample_loss.detach(), p, self.gil.beta_policy)
+        metrics = {"loss/invariance": stats["penalty"].item()}
+        group_weights = (p * weights[:, None]).sum(dim=0)  # each group's effective gradient weight
+        metrics.update({f"gil/effective_weight/{g}": group_weights[g].item() for g in range(self.n_groups)})
+        metrics["gil/negative_weight"] = float((group_weights < 0).any())
+        if self.gil.clamp_group_weights:  # the value stays the GIL loss; the gradient uses weights clamped at 0
+            clamped = weights.clamp(min=0)
+            loss = (clamped * per_sample_loss).sum() + (loss - (clamped * per_sample_loss).sum()).detach()
+        return loss, metrics
 
     # -- logging
     @torch.no_grad()

@@ -34,8 +34,8 @@ from gilbench.data.format import format_example
 from gilbench.data.types import PreferencePair
 from gilbench.errors import GilbenchError
 from gilbench.method import Method, RunContext
+from gilbench.rl.model_setup import disable_dropout
 from gilbench.rl.rollout import response_logprobs
-from gilbench.rl.trainer import disable_dropout
 from gilbench.store import MetricsLog
 
 
@@ -156,7 +156,7 @@ class DPO(Method):
             for start in range(0, len(order), cfg.batch_size):
                 t0 = time.time()
                 idx = order[start : start + cfg.batch_size]
-                sums = {k: 0.0 for k in ("loss", "rc", "rr", "acc", "lc", "lr_")}
+                sums = dict.fromkeys(("loss", "rc", "rr", "acc", "lc", "lr_"), 0.0)
                 for m in range(0, len(idx), cfg.micro_batch_size):
                     micro = idx[m : m + cfg.micro_batch_size]
                     pc, pr = sequence_logps(policy, [data[i] for i in micro], tokenizer.pad_token_id, device)

@@ -10,7 +10,7 @@ import random
 from dataclasses import dataclass
 
 from gilbench import register_method
-from gilbench.rl.trainer import PPOTrainer
+from gilbench.rl.trainer import RLMethod
 from gilbench.stages.sft import encode_sft, lm_loss
 
 
@@ -22,7 +22,7 @@ class PPOPtxConfig:
 
 
 @register_method("ppo-ptx")
-class PPOPtx(PPOTrainer):
+class PPOPtx(RLMethod):
     """PPO w/ KL plus ptx_coef x language-model loss on the task's SFT text (InstructGPT)."""
 
     Config = PPOPtxConfig

@@ -6,9 +6,9 @@ This is the shared loop exactly as it stands.
 """
 
 from gilbench import register_method
-from gilbench.rl.trainer import PPOTrainer
+from gilbench.rl.trainer import RLMethod
 
 
 @register_method("ppo-kl")
-class PPOWithKL(PPOTrainer):
+class PPOWithKL(RLMethod):
     """PPO with a per-token KL penalty to the SFT reference (fixed or adaptive coefficient)."""

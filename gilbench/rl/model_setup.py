@@ -1,0 +1,48 @@
+"""Small helpers every training method shares when it sets up models: dropout off, frozen references,
+activation recomputation, the optimizer, seeding. Kept apart from the RL loop so that DPO and other
+loop-free methods can use them without importing it."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+from gilbench.models.heads import ValueModel
+from gilbench.models.precision import freeze_in_half
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """PPO's ratio must compare the same function: dropout would make old and new log-probs differ."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+
+
+def freeze(model: torch.nn.Module, half: torch.dtype | None) -> None:
+    """A frozen model (the reference): no grad, eval mode, matmul weights in ``half`` under mixed precision."""
+    if half is not None:
+        freeze_in_half(model, half)
+    else:
+        model.requires_grad_(False).eval()
+
+
+def recompute_activations(model: torch.nn.Module) -> None:
+    """Gradient checkpointing, non-reentrant (exact; works with frozen inputs such as LoRA's)."""
+    model = model.trunk if isinstance(model, ValueModel) else model
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def adamw(params: list, lr: float) -> torch.optim.AdamW:
+    """AdamW with the fused kernel (one pass over each parameter, no foreach temporaries the size of the model)."""
+    return torch.optim.AdamW(params, lr=lr, fused=True)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
