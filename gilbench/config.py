@@ -52,7 +52,7 @@ class RewardModelConfig:
     batch_size: int = 16  # pairs per optimizer step
     max_length: int = 192  # tokens per prompt+response
     max_pairs: int = 2048  # training pairs used (0 = all)
-    pooling: str = "auto"  # auto | cls | mean | last: how hidden states become the score (gilbench.models.reward); auto: mean for sentence encoders, cls for other encoders, last token for decoders
+    pooling: str = "auto"  # auto | cls | mean | last: how hidden states become the score (gilbench.models.reward); auto: the architecture's own head (cls for encoders, last token for decoders)
 
 
 @dataclass

@@ -1,8 +1,6 @@
 """Reward-model pooling (gilbench.models.reward): mean over real tokens checked by hand on a tiny BERT built in
 code, the recorded pooling survives save/load, refusals, and a tiny reward model learns separable pairs."""
 
-import json
-
 import pytest
 import torch
 
@@ -47,7 +45,6 @@ def test_mean_pooling_is_the_mean_over_real_tokens():
 def test_pooling_is_recorded_and_survives_save_and_load(tmp_path):
     model, tok = tiny_bert()
     assert reward_pooling(model) == "cls"  # a model without the field: how reward models saved before it scored
-    assert set_reward_pooling(model, "auto") == "cls"  # a plain encoder folder (no sentence-transformers pooling)
     assert set_reward_pooling(model, "mean") == "mean"
     batch = tok(["good reply", "bad"], padding=True, return_tensors="pt")
     with torch.no_grad():
@@ -61,17 +58,24 @@ def test_pooling_is_recorded_and_survives_save_and_load(tmp_path):
         torch.testing.assert_close(reward_scores(loaded.eval(), batch.input_ids, batch.attention_mask), mean)
 
 
-def test_auto_reads_the_sentence_encoder_pooling(tmp_path):
-    model, tok = tiny_bert()
-    folder = tmp_path / "st"
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    (folder / "1_Pooling").mkdir()
-    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
-    loaded, _ = load_sequence_classifier(str(folder))
-    assert set_reward_pooling(loaded, "auto") == "mean"
+def test_auto_is_the_architectures_own_head():
+    model, _ = tiny_bert()
+    assert set_reward_pooling(model, "auto") == "cls"
     decoder, _ = load_sequence_classifier("tiny")
     assert set_reward_pooling(decoder, "auto") == "last"
+
+
+def test_rm_cache_key_records_pooling_and_auto_keeps_earlier_keys():
+    from dataclasses import asdict, replace
+
+    from gilbench.config import RunConfig, stable_hash
+    from gilbench.stages.cache import data_key, reward_backbone, rm_key
+
+    cfg = RunConfig()
+    earlier = {k: v for k, v in asdict(cfg.rm).items() if k != "pooling"}  # the config before the field existed
+    assert rm_key(cfg) == stable_hash(data_key(cfg), reward_backbone(cfg), earlier, cfg.seed)
+    keys = {rm_key(replace(cfg, rm=replace(cfg.rm, pooling=p))) for p in ("auto", "cls", "mean")}
+    assert len(keys) == 3
 
 
 @pytest.mark.parametrize("pooling", ["mean", "cls"])

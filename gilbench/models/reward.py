@@ -5,14 +5,12 @@ reward model need not share a vocabulary (SmolLM2 policy, MiniLM reward model).
 
 Pooling (how hidden states become one score) is recorded in the model's own config as ``reward_pooling``, so a
 saved reward model scores the way it was trained wherever it is loaded: ``last`` (decoders: the last real
-token), ``cls`` (encoders: the model's own CLS pooler and classifier; what a reward model saved without the
-field used) or ``mean`` (encoders: the mean of the final hidden states over real tokens, then the classifier;
-what sentence encoders such as all-MiniLM-L6-v2 were trained to produce)."""
+token), ``cls`` (encoders: the model's own CLS pooler and classifier) or ``mean`` (encoders: the mean of the
+final hidden states over real tokens, then the classifier; what sentence encoders such as all-MiniLM-L6-v2
+were trained to produce). ``auto`` is the architecture's own head (``cls`` / ``last``): how every reward model
+scored before the option existed, and what one saved without the field still does."""
 
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 import torch
 
@@ -23,15 +21,6 @@ from gilbench.models.heads import _is_decoder, _right_pad, _trunk_of, sequence_s
 POOLINGS = ("auto", "cls", "mean", "last")
 
 
-def _trained_for_mean(model) -> bool:
-    """A sentence-transformers folder whose pooling module averages tokens (1_Pooling/config.json)."""
-    config = Path(str(getattr(model.config, "name_or_path", "") or "")) / "1_Pooling" / "config.json"
-    try:
-        return bool(json.loads(config.read_text()).get("pooling_mode_mean_tokens"))
-    except (OSError, ValueError):
-        return False
-
-
 def reward_pooling(model) -> str:
     """The pooling ``model`` scores with: its recorded ``reward_pooling``, else ``last`` / ``cls`` (decoder / encoder)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -39,11 +28,11 @@ def reward_pooling(model) -> str:
 
 
 def set_reward_pooling(model, pooling: str) -> str:
-    """Record ``pooling`` (``auto``: ``mean`` for encoders trained for it, ``cls`` for other encoders,
-    ``last`` for decoders) in ``model.config``, so it is saved with the weights; returns the resolved value."""
+    """Record ``pooling`` (``auto``: ``last`` for decoders, ``cls`` for encoders) in ``model.config``, so it is
+    saved with the weights; returns the resolved value."""
     decoder = _is_decoder(model)
     if pooling == "auto":
-        pooling = "last" if decoder else ("mean" if _trained_for_mean(model) else "cls")
+        pooling = "last" if decoder else "cls"
     if pooling not in POOLINGS:
         raise GilbenchError(f"rm.pooling={pooling!r}: must be one of {', '.join(POOLINGS)}; set it with --set rm.pooling=auto")
     if decoder != (pooling == "last"):

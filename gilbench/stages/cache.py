@@ -7,6 +7,7 @@ is checked to load before it is used. The training loops themselves are in sft.p
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -41,7 +42,10 @@ def sft_key(cfg: RunConfig) -> str:
 
 
 def rm_key(cfg: RunConfig) -> str:
-    return stable_hash(data_key(cfg), reward_backbone(cfg), cfg.rm, cfg.seed)
+    rm = dataclasses.asdict(cfg.rm)
+    if rm["pooling"] == "auto":  # how every reward model scored before the option existed: keep their keys
+        del rm["pooling"]
+    return stable_hash(data_key(cfg), reward_backbone(cfg), rm, cfg.seed)
 
 
 def rm_stage_dir(cfg: RunConfig) -> Path:
