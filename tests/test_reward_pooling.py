@@ -91,6 +91,14 @@ def test_encoder_refuses_last_token():
         set_reward_pooling(model, "last")
 
 
+def test_mean_refuses_a_head_that_pools_itself():
+    from transformers import RobertaConfig, RobertaForSequenceClassification
+
+    config = RobertaConfig(vocab_size=20, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, num_labels=1)
+    with pytest.raises(GilbenchError, match="pools inside its head.*rm.pooling=cls"):
+        set_reward_pooling(RobertaForSequenceClassification(config), "mean")
+
+
 def test_mean_pooled_reward_model_learns_separable_pairs():
     from accelerate import Accelerator
 

@@ -39,6 +39,9 @@ def set_reward_pooling(model, pooling: str) -> str:
         kind = "decoder" if decoder else "encoder"
         allowed = "last" if decoder else "cls or mean"
         raise GilbenchError(f"rm.pooling={pooling} does not fit the {kind} reward model {type(model).__name__}; set --set rm.pooling={allowed} (or auto)")
+    if pooling == "mean" and not isinstance(getattr(model, "classifier", None), torch.nn.Linear):
+        raise GilbenchError(f"rm.pooling=mean needs a BERT-style encoder whose classifier is one linear layer; {type(model).__name__} "
+                            "pools inside its head: set --set rm.pooling=cls (or auto)")
     model.config.reward_pooling = pooling
     return pooling
 
