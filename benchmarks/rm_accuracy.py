@@ -2,7 +2,7 @@
 
     python benchmarks/rm_accuracy.py --task hh --data-dir /work/shared/data lr=1e-4 epochs=1 max_length=128 max_pairs=0
 
-key=value sets rm.* fields (lr, epochs, batch_size, max_length, max_pairs); --backbone picks the model (minilm).
+key=value sets rm.* fields (lr, epochs, batch_size, max_length, max_pairs, pooling); --backbone picks the model (minilm).
 Appends one JSON line (setting, accuracy before / after, train accuracy, losses, seconds) to --results, so a
 sweep is a loop over settings. Nothing from the data is written.
 """
@@ -21,7 +21,7 @@ from gilbench import registry
 from gilbench.config import RewardModelConfig
 from gilbench.data.tasks import as_task_spec
 from gilbench.models.presets import load_sequence_classifier
-from gilbench.models.reward import RewardScorer
+from gilbench.models.reward import RewardScorer, set_reward_pooling
 from gilbench.stages.reward import train_reward_model
 
 
@@ -42,10 +42,12 @@ def main() -> None:
         key, _, value = item.partition("=")
         if key not in types:
             ap.error(f"unknown rm field {key!r}; fields: {sorted(types)}")
-        cfg = replace(cfg, **{key: (float if types[key] in (float, "float") else int)(value)})
+        cast = {"float": float, "int": int}.get(getattr(types[key], "__name__", types[key]), str)
+        cfg = replace(cfg, **{key: cast(value)})
     task = as_task_spec(registry.tasks.get(args.task), args.task).load(seed=args.seed, data_dir=args.data_dir)
     torch.manual_seed(args.seed)
     model, tokenizer = load_sequence_classifier(args.backbone)
+    cfg = replace(cfg, pooling=set_reward_pooling(model, cfg.pooling))
     scorer = RewardScorer(model, tokenizer, cfg.max_length)
     start = time.time()
     stats = train_reward_model(scorer, task.pairs_train[: cfg.max_pairs or None], task.pairs_val, cfg, Accelerator(cpu=True), args.seed)

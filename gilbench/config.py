@@ -53,6 +53,7 @@ class RewardModelConfig:
     batch_size: int = 16  # pairs per optimizer step
     max_length: int = 192  # tokens per prompt+response
     max_pairs: int = 2048  # training pairs used (0 = all)
+    pooling: str = "auto"  # auto | cls | mean | last: how hidden states become the score (gilbench.models.reward); auto: the architecture's own head (cls for encoders, last token for decoders)
 
 
 @dataclass
@@ -315,6 +316,7 @@ RULES: dict[str, tuple] = {
     "sft.epochs": _at_least(1), "sft.lr": _positive(), "sft.batch_size": _at_least(1), "sft.max_length": _at_least(2),
     "sft.max_examples": _at_least(0),
     "rm.epochs": _at_least(1), "rm.lr": _positive(), "rm.batch_size": _at_least(1), "rm.max_length": _at_least(2), "rm.max_pairs": _at_least(0),
+    "rm.pooling": _one_of("auto", "cls", "mean", "last"),
     "rl.steps": _at_least(1), "rl.rollout_batch_size": _at_least(1), "rl.minibatch_size": _at_least(1), "rl.micro_batch_size": _at_least(1),
     "rl.ppo_epochs": _at_least(1), "rl.max_prompt_length": _at_least(1), "rl.max_new_tokens": _at_least(1),
     "rl.temperature": (lambda v: v > 0, "greater than 0 (rollouts must sample; PPO's log-probs need a temperature)"),

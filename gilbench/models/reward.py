@@ -1,14 +1,69 @@
 """Scoring (prompt, response) pairs with a reward model, whatever its tokenizer.
 
 Responses are decoded to text and re-encoded with the reward model's own tokenizer, so a policy and a
-reward model need not share a vocabulary (SmolLM2 policy, MiniLM reward model)."""
+reward model need not share a vocabulary (SmolLM2 policy, MiniLM reward model).
+
+Pooling (how hidden states become one score) is recorded in the model's own config as ``reward_pooling``, so a
+saved reward model scores the way it was trained wherever it is loaded: ``last`` (decoders: the last real
+token), ``cls`` (encoders: the model's own CLS pooler and classifier) or ``mean`` (encoders: the mean of the
+final hidden states over real tokens, then the classifier; what sentence encoders such as all-MiniLM-L6-v2
+were trained to produce). ``auto`` is the architecture's own head (``cls`` / ``last``): how every reward model
+scored before the option existed, and what one saved without the field still does."""
 
 from __future__ import annotations
 
 import torch
 
 from gilbench.data.format import has_chat_template
-from gilbench.models.heads import sequence_scores
+from gilbench.errors import GilbenchError
+from gilbench.models.heads import _is_decoder, _right_pad, _trunk_of, sequence_scores
+
+POOLINGS = ("auto", "cls", "mean", "last")
+
+
+def reward_pooling(model) -> str:
+    """The pooling ``model`` scores with: its recorded ``reward_pooling``, else ``last`` / ``cls`` (decoder / encoder)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return getattr(base.config, "reward_pooling", None) or ("last" if _is_decoder(base) else "cls")
+
+
+def set_reward_pooling(model, pooling: str) -> str:
+    """Record ``pooling`` (``auto``: ``last`` for decoders, ``cls`` for encoders) in ``model.config``, so it is
+    saved with the weights; returns the resolved value."""
+    decoder = _is_decoder(model)
+    if pooling == "auto":
+        pooling = "last" if decoder else "cls"
+    if pooling not in POOLINGS:
+        raise GilbenchError(f"rm.pooling={pooling!r}: must be one of {', '.join(POOLINGS)}; set it with --set rm.pooling=auto")
+    if decoder != (pooling == "last"):
+        kind = "decoder" if decoder else "encoder"
+        allowed = "last" if decoder else "cls or mean"
+        raise GilbenchError(f"rm.pooling={pooling} does not fit the {kind} reward model {type(model).__name__}; set --set rm.pooling={allowed} (or auto)")
+    if pooling == "mean" and not isinstance(getattr(model, "classifier", None), torch.nn.Linear):
+        raise GilbenchError(f"rm.pooling=mean needs a BERT-style encoder whose classifier is one linear layer; {type(model).__name__} "
+                            "pools inside its head: set --set rm.pooling=cls (or auto)")
+    model.config.reward_pooling = pooling
+    return pooling
+
+
+def mean_pooled_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Encoder classifier score ``[B]`` from the mean of the final hidden states over real tokens (any padding)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    input_ids, attention_mask = _right_pad(input_ids, attention_mask)
+    hidden = _trunk_of(base)(input_ids=input_ids, attention_mask=attention_mask)[0]
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+    dropout = getattr(base, "dropout", None)
+    if dropout is not None:  # the classifier's own dropout, as in the CLS path
+        pooled = dropout(pooled)
+    return base.classifier(pooled)[:, 0].float()
+
+
+def reward_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Scalar reward ``[B]`` (float32) with the model's recorded pooling (see the module doc)."""
+    if reward_pooling(model) == "mean":
+        return mean_pooled_scores(model, input_ids, attention_mask)
+    return sequence_scores(model, input_ids, attention_mask)
 
 
 def encode_for_reward(tokenizer, prompts: list[str], responses: list[str], max_length: int, device) -> dict:
@@ -39,7 +94,7 @@ class RewardScorer:
     def logits(self, prompts: list[str], responses: list[str], model=None) -> torch.Tensor:
         """Differentiable scores (for training; ``model``: a wrapped copy of ``self.model``, e.g. by accelerate)."""
         enc = encode_for_reward(self.tokenizer, prompts, responses, self.max_length, self.device)
-        return sequence_scores(model or self.model, enc["input_ids"], enc["attention_mask"])
+        return reward_scores(model or self.model, enc["input_ids"], enc["attention_mask"])
 
     @torch.no_grad()
     def score(self, prompts: list[str], responses: list[str]) -> torch.Tensor:

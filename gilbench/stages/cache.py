@@ -7,6 +7,7 @@ is checked to load before it is used. The training loops themselves are in sft.p
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -16,7 +17,7 @@ import torch
 from gilbench.config import RunConfig, stable_hash
 from gilbench.errors import GilbenchError
 from gilbench.models.precision import resolve_mixed_precision
-from gilbench.models.reward import RewardScorer
+from gilbench.models.reward import RewardScorer, set_reward_pooling
 from gilbench.stages.reward import train_reward_model
 from gilbench.stages.sft import train_sft
 from gilbench.store import RunStore, atomic_dir, atomic_write_json, is_done, mark_done, read_json
@@ -41,7 +42,10 @@ def sft_key(cfg: RunConfig) -> str:
 
 
 def rm_key(cfg: RunConfig) -> str:
-    return stable_hash(data_key(cfg), reward_backbone(cfg), cfg.rm, cfg.seed)
+    rm = dataclasses.asdict(cfg.rm)
+    if rm["pooling"] == "auto":  # how every reward model scored before the option existed: keep their keys
+        del rm["pooling"]
+    return stable_hash(data_key(cfg), reward_backbone(cfg), rm, cfg.seed)
 
 
 def rm_stage_dir(cfg: RunConfig) -> Path:
@@ -109,11 +113,12 @@ def reward_stage(cfg: RunConfig, task, accelerator, log) -> tuple[RewardScorer, 
         return RewardScorer(model.to(accelerator.device).eval(), tokenizer, cfg.rm.max_length), stats | {"rm/path": str(path)}
     torch.manual_seed(cfg.seed)
     model, tokenizer = load_sequence_classifier(backbone)
+    pooling = set_reward_pooling(model, cfg.rm.pooling)  # saved in its config.json: a reloaded copy scores the same way
     scorer = RewardScorer(model.to(accelerator.device), tokenizer, cfg.rm.max_length)
     pairs = task.pairs_train[: cfg.rm.max_pairs or None]
     log(f"[gilbench] reward model ({backbone}) on {len(pairs)} pairs, {len(task.pairs_val)} held out")
     stats = train_reward_model(scorer, pairs, task.pairs_val, cfg.rm, accelerator, cfg.seed)
-    stats["rm/backbone"] = backbone
+    stats["rm/backbone"], stats["rm/pooling"] = backbone, pooling
     log(f"[gilbench] reward model held-out pairwise accuracy {stats['rm/val_accuracy']:.3f} (before training {stats['rm/val_accuracy_before']:.3f})")
     with atomic_dir(path) as tmp:
         scorer.model.save_pretrained(tmp, safe_serialization=True)
