@@ -28,7 +28,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-PLUGIN = '''
+PLUGIN = """
 import dataclasses
 from gilbench import register_task
 from gilbench.data.types import EvalSplit, PreferencePair, Prompt, SFTExample, TaskData
@@ -74,11 +74,26 @@ def audit_empty_split(seed=0, limit=None, data_dir=None):
 @register_task("audit-notdata")
 def audit_not_data(seed=0, limit=None, data_dir=None):
     return {"prompts": []}
-'''
+"""
 
-TINY = ["sft.max_examples=16", "sft.batch_size=8", "sft.max_length=64", "rm.max_pairs=16", "rm.batch_size=8", "rm.max_length=64",
-        "rl.steps=2", "rl.rollout_batch_size=8", "rl.minibatch_size=4", "rl.micro_batch_size=4", "rl.max_new_tokens=8",
-        "rl.max_prompt_length=48", "rl.ppo_epochs=1", "rl.checkpoint_every=1", "generate.max_new_tokens=8", "generate.max_prompts=2"]
+TINY = [
+    "sft.max_examples=16",
+    "sft.batch_size=8",
+    "sft.max_length=64",
+    "rm.max_pairs=16",
+    "rm.batch_size=8",
+    "rm.max_length=64",
+    "rl.steps=2",
+    "rl.rollout_batch_size=8",
+    "rl.minibatch_size=4",
+    "rl.micro_batch_size=4",
+    "rl.max_new_tokens=8",
+    "rl.max_prompt_length=48",
+    "rl.ppo_epochs=1",
+    "rl.checkpoint_every=1",
+    "generate.max_new_tokens=8",
+    "generate.max_prompts=2",
+]
 
 
 def transcript(turns):
@@ -86,8 +101,13 @@ def transcript(turns):
 
 
 def hh_rows(n: int) -> list[dict]:
-    return [{"chosen": transcript([("Human", f"question {i}?"), ("Assistant", f"good {i}")]),
-             "rejected": transcript([("Human", f"question {i}?"), ("Assistant", f"bad {i}")])} for i in range(n)]
+    return [
+        {
+            "chosen": transcript([("Human", f"question {i}?"), ("Assistant", f"good {i}")]),
+            "rejected": transcript([("Human", f"question {i}?"), ("Assistant", f"bad {i}")]),
+        }
+        for i in range(n)
+    ]
 
 
 def write_hh(root: Path, harmless_train: bytes | None) -> Path:
@@ -120,8 +140,23 @@ class Audit:
 
     def run_args(self, out: Path, *extra: str, method: str = "ppo-kl", task: str = "audit-toy") -> list[str]:
         sets = [x for kv in TINY for x in ("--set", kv)]
-        return ["run", "--include", str(self.plugin), "--method", method, "--task", task, "--model", "tiny", "--device", "cpu",
-                "--output-dir", str(out), *sets, *extra]
+        return [
+            "run",
+            "--include",
+            str(self.plugin),
+            "--method",
+            method,
+            "--task",
+            task,
+            "--model",
+            "tiny",
+            "--device",
+            "cpu",
+            "--output-dir",
+            str(out),
+            *sets,
+            *extra,
+        ]
 
     def case(self, category: str, name: str, argv: list[str], env: dict | None = None) -> dict:
         from gilbench.cli import main
@@ -151,8 +186,15 @@ class Audit:
             outcome = "silent"
         else:
             outcome = "clean" if len(error_lines) == 1 else "traceback"
-        message = (tb.strip().splitlines()[-1] if tb else (error_lines[-1] if error_lines else stderr.strip()[-200:]))
-        record = {"category": category, "case": name, "outcome": outcome, "rc": rc, "seconds": round(time.time() - t0, 2), "message": message}
+        message = tb.strip().splitlines()[-1] if tb else (error_lines[-1] if error_lines else stderr.strip()[-200:])
+        record = {
+            "category": category,
+            "case": name,
+            "outcome": outcome,
+            "rc": rc,
+            "seconds": round(time.time() - t0, 2),
+            "message": message,
+        }
         self.results.append(record)
         print(f"{outcome:<9} {category:<13} {name:<48} {message[:110]}", flush=True)
         return record
@@ -184,17 +226,34 @@ def all_cases(audit: Audit, only: str | None) -> None:
     task_file = "name: t\ndescription: d\nloader: gilbench.data.chitchat:load_chitchat\n"
 
     # ---------------------------------------------------------------- CLI flags of `run`
-    flags = [("--limit -1", ["--limit", "-1"]), ("--limit abc", ["--limit", "abc"]), ("--seed 3-1", ["--seed", "3-1"]),
-             ("--seed ,", ["--seed", ","]), ("--seed -1", ["--seed", "-1"]), ("--seed 1,,2", ["--seed", "1,,2"]),
-             ("--seed 0,0", ["--seed", "0,0"]), ("--seed x", ["--seed", "x"]), ("--seed 1.5", ["--seed", "1.5"]), ("--seed ''", ["--seed", ""]),
-             ("--method nope", ["--method", "nope"]), ("--task nope", ["--task", "nope"]), ("--device tpu", ["--device", "tpu"]),
-             ("--device cuda:0 (no GPU)", ["--device", "cuda:0"]), ("--device cuda:x", ["--device", "cuda:x"]),
-             ("--model ''", ["--model", ""]), ("--data-dir missing", ["--data-dir", "/nonexistent/gilbench"]),
-             ("--include missing", ["--include", "/nonexistent/p.py"]), ("--set no equals", ["--set", "rl.steps"]),
-             ("--set unknown field", ["--set", "rl.nope=1"]), ("--set unknown section", ["--set", "nope.steps=1"]),
-             ("--set ambiguous bare lr", ["--set", "lr=1e-5"]), ("--set rl.steps=abc", ["--set", "rl.steps=abc"]),
-             ("--set rl.steps=1.5", ["--set", "rl.steps=1.5"]), ("--set rl.adaptive_kl=maybe", ["--set", "rl.adaptive_kl=maybe"]),
-             ("--set rl=5", ["--set", "rl=5"])]
+    flags = [
+        ("--limit -1", ["--limit", "-1"]),
+        ("--limit abc", ["--limit", "abc"]),
+        ("--seed 3-1", ["--seed", "3-1"]),
+        ("--seed ,", ["--seed", ","]),
+        ("--seed -1", ["--seed", "-1"]),
+        ("--seed 1,,2", ["--seed", "1,,2"]),
+        ("--seed 0,0", ["--seed", "0,0"]),
+        ("--seed x", ["--seed", "x"]),
+        ("--seed 1.5", ["--seed", "1.5"]),
+        ("--seed ''", ["--seed", ""]),
+        ("--method nope", ["--method", "nope"]),
+        ("--task nope", ["--task", "nope"]),
+        ("--device tpu", ["--device", "tpu"]),
+        ("--device cuda:0 (no GPU)", ["--device", "cuda:0"]),
+        ("--device cuda:x", ["--device", "cuda:x"]),
+        ("--model ''", ["--model", ""]),
+        ("--data-dir missing", ["--data-dir", "/nonexistent/gilbench"]),
+        ("--include missing", ["--include", "/nonexistent/p.py"]),
+        ("--set no equals", ["--set", "rl.steps"]),
+        ("--set unknown field", ["--set", "rl.nope=1"]),
+        ("--set unknown section", ["--set", "nope.steps=1"]),
+        ("--set ambiguous bare lr", ["--set", "lr=1e-5"]),
+        ("--set rl.steps=abc", ["--set", "rl.steps=abc"]),
+        ("--set rl.steps=1.5", ["--set", "rl.steps=1.5"]),
+        ("--set rl.adaptive_kl=maybe", ["--set", "rl.adaptive_kl=maybe"]),
+        ("--set rl=5", ["--set", "rl=5"]),
+    ]
     if __import__("torch").cuda.is_available():
         flags = [x for x in flags if "cuda:0" not in x[0]]
     for name, extra in flags:
@@ -211,24 +270,91 @@ def all_cases(audit: Audit, only: str | None) -> None:
     c("cli-flag", "--include a plugin that raises", run(f(), "--include", str(raising)))
 
     # ---------------------------------------------------------------- config fields
-    fields = ["rl.steps=0", "rl.steps=-1", "rl.ppo_epochs=0", "rl.temperature=0", "rl.temperature=-1", "rl.rollout_batch_size=0",
-              "rl.minibatch_size=0", "rl.micro_batch_size=0", "rl.minibatch_size=3", "rl.forward_batch_size=0", "sft.batch_size=0",
-              "rm.batch_size=0", "generate.batch_size=0", "rl.lr=.nan", "rl.lr=-1", "rl.lr=.inf", "rl.lr=0", "rl.critic_lr=0",
-              "sft.lr=-1", "rm.lr=.nan", "rl.max_new_tokens=0", "rl.max_prompt_length=0", "rl.kl_estimator=k9", "mixed_precision=fp8",
-              "rl.top_p=0", "rl.top_p=1.5", "generate.top_p=0", "rl.gamma=1.5", "rl.lam=-0.1", "rl.kl_coef=-1", "rl.kl_target=0",
-              "rl.kl_horizon=0", "rl.clip_range=0", "rl.clip_range_value=-1", "rl.vf_coef=-1", "rl.reward_clip=-1", "rl.max_grad_norm=-1",
-              "rl.missing_eos_penalty=.nan", "rl.checkpoint_every=-1", "rl.log_rollouts_every=-1", "sft.epochs=0", "rm.epochs=0",
-              "sft.max_length=0", "rm.max_length=1", "sft.max_examples=-1", "rm.max_pairs=-1", "generate.max_prompts=-1",
-              "generate.max_new_tokens=0", "generate.temperature=-0.1", "model.critic=value", "model.lora_r=0", "model.lora_alpha=0",
-              "split_seed=-1", "seed=-1"]
+    fields = [
+        "rl.steps=0",
+        "rl.steps=-1",
+        "rl.ppo_epochs=0",
+        "rl.temperature=0",
+        "rl.temperature=-1",
+        "rl.rollout_batch_size=0",
+        "rl.minibatch_size=0",
+        "rl.micro_batch_size=0",
+        "rl.minibatch_size=3",
+        "rl.forward_batch_size=0",
+        "sft.batch_size=0",
+        "rm.batch_size=0",
+        "generate.batch_size=0",
+        "rl.lr=.nan",
+        "rl.lr=-1",
+        "rl.lr=.inf",
+        "rl.lr=0",
+        "rl.critic_lr=0",
+        "sft.lr=-1",
+        "rm.lr=.nan",
+        "rl.max_new_tokens=0",
+        "rl.max_prompt_length=0",
+        "rl.kl_estimator=k9",
+        "mixed_precision=fp8",
+        "rl.top_p=0",
+        "rl.top_p=1.5",
+        "generate.top_p=0",
+        "rl.gamma=1.5",
+        "rl.lam=-0.1",
+        "rl.kl_coef=-1",
+        "rl.kl_target=0",
+        "rl.kl_horizon=0",
+        "rl.clip_range=0",
+        "rl.clip_range_value=-1",
+        "rl.vf_coef=-1",
+        "rl.reward_clip=-1",
+        "rl.max_grad_norm=-1",
+        "rl.missing_eos_penalty=.nan",
+        "rl.checkpoint_every=-1",
+        "rl.log_rollouts_every=-1",
+        "sft.epochs=0",
+        "rm.epochs=0",
+        "sft.max_length=0",
+        "rm.max_length=1",
+        "sft.max_examples=-1",
+        "rm.max_pairs=-1",
+        "generate.max_prompts=-1",
+        "generate.max_new_tokens=0",
+        "generate.temperature=-0.1",
+        "model.critic=value",
+        "model.lora_r=0",
+        "model.lora_alpha=0",
+        "split_seed=-1",
+        "seed=-1",
+    ]
     for kv in fields:
         c("config-field", kv, run(f(), "--set", kv))
-    for method, kv in (("gil", "n_groups=0"), ("gil", "n_groups=-1"), ("gil", "group_lr=0"), ("gil", "performance=nope"),
-                       ("gil", "groups=nope"), ("dpo", "beta=0"), ("dpo", "micro_batch_size=3"), ("ppo-ptx", "ptx_coef=-1")):
+    for method, kv in (
+        ("gil", "n_groups=0"),
+        ("gil", "n_groups=-1"),
+        ("gil", "group_lr=0"),
+        ("gil", "performance=nope"),
+        ("gil", "groups=nope"),
+        ("dpo", "beta=0"),
+        ("dpo", "micro_batch_size=3"),
+        ("ppo-ptx", "ptx_coef=-1"),
+    ):
         c("config-field", f"{method} {kv}", run(f(), "--set", kv, method=method))
-    c("config-field", "diverging run (rl.lr=1e12, no grad clip)", run(f(), "--set", "rl.lr=1.0e+12", "--set", "rl.max_grad_norm=0"))
-    configs = {"missing": None, "a folder": "DIR", "binary": b"\x89PNG\r\n\x1a\n\x00\xff\xfe", "a list": "[1, 2]", "bad YAML": "rl: [",
-               "unknown field": "rl: {stepz: 3}", "rl not a mapping": "rl: 5", "bad value": "rl: {gamma: 2}", "lr=nan": "rl: {lr: .nan}"}
+    c(
+        "config-field",
+        "diverging run (rl.lr=1e12, no grad clip)",
+        run(f(), "--set", "rl.lr=1.0e+12", "--set", "rl.max_grad_norm=0"),
+    )
+    configs = {
+        "missing": None,
+        "a folder": "DIR",
+        "binary": b"\x89PNG\r\n\x1a\n\x00\xff\xfe",
+        "a list": "[1, 2]",
+        "bad YAML": "rl: [",
+        "unknown field": "rl: {stepz: 3}",
+        "rl not a mapping": "rl: 5",
+        "bad value": "rl: {gamma: 2}",
+        "lr=nan": "rl: {lr: .nan}",
+    }
     for name, content in configs.items():
         path = f() / "c.yaml"
         if content == "DIR":
@@ -238,15 +364,24 @@ def all_cases(audit: Audit, only: str | None) -> None:
         c("config-file", f"--config {name}", run(f(), "--config", str(path)))
 
     # ---------------------------------------------------------------- task files (validate) and plugin tasks
-    tasks = {"missing": None, "a folder": "DIR", "binary": b"\x00\xff\xfe\x89", "empty": "", "a list": "[1]",
-             "unknown field": task_file + "colour: red\n", "no loader": "name: t\ndescription: d\n",
-             "loader not module:function": task_file.replace("gilbench.data.chitchat:load_chitchat", "nocolon"),
-             "loader module missing": task_file.replace("gilbench.data.chitchat", "no.such.module"),
-             "loader not a function": task_file.replace("load_chitchat", "nothing_here"),
-             "bad eval split": task_file + "eval_splits: [{name: x, distribution: mid}]\n",
-             "defaults unknown key": task_file + "defaults: {rl.stepz: 4}\n", "defaults bad value": task_file + "defaults: {rl.steps: 0}\n",
-             "defaults method_args": task_file + "defaults: {method_args.n_groups: 4}\n", "defaults bad type": task_file + "defaults: {rl.steps: many}\n",
-             "options not loader params": task_file + "options: {colour: red}\n"}
+    tasks = {
+        "missing": None,
+        "a folder": "DIR",
+        "binary": b"\x00\xff\xfe\x89",
+        "empty": "",
+        "a list": "[1]",
+        "unknown field": task_file + "colour: red\n",
+        "no loader": "name: t\ndescription: d\n",
+        "loader not module:function": task_file.replace("gilbench.data.chitchat:load_chitchat", "nocolon"),
+        "loader module missing": task_file.replace("gilbench.data.chitchat", "no.such.module"),
+        "loader not a function": task_file.replace("load_chitchat", "nothing_here"),
+        "bad eval split": task_file + "eval_splits: [{name: x, distribution: mid}]\n",
+        "defaults unknown key": task_file + "defaults: {rl.stepz: 4}\n",
+        "defaults bad value": task_file + "defaults: {rl.steps: 0}\n",
+        "defaults method_args": task_file + "defaults: {method_args.n_groups: 4}\n",
+        "defaults bad type": task_file + "defaults: {rl.steps: many}\n",
+        "options not loader params": task_file + "options: {colour: red}\n",
+    }
     for name, content in tasks.items():
         path = f() / "task.yaml"
         if content == "DIR":
@@ -256,48 +391,106 @@ def all_cases(audit: Audit, only: str | None) -> None:
         c("task-file", f"validate: task file {name}", ["validate", str(path)])
     c("task-file", "validate with nothing to check", ["validate"])
     c("task-file", "validate --task nope", ["validate", "--task", "nope"])
-    c("task-file", "validate --limit -1", ["validate", "--task", "audit-toy", "--include", str(audit.plugin), "--limit", "-1"])
+    c(
+        "task-file",
+        "validate --limit -1",
+        ["validate", "--task", "audit-toy", "--include", str(audit.plugin), "--limit", "-1"],
+    )
     for task in ("audit-latin", "audit-bytes", "audit-empty", "audit-emptysplit", "audit-notdata"):
         c("task-file", f"plugin task {task}", ["validate", "--include", str(audit.plugin), "--task", task])
     c("task-file", "run a plugin task with non-UTF-8 prompts", run(f(), task="audit-latin"))
 
     # ---------------------------------------------------------------- data files (hh with --data-dir)
-    data = {"empty harmless-base train": b"", "non-UTF-8 bytes": b"\xff\xfe\xfa bad\n", "garbage JSON line": b'{"chosen": "x"\n',
-            "a JSON list line": b"[1, 2]\n", "missing field": json.dumps({"chosen": transcript([("Human", "q"), ("Assistant", "a")])}).encode() + b"\n",
-            "not a transcript": json.dumps({"chosen": "hello", "rejected": "bye"}).encode() * 1 + b"\n"}
+    data = {
+        "empty harmless-base train": b"",
+        "non-UTF-8 bytes": b"\xff\xfe\xfa bad\n",
+        "garbage JSON line": b'{"chosen": "x"\n',
+        "a JSON list line": b"[1, 2]\n",
+        "missing field": json.dumps({"chosen": transcript([("Human", "q"), ("Assistant", "a")])}).encode() + b"\n",
+        "not a transcript": json.dumps({"chosen": "hello", "rejected": "bye"}).encode() * 1 + b"\n",
+    }
     for name, content in data.items():
         root = write_hh(f() / "data", content)
         c("data-file", f"hh: {name}", ["validate", "--task", "hh", "--data-dir", str(root)])
     root = f() / "data"
     root.mkdir()
     c("data-file", "hh: --data-dir without the files", ["validate", "--task", "hh", "--data-dir", str(root)])
-    c("cli-flag", "--model hub id, hub unreachable", run(f(), "--model", "someorg/somemodel"), env={"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "https://127.0.0.1:9"})
+    c(
+        "cli-flag",
+        "--model hub id, hub unreachable",
+        run(f(), "--model", "someorg/somemodel"),
+        env={"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "https://127.0.0.1:9"},
+    )
     c("cli-flag", "--model missing local folder", run(f(), "--model", "/nonexistent/model"))
-    c("data-file", "hh: hub unreachable, no --data-dir", ["validate", "--task", "hh"], env={"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "https://127.0.0.1:9"})
+    c(
+        "data-file",
+        "hh: hub unreachable, no --data-dir",
+        ["validate", "--task", "hh"],
+        env={"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "https://127.0.0.1:9"},
+    )
 
     # ---------------------------------------------------------------- judge options (compare / judge-curve) on finished runs
     store = finished_store(audit)
     key_env = {"AUDIT_JUDGE_KEY": "sk-audit-0000"}
-    compare = ["compare", "ppo-kl", "sft", "--task", "audit-toy", "--include", str(audit.plugin), "--output-dir", str(store)]
+    compare = [
+        "compare",
+        "ppo-kl",
+        "sft",
+        "--task",
+        "audit-toy",
+        "--include",
+        str(audit.plugin),
+        "--output-dir",
+        str(store),
+    ]
     openai = [*compare, "--judge", "openai:m", "--api-key-env", "AUDIT_JUDGE_KEY"]
-    judge_cases = [("--n-boot 0", ["--n-boot", "0"]), ("--n-boot -5", ["--n-boot", "-5"]), ("--concurrency 0", ["--concurrency", "0"]),
-                   ("--max-cost -1", ["--max-cost", "-1"]), ("--max-cost nan", ["--max-cost", "nan"]), ("--limit 0", ["--limit", "0"]),
-                   ("--limit -1", ["--limit", "-1"]), ("--max-tokens 0", ["--max-tokens", "0"]), ("--tie-margin -1", ["--tie-margin", "-1"]),
-                   ("--price-per-1k abc", ["--price-per-1k", "abc"]), ("--price-per-1k -1", ["--price-per-1k", "-1"]),
-                   ("--price-per-1k 1,2,3", ["--price-per-1k", "1,2,3"]), ("--judge-arg timeout=abc", ["--judge-arg", "timeout=abc"]),
-                   ("--judge-arg timeout=0", ["--judge-arg", "timeout=0"]), ("--judge-arg max_retries=-1", ["--judge-arg", "max_retries=-1"]),
-                   ("--judge-arg without =", ["--judge-arg", "timeout"]), ("--judge-arg unknown option", ["--judge-arg", "colour=red"]),
-                   ("--base-url htp:/nowhere", ["--base-url", "htp:/nowhere"]), ("--base-url nowhere", ["--base-url", "nowhere"]),
-                   ("--base-url ftp://x", ["--base-url", "ftp://x/v1"]), ("--base-url bad port", ["--base-url", "http://127.0.0.1:99999/v1"]),
-                   ("--template nope", ["--template", "nope"]), ("--policy nope", ["--policy", "nope"]), ("--seed 3-1", ["--seed", "3-1"]),
-                   ("--seed 7 (no such run)", ["--seed", "7"]), ("--max-cost with no price", ["--max-cost", "1"])]
+    judge_cases = [
+        ("--n-boot 0", ["--n-boot", "0"]),
+        ("--n-boot -5", ["--n-boot", "-5"]),
+        ("--concurrency 0", ["--concurrency", "0"]),
+        ("--max-cost -1", ["--max-cost", "-1"]),
+        ("--max-cost nan", ["--max-cost", "nan"]),
+        ("--limit 0", ["--limit", "0"]),
+        ("--limit -1", ["--limit", "-1"]),
+        ("--max-tokens 0", ["--max-tokens", "0"]),
+        ("--tie-margin -1", ["--tie-margin", "-1"]),
+        ("--price-per-1k abc", ["--price-per-1k", "abc"]),
+        ("--price-per-1k -1", ["--price-per-1k", "-1"]),
+        ("--price-per-1k 1,2,3", ["--price-per-1k", "1,2,3"]),
+        ("--judge-arg timeout=abc", ["--judge-arg", "timeout=abc"]),
+        ("--judge-arg timeout=0", ["--judge-arg", "timeout=0"]),
+        ("--judge-arg max_retries=-1", ["--judge-arg", "max_retries=-1"]),
+        ("--judge-arg without =", ["--judge-arg", "timeout"]),
+        ("--judge-arg unknown option", ["--judge-arg", "colour=red"]),
+        ("--base-url htp:/nowhere", ["--base-url", "htp:/nowhere"]),
+        ("--base-url nowhere", ["--base-url", "nowhere"]),
+        ("--base-url ftp://x", ["--base-url", "ftp://x/v1"]),
+        ("--base-url bad port", ["--base-url", "http://127.0.0.1:99999/v1"]),
+        ("--template nope", ["--template", "nope"]),
+        ("--policy nope", ["--policy", "nope"]),
+        ("--seed 3-1", ["--seed", "3-1"]),
+        ("--seed 7 (no such run)", ["--seed", "7"]),
+        ("--max-cost with no price", ["--max-cost", "1"]),
+    ]
     for name, extra in judge_cases:
         c("judge-option", f"compare {name}", [*openai, *extra], env=key_env)
-    c("judge-option", "compare --api-key-env unset", [*compare, "--judge", "openai:m", "--api-key-env", "AUDIT_UNSET_KEY_VAR"])
+    c(
+        "judge-option",
+        "compare --api-key-env unset",
+        [*compare, "--judge", "openai:m", "--api-key-env", "AUDIT_UNSET_KEY_VAR"],
+    )
     c("judge-option", "compare --judge nope:x", [*compare, "--judge", "nope:x"])
     c("judge-option", "compare --judge openai: (no model)", [*compare, "--judge", "openai:"], env=key_env)
-    c("judge-option", "compare a method with itself", ["compare", "sft", "sft", "--task", "audit-toy", "--judge", "gold", "--output-dir", str(store)])
-    c("judge-option", "compare a missing method", ["compare", "dpo", "sft", "--task", "audit-toy", "--judge", "gold", "--output-dir", str(store)])
+    c(
+        "judge-option",
+        "compare a method with itself",
+        ["compare", "sft", "sft", "--task", "audit-toy", "--judge", "gold", "--output-dir", str(store)],
+    )
+    c(
+        "judge-option",
+        "compare a missing method",
+        ["compare", "dpo", "sft", "--task", "audit-toy", "--judge", "gold", "--output-dir", str(store)],
+    )
     c("judge-option", "compare --judge gold on a task without one", [*compare, "--judge", "gold"])
     c("judge-option", "compare --judge gold:abc", [*compare, "--judge", "gold:abc"])
     c("judge-option", "compare --judge gold:-1", [*compare, "--judge", "gold:-1"])
@@ -309,8 +502,12 @@ def all_cases(audit: Audit, only: str | None) -> None:
     c("judge-option", "judge-curve --window -3", [*curve, "--judge", "rm:auto", "--window", "-3"])
     c("judge-option", "judge-curve --concurrency 0", [*curve, "--judge", "rm:auto", "--concurrency", "0"])
     c("judge-option", "judge-curve a missing run folder", ["judge-curve", "/nonexistent/run", "--judge", "rm:auto"])
-    c("judge-option", "judge-curve --base-url htp:/nowhere", [*curve, "--judge", "openai:m", "--api-key-env", "AUDIT_JUDGE_KEY",
-                                                               "--base-url", "htp:/nowhere"], env=key_env)
+    c(
+        "judge-option",
+        "judge-curve --base-url htp:/nowhere",
+        [*curve, "--judge", "openai:m", "--api-key-env", "AUDIT_JUDGE_KEY", "--base-url", "htp:/nowhere"],
+        env=key_env,
+    )
 
     # ---------------------------------------------------------------- reports and sweeps
     c("report", "table on a missing store", ["table", "--spec", "main", "--output-dir", "/nonexistent/store"])
@@ -318,15 +515,42 @@ def all_cases(audit: Audit, only: str | None) -> None:
     c("report", "table --format nope", ["table", "--spec", "main", "--format", "nope", "--output-dir", str(store)])
     c("report", "plot on a missing store", ["plot", "--task", "audit-toy", "--output-dir", "/nonexistent/store"])
     c("report", "plot --task nope", ["plot", "--task", "nope", "--output-dir", str(store)])
-    sweep = ["sweep", "--include", str(audit.plugin), "--tasks", "audit-toy", "--model", "tiny", "--device", "cpu", "--dry-run"]
+    sweep = [
+        "sweep",
+        "--include",
+        str(audit.plugin),
+        "--tasks",
+        "audit-toy",
+        "--model",
+        "tiny",
+        "--device",
+        "cpu",
+        "--dry-run",
+    ]
     c("sweep", "sweep --seeds 3-1", [*sweep, "--methods", "sft", "--seeds", "3-1", "--output-dir", str(f())])
     c("sweep", "sweep --workers 0", [*sweep, "--methods", "sft", "--workers", "0", "--output-dir", str(f())])
     c("sweep", "sweep --methods nope", [*sweep, "--methods", "nope", "--output-dir", str(f())])
     c("sweep", "sweep --methods ''", [*sweep, "--methods", "", "--output-dir", str(f())])
-    c("sweep", "sweep --set rl.steps=0", [*sweep, "--methods", "ppo-kl", "--set", "rl.steps=0", "--output-dir", str(f())])
+    c(
+        "sweep",
+        "sweep --set rl.steps=0",
+        [*sweep, "--methods", "ppo-kl", "--set", "rl.steps=0", "--output-dir", str(f())],
+    )
     dst, _ = copy_store(audit, store)
-    c("sweep", "sweep over a finished run under another config", [*sweep, "--methods", "sft", "--set", "sft.lr=1e-4",
-                                                                  *[x for kv in TINY for x in ("--set", kv)], "--output-dir", str(dst)])
+    c(
+        "sweep",
+        "sweep over a finished run under another config",
+        [
+            *sweep,
+            "--methods",
+            "sft",
+            "--set",
+            "sft.lr=1e-4",
+            *[x for kv in TINY for x in ("--set", kv)],
+            "--output-dir",
+            str(dst),
+        ],
+    )
 
     # ---------------------------------------------------------------- damaged or mismatched run state
     def damaged(name, damage, *extra, method="ppo-kl"):
@@ -343,25 +567,70 @@ def all_cases(audit: Audit, only: str | None) -> None:
         (out / "summary.json").unlink()
 
     damaged("torn last line of metrics.jsonl", torn_metrics)
-    damaged("middle row of metrics.jsonl deleted", lambda o: (o / "metrics.jsonl").write_text((o / "metrics.jsonl").read_text().splitlines()[1] + "\n"))
-    damaged("torn generations file", lambda o: (o / "generations" / "id_test.jsonl").write_text((o / "generations" / "id_test.jsonl").read_text()[:-15]))
-    damaged("generations file missing a row", lambda o: (o / "generations" / "id_test.jsonl").write_text((o / "generations" / "id_test.jsonl").read_text().splitlines()[0] + "\n"))
-    damaged("policy weights cut", lambda o: (o / "policy" / "model.safetensors").write_bytes((o / "policy" / "model.safetensors").read_bytes()[:999]))
+    damaged(
+        "middle row of metrics.jsonl deleted",
+        lambda o: (o / "metrics.jsonl").write_text((o / "metrics.jsonl").read_text().splitlines()[1] + "\n"),
+    )
+    damaged(
+        "torn generations file",
+        lambda o: (o / "generations" / "id_test.jsonl").write_text(
+            (o / "generations" / "id_test.jsonl").read_text()[:-15]
+        ),
+    )
+    damaged(
+        "generations file missing a row",
+        lambda o: (o / "generations" / "id_test.jsonl").write_text(
+            (o / "generations" / "id_test.jsonl").read_text().splitlines()[0] + "\n"
+        ),
+    )
+    damaged(
+        "policy weights cut",
+        lambda o: (o / "policy" / "model.safetensors").write_bytes(
+            (o / "policy" / "model.safetensors").read_bytes()[:999]
+        ),
+    )
     damaged("policy weights garbage", lambda o: (o / "policy" / "model.safetensors").write_bytes(b"garbage" * 100))
     damaged("policy config.json garbage", lambda o: (o / "policy" / "config.json").write_text("{"))
     damaged("config.yaml garbage", lambda o: (o / "config.yaml").write_text("rl: {steps: [\n"))
     damaged("config.yaml binary", lambda o: (o / "config.yaml").write_bytes(b"\xff\xfe\x00"))
-    damaged("checkpoint cut", lambda o: (unfinished(o), (o / "checkpoints/step_2/trainer.pt").write_bytes((o / "checkpoints/step_2/trainer.pt").read_bytes()[:5000])))
-    damaged("checkpoint garbage", lambda o: (unfinished(o), (o / "checkpoints/step_2/trainer.pt").write_bytes(b"not a pickle")))
-    damaged("checkpoint of another shape", lambda o: (unfinished(o), __import__("torch").save({"step": 2}, o / "checkpoints/step_2/trainer.pt")))
-    damaged("cached SFT weights cut", lambda o: [p.write_bytes(p.read_bytes()[:999]) for p in (o.parents[2] / "cache" / "sft").glob("*/model.safetensors")]
-            and unfinished(o))
-    damaged("cached reward model stats garbage", lambda o: [p.write_text("{") for p in (o.parents[2] / "cache" / "rm").glob("*/stats.json")])
+    damaged(
+        "checkpoint cut",
+        lambda o: (
+            unfinished(o),
+            (o / "checkpoints/step_2/trainer.pt").write_bytes(
+                (o / "checkpoints/step_2/trainer.pt").read_bytes()[:5000]
+            ),
+        ),
+    )
+    damaged(
+        "checkpoint garbage",
+        lambda o: (unfinished(o), (o / "checkpoints/step_2/trainer.pt").write_bytes(b"not a pickle")),
+    )
+    damaged(
+        "checkpoint of another shape",
+        lambda o: (unfinished(o), __import__("torch").save({"step": 2}, o / "checkpoints/step_2/trainer.pt")),
+    )
+    damaged(
+        "cached SFT weights cut",
+        lambda o: (
+            [p.write_bytes(p.read_bytes()[:999]) for p in (o.parents[2] / "cache" / "sft").glob("*/model.safetensors")]
+            and unfinished(o)
+        ),
+    )
+    damaged(
+        "cached reward model stats garbage",
+        lambda o: [p.write_text("{") for p in (o.parents[2] / "cache" / "rm").glob("*/stats.json")],
+    )
     damaged("rerun with rl.steps changed", lambda o: None, "--set", "rl.steps=3")
     damaged("rerun with rl.lr changed", lambda o: None, "--set", "rl.lr=3.0e-5")
     damaged("rerun with --limit changed (new reward model)", lambda o: None, "--limit", "12")
     damaged("rerun with generate.max_prompts changed", lambda o: None, "--set", "generate.max_prompts=1")
-    damaged("rerun with checkpoint discarded and rl.steps changed", lambda o: shutil.rmtree(o / "checkpoints"), "--set", "rl.steps=5")
+    damaged(
+        "rerun with checkpoint discarded and rl.steps changed",
+        lambda o: shutil.rmtree(o / "checkpoints"),
+        "--set",
+        "rl.steps=5",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -389,7 +658,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {category:<13} clean {c['clean']:>3}  traceback {c['traceback']:>3}  silent {c['silent']:>3}")
     print(f"  {'all':<13} clean {total['clean']:>3}  traceback {total['traceback']:>3}  silent {total['silent']:>3}")
     if args.out:
-        Path(args.out).write_text(json.dumps({"counts": counts, "total": total, "cases": audit.results}, indent=1) + "\n")
+        Path(args.out).write_text(
+            json.dumps({"counts": counts, "total": total, "cases": audit.results}, indent=1) + "\n"
+        )
     return 0 if total["traceback"] == total["silent"] == 0 else 1
 
 

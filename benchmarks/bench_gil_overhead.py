@@ -25,37 +25,59 @@ import torch
 
 from gilbench import register_task
 from gilbench.config import RunConfig
-from gilbench.resolve import config_for_method
 from gilbench.data.types import EvalSplit, PreferencePair, Prompt, SFTExample, TaskData
 from gilbench.pipeline import run
+from gilbench.resolve import config_for_method
 
 
 @register_task("bench-synthetic")
 def synthetic_task(seed: int = 0, limit: int | None = None, data_dir: str | None = None) -> TaskData:
     """Made in code, offline: 64 short questions in two groups, friendly vs curt replies (timing only)."""
-    things = {"pets": ["cats", "dogs", "fish", "birds", "rabbits", "horses", "parrots", "hamsters"],
-              "food": ["bread", "pasta", "soup", "rice", "cake", "tea", "cheese", "apples"]}
+    things = {
+        "pets": ["cats", "dogs", "fish", "birds", "rabbits", "horses", "parrots", "hamsters"],
+        "food": ["bread", "pasta", "soup", "rice", "cake", "tea", "cheese", "apples"],
+    }
     prompts, sft, pairs = [], [], []
     for group, names in things.items():
         for thing in names:
-            for j, q in enumerate([f"What do you think about {thing}?", f"Tell me about {thing}.", f"Do you like {thing}?", f"Why do people like {thing}?"]):
+            for j, q in enumerate(
+                [
+                    f"What do you think about {thing}?",
+                    f"Tell me about {thing}.",
+                    f"Do you like {thing}?",
+                    f"Why do people like {thing}?",
+                ]
+            ):
                 prompts.append(Prompt(id=f"{group}-{thing}-{j}", text=q, group=group))
                 good = f"I really like {thing}, they are great and I could talk about them all day!"
                 sft.append(SFTExample(prompt=q, response=good))
                 pairs.append(PreferencePair(prompt=q, chosen=good, rejected="no.", group=group))
     n = limit or len(prompts)
     held_out = [Prompt(id="id-0", text="What about mice?", group="pets")]
-    return TaskData(name="bench-synthetic", rl_prompts=prompts[:n], sft=sft[:n], pairs_train=pairs[4:n], pairs_val=pairs[:4],
-                    eval_splits=[EvalSplit("id:test", "id", held_out)])
+    return TaskData(
+        name="bench-synthetic",
+        rl_prompts=prompts[:n],
+        sft=sft[:n],
+        pairs_train=pairs[4:n],
+        pairs_val=pairs[:4],
+        eval_splits=[EvalSplit("id:test", "id", held_out)],
+    )
 
 
 def config(method: str, args, output_dir: Path) -> RunConfig:
-    cfg = config_for_method(method, task=args.task, seed=0, limit=args.limit, device=args.device, output_dir=str(output_dir))
+    cfg = config_for_method(
+        method, task=args.task, seed=0, limit=args.limit, device=args.device, output_dir=str(output_dir)
+    )
     cfg.model.policy = args.model
     cfg.sft.max_examples, cfg.rm.max_pairs = 32, 32  # the models' quality does not matter for timing
     cfg.generate.max_prompts, cfg.generate.max_new_tokens = 1, 8
     rl = cfg.rl
-    rl.steps, rl.rollout_batch_size, rl.minibatch_size, rl.micro_batch_size = args.steps, args.batch, args.batch, args.micro_batch
+    rl.steps, rl.rollout_batch_size, rl.minibatch_size, rl.micro_batch_size = (
+        args.steps,
+        args.batch,
+        args.batch,
+        args.micro_batch,
+    )
     rl.max_new_tokens, rl.stop_at_eos, rl.ppo_epochs, rl.checkpoint_every = args.new_tokens, False, 2, 0
     return cfg
 
@@ -91,7 +113,9 @@ def time_gil_hooks() -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="tiny", help="tiny | smollm2-135m | a path")
-    parser.add_argument("--task", default="bench-synthetic", help="a registered task (default: one made in code, offline)")
+    parser.add_argument(
+        "--task", default="bench-synthetic", help="a registered task (default: one made in code, offline)"
+    )
     parser.add_argument("--limit", type=int, default=64, help="cap on prompts / pairs / examples")
     parser.add_argument("--steps", type=int, default=11, help="PPO iterations per run (the first is not timed)")
     parser.add_argument("--repeats", type=int, default=5, help="ppo-kl / gil pairs")
@@ -125,16 +149,27 @@ def main() -> None:
         if not args.output_dir:
             shutil.rmtree(store, ignore_errors=True)
     for method, rows in phases.items():
-        print(f"{method:<7} " + ", ".join(f"{k} {statistics.mean(r[k] for r in rows):.3f} s" for k in ("rollout", "update", "other")))
+        print(
+            f"{method:<7} "
+            + ", ".join(f"{k} {statistics.mean(r[k] for r in rows):.3f} s" for k in ("rollout", "update", "other"))
+        )
     ratios = [g / p for g, p in zip(times["gil"], times["ppo-kl"])]
-    print(f"\nmodel {args.model}, {args.steps - 1} timed steps x {args.repeats} repeats, batch {args.batch}, "
-          f"{args.new_tokens} new tokens, torch threads {torch.get_num_threads()}")
+    print(
+        f"\nmodel {args.model}, {args.steps - 1} timed steps x {args.repeats} repeats, batch {args.batch}, "
+        f"{args.new_tokens} new tokens, torch threads {torch.get_num_threads()}"
+    )
     for method, values in times.items():
-        print(f"{method:<7} mean step {statistics.mean(values):.3f} s (repeats {', '.join(f'{v:.3f}' for v in values)})")
-    print(f"gil / ppo-kl: {statistics.mean(ratios):.3f} (per repeat {', '.join(f'{r:.3f}' for r in ratios)}; "
-          f"min {min(ratios):.3f}, max {max(ratios):.3f}); goal <= 1.05")
-    print(f"time in GIL's prepare and loss: {100 * statistics.mean(hook_share):.1f} % of a gil step "
-          f"(per repeat {', '.join(f'{100 * h:.1f}' for h in hook_share)} %; the backward of the penalty is not included)")
+        print(
+            f"{method:<7} mean step {statistics.mean(values):.3f} s (repeats {', '.join(f'{v:.3f}' for v in values)})"
+        )
+    print(
+        f"gil / ppo-kl: {statistics.mean(ratios):.3f} (per repeat {', '.join(f'{r:.3f}' for r in ratios)}; "
+        f"min {min(ratios):.3f}, max {max(ratios):.3f}); goal <= 1.05"
+    )
+    print(
+        f"time in GIL's prepare and loss: {100 * statistics.mean(hook_share):.1f} % of a gil step "
+        f"(per repeat {', '.join(f'{100 * h:.1f}' for h in hook_share)} %; the backward of the penalty is not included)"
+    )
 
 
 if __name__ == "__main__":

@@ -33,9 +33,20 @@ def write_runs(root: Path, pairs: int) -> tuple[Path, Path]:
     for side, method in enumerate(("gil", "ppo")):
         d = root / "bench" / method / "seed0" / "generations"
         d.mkdir(parents=True)
-        rows = [{"id": f"p{i}", "prompt": f"Question number {i}: what should I cook tonight?", "group": f"g{i % 2}",
-                 "response": (f"GOOD idea {i}: a soup" if (i + side) % 2 else f"plain reply {i} from {method}"),
-                 "length": 5, "split": "id:test", "distribution": "id", "method": method, "seed": 0} for i in range(pairs)]
+        rows = [
+            {
+                "id": f"p{i}",
+                "prompt": f"Question number {i}: what should I cook tonight?",
+                "group": f"g{i % 2}",
+                "response": (f"GOOD idea {i}: a soup" if (i + side) % 2 else f"plain reply {i} from {method}"),
+                "length": 5,
+                "split": "id:test",
+                "distribution": "id",
+                "method": method,
+                "seed": 0,
+            }
+            for i in range(pairs)
+        ]
         (d / "id_test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         dirs.append(d.parent)
     return dirs[0], dirs[1]
@@ -46,8 +57,13 @@ def timed(server: JudgeServer, a: Path, b: Path, output_dir: Path, concurrency: 
     judge = build_judge("openai:bench-judge", JudgeContext(task="bench", output_dir=output_dir, options=opts))
     before, start = server.count, time.perf_counter()
     res = compare([a], [b], judge, concurrency=concurrency, progress=False, log=lambda m: None)
-    return {"seconds": time.perf_counter() - start, "requests": server.count - before, "pairs": res["n_items"],
-            "max_in_flight": server.max_in_flight, "win": res["splits"][0]["win"]}
+    return {
+        "seconds": time.perf_counter() - start,
+        "requests": server.count - before,
+        "pairs": res["n_items"],
+        "max_in_flight": server.max_in_flight,
+        "win": res["splits"][0]["win"],
+    }
 
 
 def main() -> None:
@@ -67,12 +83,25 @@ def main() -> None:
     speedup = serial["seconds"] / parallel["seconds"]
     print(f"{args.pairs} pairs ({2 * args.pairs} requests), server delay {args.delay * 1000:.0f} ms")
     print(f"  concurrency 1:  {serial['seconds']:7.2f} s, {serial['requests']} requests")
-    print(f"  concurrency {args.concurrency}:  {parallel['seconds']:7.2f} s, {parallel['requests']} requests, "
-          f"at most {parallel['max_in_flight']} in flight; speed-up {speedup:.2f}x (ideal {args.concurrency}x)")
+    print(
+        f"  concurrency {args.concurrency}:  {parallel['seconds']:7.2f} s, {parallel['requests']} requests, "
+        f"at most {parallel['max_in_flight']} in flight; speed-up {speedup:.2f}x (ideal {args.concurrency}x)"
+    )
     print(f"  rerun (cache):  {rerun['seconds']:7.2f} s, {rerun['requests']} requests")
-    print(json.dumps({"pairs": args.pairs, "delay_s": args.delay, "concurrency": args.concurrency, "seconds_c1": round(serial["seconds"], 3),
-                      f"seconds_c{args.concurrency}": round(parallel["seconds"], 3), "speedup": round(speedup, 2),
-                      "rerun_requests": rerun["requests"], "rerun_seconds": round(rerun["seconds"], 3)}))
+    print(
+        json.dumps(
+            {
+                "pairs": args.pairs,
+                "delay_s": args.delay,
+                "concurrency": args.concurrency,
+                "seconds_c1": round(serial["seconds"], 3),
+                f"seconds_c{args.concurrency}": round(parallel["seconds"], 3),
+                "speedup": round(speedup, 2),
+                "rerun_requests": rerun["requests"],
+                "rerun_seconds": round(rerun["seconds"], 3),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

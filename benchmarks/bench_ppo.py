@@ -77,10 +77,14 @@ def linear_weights(module) -> int:
     """Multiply-accumulate weights per token of the matmuls in ``module`` (Linear and GPT-2's Conv1D)."""
     import torch
 
-    return sum(m.weight.numel() for m in module.modules() if isinstance(m, torch.nn.Linear) or type(m).__name__ == "Conv1D")
+    return sum(
+        m.weight.numel() for m in module.modules() if isinstance(m, torch.nn.Linear) or type(m).__name__ == "Conv1D"
+    )
 
 
-def forward_flops(model_cfg, trunk_weights: int, head_weights: int, seqs: int, tokens: int, head_positions: int) -> float:
+def forward_flops(
+    model_cfg, trunk_weights: int, head_weights: int, seqs: int, tokens: int, head_positions: int
+) -> float:
     """2 x weights x tokens for the trunk, the vocabulary head on ``head_positions`` per sequence, attention 4 L T^2 d / 2."""
     layers, width = model_cfg.num_hidden_layers, model_cfg.hidden_size
     attention = 2 * layers * tokens * tokens * width  # QK^T and AV over a causal half of T x T, 4 L d each
@@ -122,8 +126,16 @@ def peer_model_and_prompts(folder: Path, n_prompts: int, prompt_len: int, seed: 
     lines = peer.synthetic_corpus(rng)
     tok = peer.build_tokenizer(lines, 4096)
     prompt_ids = peer.build_prompts(tok, lines, rng, n_prompts, prompt_len)
-    cfg = GPT2Config(vocab_size=len(tok), n_layer=2, n_head=2, n_embd=128, n_positions=256,
-                     bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    cfg = GPT2Config(
+        vocab_size=len(tok),
+        n_layer=2,
+        n_head=2,
+        n_embd=128,
+        n_positions=256,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     torch.manual_seed(seed)
     GPT2LMHeadModel(cfg).save_pretrained(folder / "policy")
     tok.save_pretrained(folder / "policy")
@@ -184,13 +196,27 @@ def run_gilbench(config: str, steps: int, method: str, threads: int, tiny_micro:
     else:
         sft_path, reward_path, fmt = get_preset(cfg.model.policy).folder(), "minilm", "chat"  # the cached safetensors
         texts = [f"Tell me something interesting about topic number {i}." for i in range(512)]
-    task = TaskData(name="bench", rl_prompts=[Prompt(id=str(i), text=t) for i, t in enumerate(texts)], sft=[], pairs_train=[], pairs_val=[],
-                    prompt_format=fmt)
+    task = TaskData(
+        name="bench",
+        rl_prompts=[Prompt(id=str(i), text=t) for i, t in enumerate(texts)],
+        sft=[],
+        pairs_train=[],
+        pairs_val=[],
+        prompt_format=fmt,
+    )
     rm_model, rm_tok = load_sequence_classifier(reward_path)
     method_cls = registry.methods.get(method)
     accelerator = make_accelerator(cfg)
-    ctx = RunContext(cfg=cfg, method_cfg=build_method_config(method_cls.Config, cfg.method_args, method), task=task, run_dir=tmp / "run",
-                     accelerator=accelerator, sft_path=sft_path, reward=RewardScorer(rm_model.eval(), rm_tok, 128, 64), log=lambda s: None)
+    ctx = RunContext(
+        cfg=cfg,
+        method_cfg=build_method_config(method_cls.Config, cfg.method_args, method),
+        task=task,
+        run_dir=tmp / "run",
+        accelerator=accelerator,
+        sft_path=sft_path,
+        reward=RewardScorer(rm_model.eval(), rm_tok, 128, 64),
+        log=lambda s: None,
+    )
     trainer = method_cls()
     t0, cpu0 = time.perf_counter(), time.process_time()
     trainer.train(ctx)
@@ -205,21 +231,42 @@ def run_gilbench(config: str, steps: int, method: str, threads: int, tiny_micro:
     critic = trainer.acc.unwrap_model(trainer.critic)
     prompt_tokens = trainer.last_prompt_tokens
     reward_weights = linear_weights(rm_model)
-    flops = step_flops(policy, critic,
-                       2.0 * reward_weights * rl.rollout_batch_size * (prompt_tokens + rl.max_new_tokens),
-                       rl.rollout_batch_size, prompt_tokens, rl.max_new_tokens, rl.ppo_epochs)
+    flops = step_flops(
+        policy,
+        critic,
+        2.0 * reward_weights * rl.rollout_batch_size * (prompt_tokens + rl.max_new_tokens),
+        rl.rollout_batch_size,
+        prompt_tokens,
+        rl.max_new_tokens,
+        rl.ppo_epochs,
+    )
     out = {
-        "runner": "gilbench", "config": config, "model": "tiny (peer GPT-2)" if config == "tiny" else cfg.model.policy, "method": method,
-        "batch": f"{rl.rollout_batch_size}x{rl.max_new_tokens}", "epochs_x_minibatches": f"{rl.ppo_epochs}x{rl.rollout_batch_size // rl.minibatch_size}",
-        "micro_batch": rl.micro_batch_size, "mixed_precision": trainer.acc.mixed_precision, "lora": cfg.model.lora, "critic": cfg.model.critic,
-        "gradient_checkpointing": cfg.model.gradient_checkpointing, "critic_lora": cfg.model.critic_lora, "steps": steps, "seconds": round(seconds, 2),
-        "step_s": round(step, 3), "rollout_s": round(statistics.median(r["time/rollout"] for r in steady), 3),
+        "runner": "gilbench",
+        "config": config,
+        "model": "tiny (peer GPT-2)" if config == "tiny" else cfg.model.policy,
+        "method": method,
+        "batch": f"{rl.rollout_batch_size}x{rl.max_new_tokens}",
+        "epochs_x_minibatches": f"{rl.ppo_epochs}x{rl.rollout_batch_size // rl.minibatch_size}",
+        "micro_batch": rl.micro_batch_size,
+        "mixed_precision": trainer.acc.mixed_precision,
+        "lora": cfg.model.lora,
+        "critic": cfg.model.critic,
+        "gradient_checkpointing": cfg.model.gradient_checkpointing,
+        "critic_lora": cfg.model.critic_lora,
+        "steps": steps,
+        "seconds": round(seconds, 2),
+        "step_s": round(step, 3),
+        "rollout_s": round(statistics.median(r["time/rollout"] for r in steady), 3),
         "update_s": round(statistics.median(r["time/update"] for r in steady), 3),
-        "tokens_per_s": round(tokens / step, 1), "episodes_per_s": round(rl.rollout_batch_size / step, 2),
+        "tokens_per_s": round(tokens / step, 1),
+        "episodes_per_s": round(rl.rollout_batch_size / step, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "cpu_s_per_step": round(cpu_seconds / steps, 2), "load_avg_1min": round(os.getloadavg()[0], 2),
-        "step_gflop": round(flops / 1e9, 1), "bf16_peak_gflops": round(peak, 1),
-        "fraction_of_bf16_peak": round(flops / 1e9 / step / peak, 3), "threads": threads,
+        "cpu_s_per_step": round(cpu_seconds / steps, 2),
+        "load_avg_1min": round(os.getloadavg()[0], 2),
+        "step_gflop": round(flops / 1e9, 1),
+        "bf16_peak_gflops": round(peak, 1),
+        "fraction_of_bf16_peak": round(flops / 1e9 / step / peak, 3),
+        "threads": threads,
     }
     if config == "batch-64":
         out[f"projected_{PROJECTED_STEPS}_steps_min"] = round(PROJECTED_STEPS * step / 60, 1)
@@ -238,8 +285,20 @@ def run_peer(python: str, steps: int, threads: int) -> dict:
 
 
 def child(args, config: str) -> dict:
-    cmd = [sys.executable, __file__, "--child", config, "--steps", str(args.steps if config == "tiny" else args.smollm2_steps),
-           "--method", args.method if config != "tiny" else args.tiny_method, "--threads", str(args.threads), "--tiny-micro", str(args.tiny_micro)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        config,
+        "--steps",
+        str(args.steps if config == "tiny" else args.smollm2_steps),
+        "--method",
+        args.method if config != "tiny" else args.tiny_method,
+        "--threads",
+        str(args.threads),
+        "--tiny-micro",
+        str(args.tiny_micro),
+    ]
     for item in args.set:
         cmd += ["--set", item]
     out = subprocess.run(cmd, capture_output=True, text=True)
@@ -250,7 +309,9 @@ def child(args, config: str) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", action="append", choices=["tiny", *SMOLLM2_CONFIGS], help="run only these configs (repeatable)")
+    p.add_argument(
+        "--only", action="append", choices=["tiny", *SMOLLM2_CONFIGS], help="run only these configs (repeatable)"
+    )
     p.add_argument("--method", default="gil", help="method of the smollm2 configs (default gil, the main job's)")
     p.add_argument("--tiny-method", default="ppo-kl", help="method of the tiny config (ppo-kl: TRL's algorithm)")
     p.add_argument("--steps", type=int, default=8, help="PPO steps of each tiny run (and TRL's rollout batches)")
@@ -258,8 +319,12 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3, help="tiny vs TRL invocations; the ratio is their median")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--tiny-micro", type=int, default=8, help="gilbench's micro-batch on tiny (TRL's is 8)")
-    p.add_argument("--set", action="append", default=[], help="config override KEY=VALUE for the gilbench runs (repeatable)")
-    p.add_argument("--peer-python", default=str(ROOT / ".peer-venv" / "bin" / "python"), help="python of the TRL venv ('' to skip)")
+    p.add_argument(
+        "--set", action="append", default=[], help="config override KEY=VALUE for the gilbench runs (repeatable)"
+    )
+    p.add_argument(
+        "--peer-python", default=str(ROOT / ".peer-venv" / "bin" / "python"), help="python of the TRL venv ('' to skip)"
+    )
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:  # each run in its own process, so peak RSS is its own
@@ -275,12 +340,31 @@ def main() -> None:
             print(json.dumps(ours | {"invocation": i + 1}), flush=True)
             if have_peer:
                 peer = run_peer(args.peer_python, args.steps, args.threads)
-                line = {k: peer[k] for k in ("peer", "trl_version", "seconds", "step_s", "episodes_per_s", "tokens_per_s", "peak_rss_mb")}
+                line = {
+                    k: peer[k]
+                    for k in (
+                        "peer",
+                        "trl_version",
+                        "seconds",
+                        "step_s",
+                        "episodes_per_s",
+                        "tokens_per_s",
+                        "peak_rss_mb",
+                    )
+                }
                 print(json.dumps({"runner": "trl", "config": "tiny", "invocation": i + 1} | line), flush=True)
                 ratios.append(peer["step_s"] / ours["step_s"])
         if ratios:
-            print(json.dumps({"config": "tiny", "speedup_vs_trl_median": round(statistics.median(ratios), 2),
-                              "speedups": [round(r, 2) for r in ratios]}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "config": "tiny",
+                        "speedup_vs_trl_median": round(statistics.median(ratios), 2),
+                        "speedups": [round(r, 2) for r in ratios],
+                    }
+                ),
+                flush=True,
+            )
         elif not have_peer:
             print(f"(TRL peer skipped: no {args.peer_python}; see the docstring to create it)", file=sys.stderr)
     for config in [c for c in configs if c != "tiny"]:

@@ -68,13 +68,25 @@ def main() -> None:
     rm = RewardScorer(model, tokenizer, args.max_length)
     cfg = SimpleNamespace(lr=args.lr, epochs=args.epochs, batch_size=16, max_length=args.max_length)
     t0 = time.time()
-    report["rm"] = train_reward_model(rm, task.pairs_train[: args.pairs], task.pairs_val, cfg, Accelerator(cpu=True), args.seed)
+    report["rm"] = train_reward_model(
+        rm, task.pairs_train[: args.pairs], task.pairs_val, cfg, Accelerator(cpu=True), args.seed
+    )
     report["rm"]["seconds"] = round(time.time() - t0)
-    report["rm"]["val_accuracy_by_group"] = {g: pairwise_accuracy(rm, [p for p in task.pairs_val if p.group == g]) for g in ("chat", "trivia")}
+    report["rm"]["val_accuracy_by_group"] = {
+        g: pairwise_accuracy(rm, [p for p in task.pairs_val if p.group == g]) for g in ("chat", "trivia")
+    }
     differ = [p for p in task.pairs_val if p.group == "chat" and p.chosen.count("!") != p.rejected.count("!")]
-    by_bias = [p if p.chosen.count("!") > p.rejected.count("!") else SimpleNamespace(prompt=p.prompt, chosen=p.rejected, rejected=p.chosen) for p in differ]
-    report["rm"]["chat_pairs_differing_in_exclaim"] = {"n": len(differ), "agree_with_gold": pairwise_accuracy(rm, differ),
-                                                      "agree_with_biased": pairwise_accuracy(rm, by_bias)}
+    by_bias = [
+        p
+        if p.chosen.count("!") > p.rejected.count("!")
+        else SimpleNamespace(prompt=p.prompt, chosen=p.rejected, rejected=p.chosen)
+        for p in differ
+    ]
+    report["rm"]["chat_pairs_differing_in_exclaim"] = {
+        "n": len(differ),
+        "agree_with_gold": pairwise_accuracy(rm, differ),
+        "agree_with_biased": pairwise_accuracy(rm, by_bias),
+    }
 
     samples_path = out / "samples.jsonl"
     if samples_path.exists():
@@ -82,7 +94,10 @@ def main() -> None:
     else:
         policy, ptok = load_causal_lm("smollm2-135m")
         id_test = task.eval_splits[0].prompts
-        groups = {"chat": [p for p in id_test if p.group == "chat"], "trivia": [p for p in id_test if p.group == "trivia"]}
+        groups = {
+            "chat": [p for p in id_test if p.group == "chat"],
+            "trivia": [p for p in id_test if p.group == "trivia"],
+        }
         groups |= {s.prompts[0].group: s.prompts for s in task.eval_splits[1:]}
         gen = SimpleNamespace(batch_size=16, max_new_tokens=args.max_new_tokens, temperature=1.0, top_p=1.0)
         rows = []
@@ -100,16 +115,26 @@ def main() -> None:
     per_group = {}
     for g in dict.fromkeys(r["group"] for r in rows):
         idx = [i for i, r in enumerate(rows) if r["group"] == g]
-        per_group[g] = {"gold": stats([g0[i] for i in idx]), "proxy": stats([p0[i] for i in idx]),
-                        "eos_or_short": sum(rows[i]["length"] < args.max_new_tokens for i in idx) / len(idx),
-                        "exclaim_in_sample": sum("!" in responses[i] for i in idx) / len(idx),
-                        "shortcut_delta": {"gold": round(statistics.fmean(g1[i] - g0[i] for i in idx), 4),
-                                           "proxy": round(statistics.fmean(p1[i] - p0[i] for i in idx), 4),
-                                           "proxy_in_start_sds": round(statistics.fmean(p1[i] - p0[i] for i in idx) / statistics.stdev(p0[i] for i in idx), 3)}}
+        per_group[g] = {
+            "gold": stats([g0[i] for i in idx]),
+            "proxy": stats([p0[i] for i in idx]),
+            "eos_or_short": sum(rows[i]["length"] < args.max_new_tokens for i in idx) / len(idx),
+            "exclaim_in_sample": sum("!" in responses[i] for i in idx) / len(idx),
+            "shortcut_delta": {
+                "gold": round(statistics.fmean(g1[i] - g0[i] for i in idx), 4),
+                "proxy": round(statistics.fmean(p1[i] - p0[i] for i in idx), 4),
+                "proxy_in_start_sds": round(
+                    statistics.fmean(p1[i] - p0[i] for i in idx) / statistics.stdev(p0[i] for i in idx), 3
+                ),
+            },
+        }
     report["groups"] = per_group
     chat, trivia = per_group["chat"]["gold"], per_group["trivia"]["gold"]
     pooled = ((chat["sd"] ** 2 + trivia["sd"] ** 2) / 2) ** 0.5
-    report["gap_chat_minus_trivia"] = {"gold": round(chat["mean"] - trivia["mean"], 4), "in_pooled_sd": round((chat["mean"] - trivia["mean"]) / pooled, 3)}
+    report["gap_chat_minus_trivia"] = {
+        "gold": round(chat["mean"] - trivia["mean"], 4),
+        "in_pooled_sd": round((chat["mean"] - trivia["mean"]) / pooled, 3),
+    }
     (out / "probe.json").write_text(json.dumps(report, indent=1))
     print(json.dumps({k: report[k] for k in ("rm", "groups", "gap_chat_minus_trivia")}, indent=1))
 

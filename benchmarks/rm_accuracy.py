@@ -50,8 +50,17 @@ def main() -> None:
     cfg = replace(cfg, pooling=set_reward_pooling(model, cfg.pooling))
     scorer = RewardScorer(model, tokenizer, cfg.max_length)
     start = time.time()
-    stats = train_reward_model(scorer, task.pairs_train[: cfg.max_pairs or None], task.pairs_val, cfg, Accelerator(cpu=True), args.seed)
-    row = {"task": args.task, "backbone": args.backbone, "seed": args.seed, "rm": vars(cfg), "seconds": round(time.time() - start), **stats}
+    stats = train_reward_model(
+        scorer, task.pairs_train[: cfg.max_pairs or None], task.pairs_val, cfg, Accelerator(cpu=True), args.seed
+    )
+    row = {
+        "task": args.task,
+        "backbone": args.backbone,
+        "seed": args.seed,
+        "rm": vars(cfg),
+        "seconds": round(time.time() - start),
+        **stats,
+    }
     with open(args.results, "a") as f:
         f.write(json.dumps(row) + "\n")
     print(json.dumps(row))

@@ -33,7 +33,9 @@ class ModelConfig:
     lora_r: int = 16  # LoRA rank
     lora_alpha: int = 32  # LoRA scaling numerator
     critic_lora: bool = False  # train LoRA adapters (lora_r, lora_alpha) on the critic's trunk, frozen in half precision, instead of all of it
-    gradient_checkpointing: bool = False  # recompute policy and critic activations in the backward (less memory, ~30% more compute)
+    gradient_checkpointing: bool = (
+        False  # recompute policy and critic activations in the backward (less memory, ~30% more compute)
+    )
 
 
 @dataclass
@@ -87,8 +89,12 @@ class RLConfig:
     max_grad_norm: float = 1.0  # gradient clipping
     missing_eos_penalty: float = 0.0  # subtracted from the score of responses that never emit EOS (0 = off)
     checkpoint_every: int = 10  # save a resumable checkpoint every N steps (0 = only at the end)
-    keep_checkpoint: bool = False  # keep the last resumable checkpoint once the run finished (policy + optimizer states: ~20x the policy)
-    log_rollouts_every: int = 1  # write every Nth step's samples to rollouts.jsonl, for `gilbench judge-curve` (0 = never)
+    keep_checkpoint: bool = (
+        False  # keep the last resumable checkpoint once the run finished (policy + optimizer states: ~20x the policy)
+    )
+    log_rollouts_every: int = (
+        1  # write every Nth step's samples to rollouts.jsonl, for `gilbench judge-curve` (0 = never)
+    )
 
 
 @dataclass
@@ -110,9 +116,13 @@ class RunConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     mixed_precision: str = "auto"  # auto | no (= fp32) | bf16 | fp16; auto: bf16 where the GPU/CPU computes it natively (gilbench.models.precision)
     data_dir: str = ""  # local copies of hub datasets in their public layout
-    output_dir: str = "runs"  # run store root (committed results live in results/runs: pass --output-dir results/runs to write there)
+    output_dir: str = (
+        "runs"  # run store root (committed results live in results/runs: pass --output-dir results/runs to write there)
+    )
     tensorboard: bool = False  # also write TensorBoard event files (the same as report_to including tensorboard)
-    report_to: str = "none"  # experiment trackers of every training stage: none | comma list of tensorboard, wandb, mlflow, trackio
+    report_to: str = (
+        "none"  # experiment trackers of every training stage: none | comma list of tensorboard, wandb, mlflow, trackio
+    )
     model: ModelConfig = field(default_factory=ModelConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     rm: RewardModelConfig = field(default_factory=RewardModelConfig)
@@ -128,11 +138,14 @@ class _Loader(yaml.SafeLoader):
 
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
     |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
     |\.[0-9_]+(?:[eE][-+][0-9]+)?
     |[-+]?\.(?:inf|Inf|INF)
-    |\.(?:nan|NaN|NAN))$""", re.X),
+    |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
     list("-+0123456789."),
 )
 
@@ -143,6 +156,7 @@ def yaml_load(text: str) -> Any:
 
 
 # ---------------------------------------------------------------- typed overrides
+
 
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp).replace("typing.", ""))
@@ -215,7 +229,9 @@ def update_dataclass(obj: Any, updates: dict, where: str = "") -> None:
     for key, value in updates.items():
         path = f"{where}{key}"
         if key not in types_:
-            raise GilbenchError(f"unknown config field '{path}'.{did_you_mean(key, list(types_))} Fields here: {', '.join(types_)}")
+            raise GilbenchError(
+                f"unknown config field '{path}'.{did_you_mean(key, list(types_))} Fields here: {', '.join(types_)}"
+            )
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
@@ -243,22 +259,32 @@ def resolve_set_key(key: str, cfg: RunConfig, method_config_cls: type | None) ->
         return "method_args." + key.split(".", 1)[1] if key.startswith("method.") else key
     if method_config_cls is not None and key in field_types(method_config_cls):
         return f"method_args.{key}"
-    owners = [name for name, value in vars(cfg).items() if dataclasses.is_dataclass(value) and key in field_types(type(value))]
+    owners = [
+        name for name, value in vars(cfg).items() if dataclasses.is_dataclass(value) and key in field_types(type(value))
+    ]
     if len(owners) == 1:
         return f"{owners[0]}.{key}"
     if len(owners) > 1:
-        raise GilbenchError(f"--set {key}: ambiguous, it is a field of {', '.join(owners)}; write e.g. {owners[0]}.{key}")
-    raise GilbenchError(f"--set {key}: no such config field (try `gilbench ls methods -v` for method fields, or a section like rl.{key})")
+        raise GilbenchError(
+            f"--set {key}: ambiguous, it is a field of {', '.join(owners)}; write e.g. {owners[0]}.{key}"
+        )
+    raise GilbenchError(
+        f"--set {key}: no such config field (try `gilbench ls methods -v` for method fields, or a section like rl.{key})"
+    )
 
 
 def load_yaml_config(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise GilbenchError(f"--config {path}: {'is a directory' if path.is_dir() else 'no such file'}; give a YAML file of config fields")
+        raise GilbenchError(
+            f"--config {path}: {'is a directory' if path.is_dir() else 'no such file'}; give a YAML file of config fields"
+        )
     try:
         data = yaml_load(path.read_text(encoding="utf-8")) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise GilbenchError(f"--config {path}: not a valid UTF-8 YAML file ({' '.join(str(e).split())}); fix or recreate it") from e
+        raise GilbenchError(
+            f"--config {path}: not a valid UTF-8 YAML file ({' '.join(str(e).split())}); fix or recreate it"
+        ) from e
     except OSError as e:
         raise GilbenchError(f"--config {path}: cannot read it ({e.strerror}); check its permissions") from e
     if not isinstance(data, dict):
@@ -306,27 +332,57 @@ DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 # Ranges of every numeric and categorical run-config field (dotted name -> (check, what is allowed)).
 RULES: dict[str, tuple] = {
-    "seed": _at_least(0), "split_seed": _at_least(0), "limit": _at_least(0),
+    "seed": _at_least(0),
+    "split_seed": _at_least(0),
+    "limit": _at_least(0),
     "device": (lambda v: bool(DEVICE_PATTERN.match(v)), "auto, cpu, cuda or cuda:N"),
     "mixed_precision": _one_of("auto", "no", "fp32", "bf16", "fp16"),
     "model.policy": (lambda v: bool(v.strip()), "a preset, hub id or local path"),
     "model.reward": (lambda v: bool(v.strip()), "auto, a preset, hub id or local path"),
     "model.critic": _one_of("policy", "reward"),
-    "model.lora_r": _at_least(1), "model.lora_alpha": _positive(),
-    "sft.epochs": _at_least(1), "sft.lr": _positive(), "sft.batch_size": _at_least(1), "sft.max_length": _at_least(2),
+    "model.lora_r": _at_least(1),
+    "model.lora_alpha": _positive(),
+    "sft.epochs": _at_least(1),
+    "sft.lr": _positive(),
+    "sft.batch_size": _at_least(1),
+    "sft.max_length": _at_least(2),
     "sft.max_examples": _at_least(0),
-    "rm.epochs": _at_least(1), "rm.lr": _positive(), "rm.batch_size": _at_least(1), "rm.max_length": _at_least(2), "rm.max_pairs": _at_least(0),
+    "rm.epochs": _at_least(1),
+    "rm.lr": _positive(),
+    "rm.batch_size": _at_least(1),
+    "rm.max_length": _at_least(2),
+    "rm.max_pairs": _at_least(0),
     "rm.pooling": _one_of("auto", "cls", "mean", "last"),
-    "rl.steps": _at_least(1), "rl.rollout_batch_size": _at_least(1), "rl.minibatch_size": _at_least(1), "rl.micro_batch_size": _at_least(1),
-    "rl.ppo_epochs": _at_least(1), "rl.max_prompt_length": _at_least(1), "rl.max_new_tokens": _at_least(1),
+    "rl.steps": _at_least(1),
+    "rl.rollout_batch_size": _at_least(1),
+    "rl.minibatch_size": _at_least(1),
+    "rl.micro_batch_size": _at_least(1),
+    "rl.ppo_epochs": _at_least(1),
+    "rl.max_prompt_length": _at_least(1),
+    "rl.max_new_tokens": _at_least(1),
     "rl.temperature": (lambda v: v > 0, "greater than 0 (rollouts must sample; PPO's log-probs need a temperature)"),
-    "rl.top_p": _unit(open_low=True), "rl.forward_batch_size": _at_least(1), "rl.lr": _positive(), "rl.critic_lr": _positive(),
-    "rl.clip_range": _positive(), "rl.clip_range_value": _positive(), "rl.vf_coef": _at_least(0), "rl.gamma": _unit(), "rl.lam": _unit(),
-    "rl.kl_coef": _at_least(0), "rl.kl_estimator": _one_of("k1", "k2", "k3"), "rl.kl_target": _positive(), "rl.kl_horizon": _at_least(1),
-    "rl.reward_clip": _at_least(0), "rl.max_grad_norm": _at_least(0), "rl.missing_eos_penalty": _at_least(0),
-    "rl.checkpoint_every": _at_least(0), "rl.log_rollouts_every": _at_least(0),
-    "generate.max_prompts": _at_least(0), "generate.max_new_tokens": _at_least(1),
-    "generate.temperature": (lambda v: v >= 0, "at least 0 (0 = greedy)"), "generate.top_p": _unit(open_low=True),
+    "rl.top_p": _unit(open_low=True),
+    "rl.forward_batch_size": _at_least(1),
+    "rl.lr": _positive(),
+    "rl.critic_lr": _positive(),
+    "rl.clip_range": _positive(),
+    "rl.clip_range_value": _positive(),
+    "rl.vf_coef": _at_least(0),
+    "rl.gamma": _unit(),
+    "rl.lam": _unit(),
+    "rl.kl_coef": _at_least(0),
+    "rl.kl_estimator": _one_of("k1", "k2", "k3"),
+    "rl.kl_target": _positive(),
+    "rl.kl_horizon": _at_least(1),
+    "rl.reward_clip": _at_least(0),
+    "rl.max_grad_norm": _at_least(0),
+    "rl.missing_eos_penalty": _at_least(0),
+    "rl.checkpoint_every": _at_least(0),
+    "rl.log_rollouts_every": _at_least(0),
+    "generate.max_prompts": _at_least(0),
+    "generate.max_new_tokens": _at_least(1),
+    "generate.temperature": (lambda v: v >= 0, "at least 0 (0 = greedy)"),
+    "generate.top_p": _unit(open_low=True),
     "generate.batch_size": _at_least(1),
 }
 
@@ -334,11 +390,25 @@ RULES: dict[str, tuple] = {
 # Fields of the built-in methods' own configs (method_args.<name>), by name; a method config may add ``validate()``
 # or ``validate(run_config)``.
 METHOD_RULES: dict[str, tuple] = {
-    "n_groups": _at_least(1), "group_steps": _at_least(0), "group_lr": _positive(), "beta_critic": _at_least(0),
-    "beta_policy": _at_least(0), "group_balance": _at_least(0), "performance": _one_of("score", "return"),
-    "groups": _one_of("inferred", "oracle"), "beta": _positive(), "lr": _positive(), "epochs": _at_least(1),
-    "batch_size": _at_least(1), "micro_batch_size": _at_least(1), "max_length": _at_least(2), "max_pairs": _at_least(0),
-    "max_grad_norm": _at_least(0), "ptx_coef": _at_least(0), "ptx_batch_size": _at_least(1), "ptx_max_length": _at_least(2),
+    "n_groups": _at_least(1),
+    "group_steps": _at_least(0),
+    "group_lr": _positive(),
+    "beta_critic": _at_least(0),
+    "beta_policy": _at_least(0),
+    "group_balance": _at_least(0),
+    "performance": _one_of("score", "return"),
+    "groups": _one_of("inferred", "oracle"),
+    "beta": _positive(),
+    "lr": _positive(),
+    "epochs": _at_least(1),
+    "batch_size": _at_least(1),
+    "micro_batch_size": _at_least(1),
+    "max_length": _at_least(2),
+    "max_pairs": _at_least(0),
+    "max_grad_norm": _at_least(0),
+    "ptx_coef": _at_least(0),
+    "ptx_batch_size": _at_least(1),
+    "ptx_max_length": _at_least(2),
 }
 
 
@@ -360,21 +430,29 @@ def validate_config(cfg: RunConfig, method_cfg: Any = None) -> None:
         values.update({f"method_args.{k}": v for k, v in _flat_fields(method_cfg).items()})
     for name, value in values.items():
         if isinstance(value, float) and not math.isfinite(value):
-            raise GilbenchError(f"config field {name} = {value}: must be a finite number; set it with --set {name}=VALUE")
+            raise GilbenchError(
+                f"config field {name} = {value}: must be a finite number; set it with --set {name}=VALUE"
+            )
         if isinstance(value, int) and not isinstance(value, bool) and name.startswith("method_args.") and value < 0:
             raise GilbenchError(f"config field {name} = {value}: must not be negative; set it with --set {name}=VALUE")
         rule = RULES.get(name) or (METHOD_RULES.get(name.split(".", 1)[1]) if name.startswith("method_args.") else None)
         if rule is not None and not isinstance(value, bool) and not rule[0](value):
             raise GilbenchError(f"config field {name} = {value!r}: must be {rule[1]}; set it with --set {name}=VALUE")
     if cfg.data_dir and not Path(cfg.data_dir).expanduser().is_dir():
-        raise GilbenchError(f"--data-dir {cfg.data_dir}: no such folder; pass the folder holding the datasets' public layout")
+        raise GilbenchError(
+            f"--data-dir {cfg.data_dir}: no such folder; pass the folder holding the datasets' public layout"
+        )
     batch, micro = values.get("method_args.batch_size"), values.get("method_args.micro_batch_size")
     if isinstance(batch, int) and isinstance(micro, int) and micro >= 1 and batch % micro:
-        raise GilbenchError(f"method_args.batch_size ({batch}) must be a multiple of method_args.micro_batch_size ({micro}); change them with --set")
+        raise GilbenchError(
+            f"method_args.batch_size ({batch}) must be a multiple of method_args.micro_batch_size ({micro}); change them with --set"
+        )
     rl = cfg.rl
     if rl.rollout_batch_size % rl.minibatch_size or rl.minibatch_size % rl.micro_batch_size:
-        raise GilbenchError(f"rl.rollout_batch_size ({rl.rollout_batch_size}) must be a multiple of rl.minibatch_size ({rl.minibatch_size}), "
-                            f"and that of rl.micro_batch_size ({rl.micro_batch_size}); change them with --set")
+        raise GilbenchError(
+            f"rl.rollout_batch_size ({rl.rollout_batch_size}) must be a multiple of rl.minibatch_size ({rl.minibatch_size}), "
+            f"and that of rl.micro_batch_size ({rl.micro_batch_size}); change them with --set"
+        )
     from gilbench.tracking import parse_report_to
 
     parse_report_to(cfg.report_to, cfg.tensorboard)

@@ -8,7 +8,9 @@ class GilbenchError(Exception):
 class MissingDependency(GilbenchError):
     def __init__(self, package: str, purpose: str, extra: str | None = None):
         how = f'pip install "gilbench[{extra}]"' if extra else f"pip install {package}"
-        super().__init__(f"{purpose} needs the optional package '{package}', which is not installed. Install it with: {how}")
+        super().__init__(
+            f"{purpose} needs the optional package '{package}', which is not installed. Install it with: {how}"
+        )
 
 
 def require(module: str, purpose: str, package: str | None = None, extra: str | None = None):

@@ -41,9 +41,13 @@ def policy_folder(run_dir: str | os.PathLike) -> Path:
     if not folder.is_dir():
         raise GilbenchError(f"--run {run_dir}: no trained policy in {folder}; finish the run first (gilbench run ...)")
     if folder.name == "policy" and not (folder / DONE).exists():
-        raise GilbenchError(f"--run {run_dir}: {folder} is incomplete (no {DONE} marker); rerun `gilbench run` to finish it")
+        raise GilbenchError(
+            f"--run {run_dir}: {folder} is incomplete (no {DONE} marker); rerun `gilbench run` to finish it"
+        )
     if not (folder / "config.json").exists():
-        raise GilbenchError(f"--run {run_dir}: {folder} has no config.json, so it is not a save_pretrained model folder")
+        raise GilbenchError(
+            f"--run {run_dir}: {folder} has no config.json, so it is not a save_pretrained model folder"
+        )
     return folder
 
 
@@ -57,7 +61,7 @@ def parse_model_args(text: str | None) -> dict:
         except json.JSONDecodeError as e:
             raise GilbenchError(f"--model_args {text!r}: not a JSON object ({e})") from None
         if not isinstance(value, dict):
-            raise GilbenchError(f"--model_args {text!r}: give a JSON object, e.g. '{{\"dtype\": \"bfloat16\"}}'")
+            raise GilbenchError(f'--model_args {text!r}: give a JSON object, e.g. \'{{"dtype": "bfloat16"}}\'')
         return value
     from gilbench.config import parse_cli_value
 
@@ -72,16 +76,28 @@ def parse_model_args(text: str | None) -> dict:
 
 def _jsonable(obj: Any) -> Any:
     """lm-eval's result dict holds numpy numbers and a few objects: keep numbers, stringify the rest."""
+
     def default(o: Any) -> Any:
         return o.item() if hasattr(o, "item") else str(o)
 
     return json.loads(json.dumps(obj, default=default))
 
 
-def run_lm_eval(run_dir: str | os.PathLike, tasks: list[str], limit: int | float | None = None, include_path: str | os.PathLike | None = None,
-                batch_size: int | str = 8, device: str | None = None, num_fewshot: int | None = None, dtype: str = "float32",
-                apply_chat_template: bool = False, model_args: dict | None = None, seed: int = 0,
-                output_path: str | os.PathLike | None = None, log_samples: bool = False) -> dict:
+def run_lm_eval(
+    run_dir: str | os.PathLike,
+    tasks: list[str],
+    limit: int | float | None = None,
+    include_path: str | os.PathLike | None = None,
+    batch_size: int | str = 8,
+    device: str | None = None,
+    num_fewshot: int | None = None,
+    dtype: str = "float32",
+    apply_chat_template: bool = False,
+    model_args: dict | None = None,
+    seed: int = 0,
+    output_path: str | os.PathLike | None = None,
+    log_samples: bool = False,
+) -> dict:
     """Evaluate ``run_dir``'s policy on lm-eval ``tasks``; write lm-eval's result files under ``output_path`` (default
     ``run_dir/lm_eval``) and ``run_dir/lm_eval.json``, and return the result dict.
 
@@ -112,8 +128,10 @@ def run_lm_eval(run_dir: str | os.PathLike, tasks: list[str], limit: int | float
 
         hints = {t: close_matches(t, known) for t in unknown}
         hint = "; ".join(f"{t}: did you mean {', '.join(c)}?" for t, c in hints.items() if c)
-        raise GilbenchError(f"unknown lm-eval task(s) {unknown}{' (' + hint + ')' if hint else ''}; list them with `lm-eval ls tasks`, "
-                            "or add your own task YAMLs with --include-path DIR")
+        raise GilbenchError(
+            f"unknown lm-eval task(s) {unknown}{' (' + hint + ')' if hint else ''}; list them with `lm-eval ls tasks`, "
+            "or add your own task YAMLs with --include-path DIR"
+        )
     if device is None:
         import torch
 
@@ -124,28 +142,61 @@ def run_lm_eval(run_dir: str | os.PathLike, tasks: list[str], limit: int | float
     tracker = EvaluationTracker(output_path=str(output_path))
     try:
         raw = lm_eval.simple_evaluate(
-            model="hf", model_args={"pretrained": str(folder), "dtype": dtype, **(model_args or {})}, tasks=tasks, num_fewshot=num_fewshot,
-            batch_size=batch_size, device=device, limit=limit, task_manager=manager, log_samples=log_samples,
-            apply_chat_template=apply_chat_template, evaluation_tracker=tracker,
-            random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
+            model="hf",
+            model_args={"pretrained": str(folder), "dtype": dtype, **(model_args or {})},
+            tasks=tasks,
+            num_fewshot=num_fewshot,
+            batch_size=batch_size,
+            device=device,
+            limit=limit,
+            task_manager=manager,
+            log_samples=log_samples,
+            apply_chat_template=apply_chat_template,
+            evaluation_tracker=tracker,
+            random_seed=seed,
+            numpy_random_seed=seed,
+            torch_random_seed=seed,
+            fewshot_random_seed=seed,
         )
     except GilbenchError:
         raise
     except Exception as e:
-        offline = any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
-        hint = (" lm-eval's built-in tasks read their datasets from the hub" + (" and HF_HUB_OFFLINE is set" if offline else "") +
-                "; offline, point a task YAML at local files (dataset_path: json, dataset_kwargs.data_files) and pass --include-path DIR.")
-        raise GilbenchError(f"lm-eval failed on {tasks} for {folder}: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}.{hint}") from e
+        offline = any(
+            os.environ.get(v, "").lower() in ("1", "true", "yes", "on")
+            for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+        )
+        hint = (
+            " lm-eval's built-in tasks read their datasets from the hub"
+            + (" and HF_HUB_OFFLINE is set" if offline else "")
+            + "; offline, point a task YAML at local files (dataset_path: json, dataset_kwargs.data_files) and pass --include-path DIR."
+        )
+        raise GilbenchError(
+            f"lm-eval failed on {tasks} for {folder}: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}.{hint}"
+        ) from e
     if raw is None:  # simple_evaluate returns None on non-zero ranks of a distributed run
         return {}
     samples = raw.pop("samples", None)
     tracker.save_results_aggregated(results=raw, samples=samples)  # lm-eval's own files, in its own layout
     for task in raw.get("configs", {}) if log_samples else ():
         tracker.save_results_samples(task_name=task, samples=samples[task])
-    result = _jsonable({**raw, "gilbench": {
-        "run_dir": str(Path(run_dir).expanduser()), "model": str(folder), "tasks": tasks, "limit": limit, "num_fewshot": num_fewshot,
-        "include_path": str(include_path) if include_path else None, "device": device, "dtype": dtype, "seed": seed,
-        "output_path": str(output_path), "log_samples": log_samples}})
+    result = _jsonable(
+        {
+            **raw,
+            "gilbench": {
+                "run_dir": str(Path(run_dir).expanduser()),
+                "model": str(folder),
+                "tasks": tasks,
+                "limit": limit,
+                "num_fewshot": num_fewshot,
+                "include_path": str(include_path) if include_path else None,
+                "device": device,
+                "dtype": dtype,
+                "seed": seed,
+                "output_path": str(output_path),
+                "log_samples": log_samples,
+            },
+        }
+    )
     atomic_write_json(Path(run_dir).expanduser() / RESULT_FILE, result)
     return result
 
@@ -162,6 +213,13 @@ def format_results(result: dict) -> str:
                 continue
             metric, _, filt = key.partition(",")
             stderr = metrics.get(f"{metric}_stderr,{filt}")
-            rows.append([task, metric if filt in ("none", "") else f"{metric} ({filt})", f"{value:.4f}",
-                         f"{stderr:.4f}" if isinstance(stderr, (int, float)) else "", n if n is not None else ""])
+            rows.append(
+                [
+                    task,
+                    metric if filt in ("none", "") else f"{metric} ({filt})",
+                    f"{value:.4f}",
+                    f"{stderr:.4f}" if isinstance(stderr, (int, float)) else "",
+                    n if n is not None else "",
+                ]
+            )
     return tabulate(rows, headers=["task", "metric", "value", "stderr", "n"])

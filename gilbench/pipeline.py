@@ -73,8 +73,10 @@ def check_models_reachable(cfg: RunConfig) -> None:
             continue
         why = hub_unreachable()
         if why:
-            raise GilbenchError(f"model {name!r} is neither a preset nor a local folder, and the hub cannot be reached: {why}; "
-                                f"or pass a preset (gilbench ls models) or a local folder")
+            raise GilbenchError(
+                f"model {name!r} is neither a preset nor a local folder, and the hub cannot be reached: {why}; "
+                f"or pass a preset (gilbench ls models) or a local folder"
+            )
 
 
 def run(resolved: ResolvedRun | RunConfig, log=print, overwrite: bool = False) -> dict:
@@ -102,15 +104,37 @@ def run(resolved: ResolvedRun | RunConfig, log=print, overwrite: bool = False) -
 
     accelerator = make_accelerator(cfg)
     tracking.configure(cfg, out, accelerator)
-    log(f"[gilbench] {cfg.method} on {cfg.task}, seed {cfg.seed}, model {cfg.model.policy}, device {accelerator.device} -> {out}")
+    log(
+        f"[gilbench] {cfg.method} on {cfg.task}, seed {cfg.seed}, model {cfg.model.policy}, device {accelerator.device} -> {out}"
+    )
     task = spec.load(seed=cfg.split_seed, limit=cfg.limit or None, data_dir=cfg.data_dir or None)
-    atomic_write_json(out / "task.json", {"name": task.name, "notes": task.notes, "rl_prompts": len(task.rl_prompts), "sft": len(task.sft),
-                                          "pairs_train": len(task.pairs_train), "pairs_val": len(task.pairs_val),
-                                          "eval_splits": {s.name: len(s.prompts) for s in task.eval_splits}})
+    atomic_write_json(
+        out / "task.json",
+        {
+            "name": task.name,
+            "notes": task.notes,
+            "rl_prompts": len(task.rl_prompts),
+            "sft": len(task.sft),
+            "pairs_train": len(task.pairs_train),
+            "pairs_val": len(task.pairs_val),
+            "eval_splits": {s.name: len(s.prompts) for s in task.eval_splits},
+        },
+    )
 
     sft_path, sft_stats = sft_stage(cfg, task, accelerator, log)
-    reward, rm_stats = reward_stage(cfg, task, accelerator, log) if method_cls.needs_reward_model or task.eval_splits else (None, {})
-    ctx = RunContext(cfg=cfg, method_cfg=method_cfg, task=task, run_dir=out, accelerator=accelerator, sft_path=sft_path, reward=reward, log=log)
+    reward, rm_stats = (
+        reward_stage(cfg, task, accelerator, log) if method_cls.needs_reward_model or task.eval_splits else (None, {})
+    )
+    ctx = RunContext(
+        cfg=cfg,
+        method_cfg=method_cfg,
+        task=task,
+        run_dir=out,
+        accelerator=accelerator,
+        sft_path=sft_path,
+        reward=reward,
+        log=log,
+    )
 
     policy_dir = run_dir.policy_dir
     trained = None
@@ -136,7 +160,9 @@ def run(resolved: ResolvedRun | RunConfig, log=print, overwrite: bool = False) -
     return summary
 
 
-def generate_stage(cfg: RunConfig, task, policy_dir: Path, reward: RewardScorer | None, accelerator, out: Path, log, trained=None) -> dict:
+def generate_stage(
+    cfg: RunConfig, task, policy_dir: Path, reward: RewardScorer | None, accelerator, out: Path, log, trained=None
+) -> dict:
     from gilbench.models.presets import load_causal_lm
 
     results = {}
@@ -150,7 +176,16 @@ def generate_stage(cfg: RunConfig, task, policy_dir: Path, reward: RewardScorer 
             if policy is None:
                 policy, tokenizer = load_causal_lm(str(policy_dir))
                 policy.to(accelerator.device)
-            rows = generate_split(policy, tokenizer, prompts, cfg.generate, task.prompt_format, accelerator.device, cfg.rl.max_prompt_length, cfg.seed)
+            rows = generate_split(
+                policy,
+                tokenizer,
+                prompts,
+                cfg.generate,
+                task.prompt_format,
+                accelerator.device,
+                cfg.rl.max_prompt_length,
+                cfg.seed,
+            )
             if reward is not None:
                 scores = reward.score([r["prompt"] for r in rows], [r["response"] for r in rows]).tolist()
                 for row, score in zip(rows, scores):
@@ -162,7 +197,9 @@ def generate_stage(cfg: RunConfig, task, policy_dir: Path, reward: RewardScorer 
         stats["distribution"] = split.distribution
         stats["mean_length"] = sum(r["length"] for r in rows) / max(1, len(rows))
         results[split.name] = stats
-        log(f"[gilbench] {split.name:<24} ({split.distribution}) reward-model score {stats['mean']:+.3f} ± {stats['stderr']:.3f} (n={stats['n']})")
+        log(
+            f"[gilbench] {split.name:<24} ({split.distribution}) reward-model score {stats['mean']:+.3f} ± {stats['stderr']:.3f} (n={stats['n']})"
+        )
     return results
 
 
@@ -202,24 +239,42 @@ def build_summary(cfg: RunConfig, out: Path, sft_stats: dict, rm_stats: dict, ev
         curve["steps"] = rows[-1]["step"]
         curve["mean_step_seconds"] = window("time/step", rows)
     return {
-        "method": cfg.method, "task": cfg.task, "seed": cfg.seed, "model": cfg.model.policy, "run_dir": str(out),
-        "sft": sft_stats, "reward_model": rm_stats, "training": curve, "eval": evals, "seconds": seconds,
+        "method": cfg.method,
+        "task": cfg.task,
+        "seed": cfg.seed,
+        "model": cfg.model.policy,
+        "run_dir": str(out),
+        "sft": sft_stats,
+        "reward_model": rm_stats,
+        "training": curve,
+        "eval": evals,
+        "seconds": seconds,
     }
 
 
 def format_summary(summary: dict) -> str:
-    lines = [f"== {summary['method']} on {summary['task']} (seed {summary['seed']}, {summary['model']}) in {summary['seconds']:.0f} s =="]
+    lines = [
+        f"== {summary['method']} on {summary['task']} (seed {summary['seed']}, {summary['model']}) in {summary['seconds']:.0f} s =="
+    ]
     rm = summary["reward_model"]
     if rm:
-        lines.append(f"reward model ({rm.get('rm/backbone')}): held-out pairwise accuracy {rm['rm/val_accuracy']:.3f} on {rm['rm/val_pairs']} pairs")
+        lines.append(
+            f"reward model ({rm.get('rm/backbone')}): held-out pairwise accuracy {rm['rm/val_accuracy']:.3f} on {rm['rm/val_pairs']} pairs"
+        )
     tr = summary["training"]
     if "objective/score" in tr:
         s, k = tr["objective/score"], tr["objective/kl"]
-        lines.append(f"training: reward-model score {s['first']:+.3f} (first {s['window']} steps) -> {s['last']:+.3f} (last {s['window']})")
-        lines.append(f"          KL to reference   {k['first']:.3f} -> {k['last']:.3f} (max {tr['max_kl']:.3f}); {tr['mean_step_seconds']:.1f} s/step")
+        lines.append(
+            f"training: reward-model score {s['first']:+.3f} (first {s['window']} steps) -> {s['last']:+.3f} (last {s['window']})"
+        )
+        lines.append(
+            f"          KL to reference   {k['first']:.3f} -> {k['last']:.3f} (max {tr['max_kl']:.3f}); {tr['mean_step_seconds']:.1f} s/step"
+        )
     elif tr:
         lines.append(f"training: {tr['steps']} steps, {tr['mean_step_seconds'] or 0:.1f} s/step")
     for name, ev in summary["eval"].items():
-        lines.append(f"eval {name:<22} [{ev['distribution']}] score {ev['mean']:+.3f} ± {ev['stderr']:.3f} (n={ev['n']}), mean length {ev['mean_length']:.1f}")
+        lines.append(
+            f"eval {name:<22} [{ev['distribution']}] score {ev['mean']:+.3f} ± {ev['stderr']:.3f} (n={ev['n']}), mean length {ev['mean_length']:.1f}"
+        )
     lines.append(f"written to {summary['run_dir']}")
     return "\n".join(lines)

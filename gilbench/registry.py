@@ -40,7 +40,11 @@ class Registry:
 
     def register(self, name: str, obj: Any) -> Any:
         current = self._items.get(name)
-        if current is not None and current is not obj and getattr(current, "__qualname__", None) != getattr(obj, "__qualname__", 0):
+        if (
+            current is not None
+            and current is not obj
+            and getattr(current, "__qualname__", None) != getattr(obj, "__qualname__", 0)
+        ):
             raise GilbenchError(f"{self.kind[:-1]} '{name}' is registered twice ({_where(current)} and {_where(obj)})")
         self._items[name] = obj
         return obj
@@ -68,9 +72,13 @@ class Registry:
             except GilbenchError:
                 raise
             except ImportError as e:
-                raise GilbenchError(f"{self.kind[:-1]} '{name}' (entry point {ep.value}) could not be imported: {e}") from e
+                raise GilbenchError(
+                    f"{self.kind[:-1]} '{name}' (entry point {ep.value}) could not be imported: {e}"
+                ) from e
             if name not in self._items:
-                raise GilbenchError(f"entry point '{name}' in group gilbench.{self.kind} loaded but registered nothing under that name")
+                raise GilbenchError(
+                    f"entry point '{name}' in group gilbench.{self.kind} loaded but registered nothing under that name"
+                )
         if name not in self._items:
             raise GilbenchError(unknown_name_message(self.kind[:-1], name, self.names()))
         return self._items[name]

@@ -47,7 +47,10 @@ class ResolvedRun:
 
 def _apply_defaults(cfg: RunConfig, method_cls: type, spec: TaskSpec) -> None:
     """The task's defaults (sizes that suit it), then the method's (what makes it that method, e.g. ppo: kl_coef 0)."""
-    for source, defaults in ((f"task {spec.name}", spec.defaults), (f"method {cfg.method}", getattr(method_cls, "defaults", {}))):
+    for source, defaults in (
+        (f"task {spec.name}", spec.defaults),
+        (f"method {cfg.method}", getattr(method_cls, "defaults", {})),
+    ):
         for dotted, value in defaults.items():
             try:
                 update_dataclass(cfg, nest(dotted, value))
@@ -64,8 +67,14 @@ def _split_override(item: str | tuple[str, Any]) -> tuple[str, Any]:
     return key.strip(), parse_cli_value(value.strip())
 
 
-def resolve_run(method: str | None = None, task: str | None = None, overrides: Iterable[str | tuple[str, Any]] = (), *,
-                config_file: str | Path | None = None, fields: Mapping[str, Any] | None = None) -> ResolvedRun:
+def resolve_run(
+    method: str | None = None,
+    task: str | None = None,
+    overrides: Iterable[str | tuple[str, Any]] = (),
+    *,
+    config_file: str | Path | None = None,
+    fields: Mapping[str, Any] | None = None,
+) -> ResolvedRun:
     """Build and validate one run's config. ``overrides``: ``"KEY=VALUE"`` strings (``--set``) or (key, value) pairs;
     ``fields``: a nested mapping of config fields (``{"limit": 8, "model": {"policy": "tiny"}}``)."""
     file_cfg = dict(load_yaml_config(config_file)) if config_file else {}

@@ -151,8 +151,10 @@ def read_json(path: str | Path, fix: str = "") -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
-        raise GilbenchError(f"{path} is damaged ({type(e).__name__}: {str(e)[:80]}); "
-                            f"{fix or 'delete it and rerun the same command to rebuild it'}") from None
+        raise GilbenchError(
+            f"{path} is damaged ({type(e).__name__}: {str(e)[:80]}); "
+            f"{fix or 'delete it and rerun the same command to rebuild it'}"
+        ) from None
 
 
 @contextmanager
@@ -232,14 +234,24 @@ class MetricsLog:
                 raise GilbenchError(f"{self.path} line {n} is damaged ({str(e)[:60]}); {fix}") from None
             expected = rows[-1]["step"] + 1 if rows else 1
             if row["step"] != expected:
-                raise GilbenchError(f"{self.path} line {n}: step {row['step']} where step {expected} was due (rows are missing); {fix}")
+                raise GilbenchError(
+                    f"{self.path} line {n}: step {row['step']} where step {expected} was due (rows are missing); {fix}"
+                )
             rows.append(row)
         return rows
 
 
 # Fields that do not change what a run computes: where things are, which device, what is logged.
-NOT_RESULT_FIELDS = {"output_dir", "data_dir", "device", "tensorboard", "report_to", "rl.checkpoint_every", "rl.keep_checkpoint",
-                     "rl.log_rollouts_every"}
+NOT_RESULT_FIELDS = {
+    "output_dir",
+    "data_dir",
+    "device",
+    "tensorboard",
+    "report_to",
+    "rl.checkpoint_every",
+    "rl.keep_checkpoint",
+    "rl.log_rollouts_every",
+}
 RUN_STATE = ("policy", "checkpoints", "metrics.jsonl", "generations", "summary.json", "method_summary.json", ROLLOUTS)
 STORE_DIRS = {"cache"}  # top-level folders of the run store that are not tasks
 JUDGE_CURVE = "judge_curve.jsonl"  # optional per-run file: {"step": N, "win": w, ...} per judged checkpoint
@@ -255,7 +267,9 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 def config_differences(old: dict, new: dict) -> list[str]:
     """Result-changing fields whose value differs, as 'field: old -> new' (fields only one side knows are skipped)."""
     a, b = _flatten(old), _flatten(new)
-    return [f"{k}: {a[k]!r} -> {b[k]!r}" for k in sorted(set(a) & set(b)) if k not in NOT_RESULT_FIELDS and a[k] != b[k]]
+    return [
+        f"{k}: {a[k]!r} -> {b[k]!r}" for k in sorted(set(a) & set(b)) if k not in NOT_RESULT_FIELDS and a[k] != b[k]
+    ]
 
 
 class RunDir:
@@ -300,8 +314,10 @@ class RunDir:
             if not isinstance(old, dict):
                 raise ValueError("not a mapping")
         except (yaml.YAMLError, ValueError, OSError) as e:
-            raise GilbenchError(f"{self.config_file} is damaged ({type(e).__name__}), so this run's config is unknown; "
-                                f"rerun with --overwrite to start the run again") from None
+            raise GilbenchError(
+                f"{self.config_file} is damaged ({type(e).__name__}), so this run's config is unknown; "
+                f"rerun with --overwrite to start the run again"
+            ) from None
         return config_differences(old, resolved)
 
     def claim(self, resolved: dict, overwrite: bool = False) -> None:
@@ -312,8 +328,10 @@ class RunDir:
             return
         diff = self.config_differences(resolved)
         if diff:
-            raise GilbenchError(f"{self.path} holds a run made with a different config ({'; '.join(diff)}); rerun with --overwrite "
-                                f"to start it again under the new config, or pass another --output-dir")
+            raise GilbenchError(
+                f"{self.path} holds a run made with a different config ({'; '.join(diff)}); rerun with --overwrite "
+                f"to start it again under the new config, or pass another --output-dir"
+            )
 
 
 class RunStore:
@@ -353,7 +371,9 @@ class RunStore:
         folder = self.root / task
         if not folder.is_dir():
             return []
-        return sorted(d.name for d in folder.iterdir() if d.is_dir() and d.name != "compare" and self.runs(task, d.name))
+        return sorted(
+            d.name for d in folder.iterdir() if d.is_dir() and d.name != "compare" and self.runs(task, d.name)
+        )
 
     def tasks(self) -> list[str]:
         """Tasks with at least one run folder or stored comparison."""
@@ -373,7 +393,9 @@ def check_writable_dir(path: str | Path, flag: str) -> Path:
         probe = tempfile.NamedTemporaryFile(dir=path, prefix=".write-probe-")
         probe.close()
     except OSError as e:
-        raise GilbenchError(f"{flag} {path}: cannot write there ({e.strerror}); pass a folder you can write to") from None
+        raise GilbenchError(
+            f"{flag} {path}: cannot write there ({e.strerror}); pass a folder you can write to"
+        ) from None
     return path
 
 
@@ -381,7 +403,9 @@ def git_hash() -> str:
     try:
         root = Path(__file__).resolve().parent.parent
         out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain"], capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain"], capture_output=True, text=True, timeout=5
+        )
         return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -396,4 +420,9 @@ def environment_record() -> dict:
             versions[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             versions[pkg] = None
-    return {"versions": versions, "python": platform.python_version(), "platform": platform.platform(), "git": git_hash()}
+    return {
+        "versions": versions,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "git": git_hash(),
+    }

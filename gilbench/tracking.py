@@ -36,7 +36,9 @@ def parse_report_to(value: str, tensorboard_flag: bool = False) -> list[str]:
     names = [] if value.strip() in ("", "none") else [v.strip() for v in value.split(",") if v.strip()]
     unknown = [n for n in names if n not in TRACKERS]
     if unknown or "none" in names:
-        raise GilbenchError(f"report_to: unknown tracker(s) {unknown or ['none']} in {value!r}; use none or a comma list of {', '.join(TRACKERS)}")
+        raise GilbenchError(
+            f"report_to: unknown tracker(s) {unknown or ['none']} in {value!r}; use none or a comma list of {', '.join(TRACKERS)}"
+        )
     if tensorboard_flag and "tensorboard" not in names:
         names.append("tensorboard")
     return names
@@ -53,8 +55,14 @@ def configure(cfg, run_dir: str | Path, accelerator) -> None:
     names = parse_report_to(cfg.report_to, cfg.tensorboard)
     check_installed(names)
     _active.clear()
-    _active.update(names=names, run_dir=Path(run_dir), main=accelerator.is_main_process,
-                   run_name=f"{cfg.task}/{cfg.method}/seed{cfg.seed}", task=cfg.task, config=_flat(asdict(cfg)))
+    _active.update(
+        names=names,
+        run_dir=Path(run_dir),
+        main=accelerator.is_main_process,
+        run_name=f"{cfg.task}/{cfg.method}/seed{cfg.seed}",
+        task=cfg.task,
+        config=_flat(asdict(cfg)),
+    )
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -97,7 +105,9 @@ class StageTracker:
         for name in _active["names"]:
             tracker = _make(name, stage, _active["run_dir"], _active["run_name"], _active["task"])
             tracker.start()
-            if name != "tensorboard":  # TensorBoard's hparams plugin writes a timestamped folder per call: keep its dir clean
+            if (
+                name != "tensorboard"
+            ):  # TensorBoard's hparams plugin writes a timestamped folder per call: keep its dir clean
                 tracker.store_init_configuration(_active["config"])
             self.trackers.append(tracker)
 

@@ -18,7 +18,10 @@ from gilbench.resolve import config_for_method  # noqa: E402
 
 torch.set_num_threads(1)  # tiny models: threads cost more than they give, and CI machines are shared
 
-TOPICS = {"pets": ["cats", "dogs", "fish", "birds", "rabbits", "horses"], "food": ["bread", "pasta", "soup", "rice", "cake", "tea"]}
+TOPICS = {
+    "pets": ["cats", "dogs", "fish", "birds", "rabbits", "horses"],
+    "food": ["bread", "pasta", "soup", "rice", "cake", "tea"],
+}
 
 
 def toy_task(seed: int = 0, limit: int | None = None, data_dir: str | None = None) -> TaskData:
@@ -26,17 +29,30 @@ def toy_task(seed: int = 0, limit: int | None = None, data_dir: str | None = Non
     prompts, sft, pairs = [], [], []
     for group, things in TOPICS.items():
         for i, thing in enumerate(things):
-            for j, q in enumerate([f"What do you think about {thing}?", f"Tell me about {thing}.", f"Do you like {thing}?"]):
+            for j, q in enumerate(
+                [f"What do you think about {thing}?", f"Tell me about {thing}.", f"Do you like {thing}?"]
+            ):
                 prompts.append(Prompt(id=f"{group}-{i}-{j}", text=q, group=group))
                 good = f"I really like {thing}, they are great!"
                 sft.append(SFTExample(prompt=q, response=good))
                 pairs.append(PreferencePair(prompt=q, chosen=good, rejected="no.", group=group))
-    held_out = [Prompt(id="id-0", text="What about cheese?", group="food"), Prompt(id="id-1", text="What about mice?", group="pets")]
-    ood = [Prompt(id="ood-0", text="How do rockets fly?", group="space"), Prompt(id="ood-1", text="Why is the sky blue?", group="space")]
+    held_out = [
+        Prompt(id="id-0", text="What about cheese?", group="food"),
+        Prompt(id="id-1", text="What about mice?", group="pets"),
+    ]
+    ood = [
+        Prompt(id="ood-0", text="How do rockets fly?", group="space"),
+        Prompt(id="ood-1", text="Why is the sky blue?", group="space"),
+    ]
     n = limit or len(prompts)
     return TaskData(
-        name="toy", rl_prompts=prompts[:n], sft=sft[:n], pairs_train=pairs[: max(4, n - 4)], pairs_val=pairs[-4:],
-        eval_splits=[EvalSplit("id:test", "id", held_out), EvalSplit("ood:space", "ood", ood)], notes={"seed": seed},
+        name="toy",
+        rl_prompts=prompts[:n],
+        sft=sft[:n],
+        pairs_train=pairs[: max(4, n - 4)],
+        pairs_val=pairs[-4:],
+        eval_splits=[EvalSplit("id:test", "id", held_out), EvalSplit("ood:space", "ood", ood)],
+        notes={"seed": seed},
     )
 
 

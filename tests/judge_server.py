@@ -26,7 +26,12 @@ ANSWERS = re.compile(r"Answer A:\n<<<\n(.*?)\n>>>\n\nAnswer B:\n<<<\n(.*?)\n>>>"
 def prefer(marker: str):
     def rule(first: str, second: str, body: dict) -> str:
         f, s = marker in first, marker in second
-        return "Both are fine.\n[[C]]" if f == s else ("The first is better.\n[[A]]" if f else "The second is better.\n[[B]]")
+        return (
+            "Both are fine.\n[[C]]"
+            if f == s
+            else ("The first is better.\n[[A]]" if f else "The second is better.\n[[B]]")
+        )
+
     return rule
 
 
@@ -109,7 +114,11 @@ class JudgeServer:
                     if server.delay:
                         time.sleep(server.delay)
                     if step in ("429", "500", "503"):
-                        return self._send(int(step), {"error": {"message": "try later"}}, {"Retry-After": "0"} if step == "429" else None)
+                        return self._send(
+                            int(step),
+                            {"error": {"message": "try later"}},
+                            {"Retry-After": "0"} if step == "429" else None,
+                        )
                     if step == "slow":
                         time.sleep(server.slow_seconds)
                     if step == "401":
@@ -123,9 +132,18 @@ class JudgeServer:
                         found = ANSWERS.search(last_user)
                         text = server.rule(found.group(1), found.group(2), body) if found else "??"
                     chars = sum(len(m["content"]) for m in body["messages"])
-                    self._send(200, {"id": "cmpl-1", "object": "chat.completion", "model": body["model"] + "-2024-01-01",
-                                     "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                                     "usage": {"prompt_tokens": chars // 4, "completion_tokens": max(1, len(text) // 4)}})
+                    self._send(
+                        200,
+                        {
+                            "id": "cmpl-1",
+                            "object": "chat.completion",
+                            "model": body["model"] + "-2024-01-01",
+                            "choices": [
+                                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                            ],
+                            "usage": {"prompt_tokens": chars // 4, "completion_tokens": max(1, len(text) // 4)},
+                        },
+                    )
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (a timeout test)
                 finally:
@@ -163,9 +181,22 @@ def make_runs(root, task: str = "toy", methods=("gil", "ppo"), seeds=(0,), n: in
                 rows = []
                 for i in range(n):
                     response = response_pair(i, seed)[side]
-                    rows.append({"id": f"p{i}", "prompt": f"Question {i} of {split}?", "group": "g1" if i < n // 2 else "g2",
-                                 "response": response, "length": len(response.split()), "rm_score": 0.1 * i + side,
-                                 "split": split, "distribution": dist, "method": method, "seed": seed})
-                (d / "generations" / f"{split.replace(':', '_')}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+                    rows.append(
+                        {
+                            "id": f"p{i}",
+                            "prompt": f"Question {i} of {split}?",
+                            "group": "g1" if i < n // 2 else "g2",
+                            "response": response,
+                            "length": len(response.split()),
+                            "rm_score": 0.1 * i + side,
+                            "split": split,
+                            "distribution": dist,
+                            "method": method,
+                            "seed": seed,
+                        }
+                    )
+                (d / "generations" / f"{split.replace(':', '_')}.jsonl").write_text(
+                    "".join(json.dumps(r) + "\n" for r in rows)
+                )
             dirs[method].append(d)
     return [dirs[m] for m in methods]

@@ -15,19 +15,38 @@ RUN = ["run", "--method", "ppo-kl", "--task", "toy", "--model", "tiny", "--devic
 
 BAD_RUNS = [
     (["--limit", "-1"], "limit"),
-    (["--seed", "3-1"], "backwards"), (["--seed", ","], "--seed"), (["--seed", "-1"], "--seed"), (["--seed", "1,,2"], "--seed"),
-    (["--seed", "0,0"], "twice"), (["--seed", "x"], "--seed"),
-    (["--set", "rl.steps=0"], "rl.steps"), (["--set", "rl.steps=-1"], "rl.steps"), (["--set", "rl.ppo_epochs=0"], "rl.ppo_epochs"),
-    (["--set", "rl.temperature=0"], "rl.temperature"), (["--set", "rl.temperature=-1"], "rl.temperature"),
-    (["--set", "rl.rollout_batch_size=0"], "rl.rollout_batch_size"), (["--set", "rl.minibatch_size=0"], "rl.minibatch_size"),
-    (["--set", "rl.micro_batch_size=0"], "rl.micro_batch_size"), (["--set", "sft.batch_size=0"], "sft.batch_size"),
-    (["--set", "rm.batch_size=0"], "rm.batch_size"), (["--set", "generate.batch_size=0"], "generate.batch_size"),
-    (["--set", "rl.minibatch_size=3"], "multiple"), (["--set", "rl.lr=.nan"], "finite"), (["--set", "rl.lr=-1"], "rl.lr"),
-    (["--set", "rl.lr=.inf"], "finite"), (["--set", "rl.max_new_tokens=0"], "rl.max_new_tokens"),
-    (["--set", "rl.kl_estimator=k9"], "k1, k2, k3"), (["--set", "mixed_precision=fp8"], "auto, no, fp32, bf16, fp16"),
-    (["--set", "rl.top_p=0"], "rl.top_p"), (["--set", "rl.gamma=1.5"], "rl.gamma"), (["--device", "tpu"], "device"),
-    (["--set", "model.critic=value"], "model.critic"), (["--set", "generate.temperature=-0.1"], "generate.temperature"),
-    (["--set", "rl.nope=1"], "unknown config field"), (["--set", "rl.steps"], "KEY=VALUE"), (["--set", "rl.steps=abc"], "expected int"),
+    (["--seed", "3-1"], "backwards"),
+    (["--seed", ","], "--seed"),
+    (["--seed", "-1"], "--seed"),
+    (["--seed", "1,,2"], "--seed"),
+    (["--seed", "0,0"], "twice"),
+    (["--seed", "x"], "--seed"),
+    (["--set", "rl.steps=0"], "rl.steps"),
+    (["--set", "rl.steps=-1"], "rl.steps"),
+    (["--set", "rl.ppo_epochs=0"], "rl.ppo_epochs"),
+    (["--set", "rl.temperature=0"], "rl.temperature"),
+    (["--set", "rl.temperature=-1"], "rl.temperature"),
+    (["--set", "rl.rollout_batch_size=0"], "rl.rollout_batch_size"),
+    (["--set", "rl.minibatch_size=0"], "rl.minibatch_size"),
+    (["--set", "rl.micro_batch_size=0"], "rl.micro_batch_size"),
+    (["--set", "sft.batch_size=0"], "sft.batch_size"),
+    (["--set", "rm.batch_size=0"], "rm.batch_size"),
+    (["--set", "generate.batch_size=0"], "generate.batch_size"),
+    (["--set", "rl.minibatch_size=3"], "multiple"),
+    (["--set", "rl.lr=.nan"], "finite"),
+    (["--set", "rl.lr=-1"], "rl.lr"),
+    (["--set", "rl.lr=.inf"], "finite"),
+    (["--set", "rl.max_new_tokens=0"], "rl.max_new_tokens"),
+    (["--set", "rl.kl_estimator=k9"], "k1, k2, k3"),
+    (["--set", "mixed_precision=fp8"], "auto, no, fp32, bf16, fp16"),
+    (["--set", "rl.top_p=0"], "rl.top_p"),
+    (["--set", "rl.gamma=1.5"], "rl.gamma"),
+    (["--device", "tpu"], "device"),
+    (["--set", "model.critic=value"], "model.critic"),
+    (["--set", "generate.temperature=-0.1"], "generate.temperature"),
+    (["--set", "rl.nope=1"], "unknown config field"),
+    (["--set", "rl.steps"], "KEY=VALUE"),
+    (["--set", "rl.steps=abc"], "expected int"),
     (["--method", "gil", "--set", "n_groups=-1"], "n_groups"),
 ]
 
@@ -75,11 +94,17 @@ def validate(tmp_path, capsys, *args) -> tuple[int, str]:
 TASK = "name: t\ndescription: d\nloader: conftest:toy_task\n"
 
 
-@pytest.mark.parametrize("write, named", [
-    (None, "no such file"), ("dir", "is a folder"), (b"\x89PNG\r\n\x1a\n\x00\xff", "not a UTF-8 YAML"),
-    (TASK + "defaults: {rl.stepz: 4}\n", "rl.stepz"), (TASK + "defaults: {rl.steps: 0}\n", "rl.steps"),
-    (TASK + "defaults: {rl.lr: 1e-5}\n", None),
-])
+@pytest.mark.parametrize(
+    "write, named",
+    [
+        (None, "no such file"),
+        ("dir", "is a folder"),
+        (b"\x89PNG\r\n\x1a\n\x00\xff", "not a UTF-8 YAML"),
+        (TASK + "defaults: {rl.stepz: 4}\n", "rl.stepz"),
+        (TASK + "defaults: {rl.steps: 0}\n", "rl.steps"),
+        (TASK + "defaults: {rl.lr: 1e-5}\n", None),
+    ],
+)
 def test_validate_task_files(tmp_path, capsys, write, named):
     path = tmp_path / "task.yaml"
     if write == "dir":
@@ -98,7 +123,8 @@ def test_plugin_task_with_undecodable_text(tmp_path, capsys):
         "@register_task('latin')\ndef latin(seed=0, limit=None, data_dir=None):\n"
         "    import dataclasses\n    data = toy_task(seed, limit)\n"
         "    data.rl_prompts[0] = dataclasses.replace(data.rl_prompts[0], text=b'caf\\xe9'.decode('utf-8', 'surrogateescape'))\n"
-        "    return data\n")
+        "    return data\n"
+    )
     rc, err = validate(tmp_path, capsys, "--include", str(plugin), "--task", "latin")
     assert rc == 2 and "not valid UTF-8" in err and "rl_prompts[0]" in err
 
@@ -139,11 +165,19 @@ def test_hub_model_with_the_hub_unreachable_fails_in_seconds(tmp_path, monkeypat
     assert "hub cannot be reached" in capsys.readouterr().err and time.time() - t0 < 5  # before: a minute of retries
 
 
-@pytest.mark.parametrize("args, named", [
-    (["--n-boot", "0"], "--n-boot"), (["--concurrency", "0"], "--concurrency"), (["--max-cost", "-1"], "--max-cost"),
-    (["--limit", "0"], "--limit"), (["--max-tokens", "0"], "--max-tokens"), (["--tie-margin", "nan"], "--tie-margin"),
-    (["--price-per-1k", "abc"], "--price-per-1k"), (["--judge-arg", "timeout"], "KEY=VALUE"),
-])
+@pytest.mark.parametrize(
+    "args, named",
+    [
+        (["--n-boot", "0"], "--n-boot"),
+        (["--concurrency", "0"], "--concurrency"),
+        (["--max-cost", "-1"], "--max-cost"),
+        (["--limit", "0"], "--limit"),
+        (["--max-tokens", "0"], "--max-tokens"),
+        (["--tie-margin", "nan"], "--tie-margin"),
+        (["--price-per-1k", "abc"], "--price-per-1k"),
+        (["--judge-arg", "timeout"], "KEY=VALUE"),
+    ],
+)
 def test_compare_options_are_refused_before_any_judge_call(tmp_path, capsys, args, named):
     rc = main(["compare", "a", "b", "--task", "toy", "--judge", "gold", "--output-dir", str(tmp_path), *args])
     err = capsys.readouterr().err.strip()

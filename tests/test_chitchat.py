@@ -25,9 +25,12 @@ FAST = {"relevance": False}  # MiniLM is exercised once, in test_registry_spec_l
 
 
 def _key(data):
-    return ([p.id for p in data.rl_prompts], [(e.prompt, e.response) for e in data.sft],
-            [(p.prompt, p.chosen, p.rejected) for p in data.pairs_train + data.pairs_val],
-            [(s.name, [p.id for p in s.prompts]) for s in data.eval_splits])
+    return (
+        [p.id for p in data.rl_prompts],
+        [(e.prompt, e.response) for e in data.sft],
+        [(p.prompt, p.chosen, p.rejected) for p in data.pairs_train + data.pairs_val],
+        [(s.name, [p.id for p in s.prompts]) for s in data.eval_splits],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +59,11 @@ def test_no_leakage(small, small_ood):
     for data in (small, small_ood):
         data.check_no_leakage()
         held_out = {" ".join(p.text.lower().split()) for s in data.eval_splits for p in s.prompts}
-        trained = [p.prompt for p in data.pairs_train + data.pairs_val] + [p.text for p in data.rl_prompts] + [e.prompt for e in data.sft]
+        trained = (
+            [p.prompt for p in data.pairs_train + data.pairs_val]
+            + [p.text for p in data.rl_prompts]
+            + [e.prompt for e in data.sft]
+        )
         assert not held_out & {" ".join(t.lower().split()) for t in trained}
         assert not {p.prompt for p in data.pairs_train} & {p.prompt for p in data.pairs_val}
 
@@ -78,7 +85,11 @@ def test_groups_and_splits(small, small_ood):
 
 
 def test_limit_is_honoured(small):
-    assert len(small.rl_prompts) == 64 and len(small.sft) <= 256 and 0 < len(small.pairs_train) + len(small.pairs_val) <= 256
+    assert (
+        len(small.rl_prompts) == 64
+        and len(small.sft) <= 256
+        and 0 < len(small.pairs_train) + len(small.pairs_val) <= 256
+    )
     assert small.pairs_val and all(len(s.prompts) == 64 for s in small.eval_splits)
     tiny = load_chitchat_ood(seed=3, limit=5, **FAST)
     assert len(tiny.rl_prompts) == 5 and len(tiny.sft) <= 20 and len(tiny.pairs_train) + len(tiny.pairs_val) <= 20
@@ -96,7 +107,21 @@ def test_chosen_beats_rejected_on_real_pairs(small):
 
 def _synthetic(tmp_path, n=40):
     rng = random.Random(0)
-    words = ["sun", "happy", "great", "love", "terrible", "awful", "sad", "fine", "dogs", "music", "pizza", "robots", "books"]
+    words = [
+        "sun",
+        "happy",
+        "great",
+        "love",
+        "terrible",
+        "awful",
+        "sad",
+        "fine",
+        "dogs",
+        "music",
+        "pizza",
+        "robots",
+        "books",
+    ]
     conv = {}
     for i in range(n):
         question = list(THEMES)[i % len(THEMES)]
@@ -115,14 +140,22 @@ def test_pairs_respect_the_margin_exactly_without_ratings(tmp_path):
     pairs = data.pairs_train + data.pairs_val
     assert pairs
     for p in pairs:
-        gap = preference_score(p.prompt, p.chosen, relevance=False) - preference_score(p.prompt, p.rejected, relevance=False)
+        gap = preference_score(p.prompt, p.chosen, relevance=False) - preference_score(
+            p.prompt, p.rejected, relevance=False
+        )
         assert gap >= 0.2 - 1e-9
 
 
 def test_malformed_records_name_file_and_key(tmp_path):
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"good": {"messages": [[{"text": "hi", "sender": "a"}]], "prompt": "Can computers fall in love?"},
-                               "broken-7": {"ratings": None, "prompt": "Mozart or Beethoven?"}}))
+    bad.write_text(
+        json.dumps(
+            {
+                "good": {"messages": [[{"text": "hi", "sender": "a"}]], "prompt": "Can computers fall in love?"},
+                "broken-7": {"ratings": None, "prompt": "Mozart or Beethoven?"},
+            }
+        )
+    )
     with pytest.raises(GilbenchError, match=r"bad\.json.*'broken-7'.*messages"):
         load_chitchat(seed=0, limit=4, path=str(bad), **FAST)
     bad.write_text(json.dumps({"k-1": {"messages": [[{"sender": "a"}]], "prompt": "Mozart or Beethoven?"}}))
@@ -136,10 +169,18 @@ def test_malformed_records_name_file_and_key(tmp_path):
 
 
 def test_preference_score_terms():
-    assert chitchat.length_term("a " * 20) == 1.0 and chitchat.length_term("a b") == 0.25 and chitchat.length_term("a " * 100) == 0.0
+    assert (
+        chitchat.length_term("a " * 20) == 1.0
+        and chitchat.length_term("a b") == 0.25
+        and chitchat.length_term("a " * 100) == 0.0
+    )
     assert chitchat.rating_term(None) == 0.0 and chitchat.rating_term(10) == 1.0
-    happy = preference_score("How was your day?", "It was a really wonderful day, I loved the sunshine at the beach", relevance=False)
-    sad = preference_score("How was your day?", "It was a terrible awful day, I hated the rain and felt sick all day", relevance=False)
+    happy = preference_score(
+        "How was your day?", "It was a really wonderful day, I loved the sunshine at the beach", relevance=False
+    )
+    sad = preference_score(
+        "How was your day?", "It was a terrible awful day, I hated the rain and felt sick all day", relevance=False
+    )
     assert happy > sad
 
 
@@ -154,7 +195,9 @@ def test_registry_spec_loads_with_minilm(tmp_path, monkeypatch):
     assert len(data.rl_prompts) == 32 and data.pairs_train and data.eval_splits[0].name == "id:test"
     assert list((tmp_path / "data").glob("chitchat-minilm-*.npz"))  # embeddings cached on disk
     on_topic = preference_score("What's your favorite smell?", "Fresh coffee in the morning, and rain on hot pavement.")
-    off_topic = preference_score("What's your favorite smell?", "The new tax rules for small businesses change next year.")
+    off_topic = preference_score(
+        "What's your favorite smell?", "The new tax rules for small businesses change next year."
+    )
     assert on_topic > off_topic
     ood = replace(tasks.get("chitchat-ood"), options={**tasks.get("chitchat-ood").options, "relevance": False})
     assert [s.name for s in ood.load(seed=0, limit=8).eval_splits] == ["id:test", "ood:hypotheticals", "ood:chatterbot"]

@@ -39,7 +39,9 @@ def test_rates_sign_test_and_bootstrap():
         lo, hi = out[f"{k}_ci"]
         assert lo <= out[k] <= hi
     se = np.sqrt(0.6 * 0.4 / 10)  # the percentile interval is close to the normal one here
-    assert out["win_ci"][0] == pytest.approx(0.6 - 1.96 * se, abs=0.06) and out["win_ci"][1] == pytest.approx(0.6 + 1.96 * se, abs=0.06)
+    assert out["win_ci"][0] == pytest.approx(0.6 - 1.96 * se, abs=0.06) and out["win_ci"][1] == pytest.approx(
+        0.6 + 1.96 * se, abs=0.06
+    )
     again, same = stats.rates(items, "x", n_boot=4000, seed=1)
     _, other = stats.rates(items, "x", n_boot=4000, seed=2)
     assert again == out and np.array_equal(same, draws) and not np.array_equal(other, draws) and len(draws) == 4000
@@ -57,8 +59,12 @@ def test_bootstrap_resamples_prompts_not_items():
 
 
 def test_average_policy_sign_and_invalid_items():
-    items = [{"win": 0.5, "tie": 0.5, "lose": 0.0, "cluster": "1"}, {"win": 0.5, "tie": 0.0, "lose": 0.5, "cluster": "2"},
-             {"win": None, "tie": None, "lose": None, "cluster": "3"}, {"win": 0.0, "tie": 0.0, "lose": 1.0, "cluster": "4"}]
+    items = [
+        {"win": 0.5, "tie": 0.5, "lose": 0.0, "cluster": "1"},
+        {"win": 0.5, "tie": 0.0, "lose": 0.5, "cluster": "2"},
+        {"win": None, "tie": None, "lose": None, "cluster": "3"},
+        {"win": 0.0, "tie": 0.0, "lose": 1.0, "cluster": "4"},
+    ]
     out, _ = stats.rates(items, "x")
     assert out["n"] == 3 and out["n_invalid"] == 1 and out["win"] == pytest.approx(1 / 3)
     assert out["sign_test"]["wins"] == 1 and out["sign_test"]["losses"] == 1 and out["sign_test"]["p"] == 1.0
@@ -66,13 +72,20 @@ def test_average_policy_sign_and_invalid_items():
 
 def test_health_by_hand():
     def item(o1, v1, o2, v2, la=5, lb=3, identical=False):
-        return {"orders": [{"outcome": o1, "verdict": v1}, {"outcome": o2, "verdict": v2}], "length_a": la, "length_b": lb, "identical": identical}
+        return {
+            "orders": [{"outcome": o1, "verdict": v1}, {"outcome": o2, "verdict": v2}],
+            "length_a": la,
+            "length_b": lb,
+            "identical": identical,
+        }
 
-    items = [item("a", "A", "a", "B"),  # consistent; a (longer) wins twice, once first, once second
-             item("a", "A", "b", "A"),  # a flip: the first position won both times
-             item("tie", "C", "invalid", "invalid"),
-             item("b", "B", "tie", "C", la=3, lb=3),  # equal length
-             item("tie", "C", "tie", "C", identical=True)]  # never shown to the judge
+    items = [
+        item("a", "A", "a", "B"),  # consistent; a (longer) wins twice, once first, once second
+        item("a", "A", "b", "A"),  # a flip: the first position won both times
+        item("tie", "C", "invalid", "invalid"),
+        item("b", "B", "tie", "C", la=3, lb=3),  # equal length
+        item("tie", "C", "tie", "C", identical=True),
+    ]  # never shown to the judge
     h = stats.health(items)
     assert h["position_flip_rate"] == pytest.approx(2 / 3)  # pairs 2 and 4 of the 3 with two valid orders
     assert h["first_position_win_rate"] == pytest.approx(3 / 5)  # A,B,A,A,B over the 5 decisive verdicts
@@ -99,7 +112,18 @@ def test_compare_results_files(tmp_path):
     records = [json.loads(x) for x in (out / "judgments.jsonl").read_text().splitlines()]
     assert len(records) == 32 and res["n_items"] == 32 and res["n_identical"] == 8
     r = records[0]
-    for key in ("item", "split", "group", "response_a", "response_b", "orders", "outcome", "attempts", "cached", "cost"):
+    for key in (
+        "item",
+        "split",
+        "group",
+        "response_a",
+        "response_b",
+        "orders",
+        "outcome",
+        "attempts",
+        "cached",
+        "cost",
+    ):
         assert key in r
     assert {"raw", "verdict", "outcome", "order"} <= set(r["orders"][0])
     split = res["splits"][0]
@@ -110,7 +134,9 @@ def test_compare_results_files(tmp_path):
     assert res["gap_id_minus_ood"]["win"] == 0.0
     rm = res["reward_model_score"]["splits"]["id:test"]
     assert res["reward_model_score"]["distributions"]["ood"]["b"]["n"] == 16
-    assert rm["a"]["method"] == "gil" and rm["a"]["mean"] == pytest.approx(0.35) and rm["b"]["mean"] == pytest.approx(1.35)
+    assert (
+        rm["a"]["method"] == "gil" and rm["a"]["mean"] == pytest.approx(0.35) and rm["b"]["mean"] == pytest.approx(1.35)
+    )
     assert res["seeds"] == [0, 1] and res["task"] == "toy"
 
 
@@ -134,23 +160,67 @@ def test_cli_with_an_http_judge(tmp_path, monkeypatch, capsys):
     make_runs(tmp_path / "runs", methods=("ppo",), seeds=(3,))
     monkeypatch.setenv("GILBENCH_TEST_KEY", "sk-cli-secret-123")
     with JudgeServer() as server:
-        base = ["gil", "ppo", "--task", "toy", "--judge", "openai:m", "--output-dir", str(tmp_path / "runs"), "--base-url", server.url,
-                "--api-key-env", "GILBENCH_TEST_KEY", "--judge-arg", "backoff=0.001", "--n-boot", "300"]
+        base = [
+            "gil",
+            "ppo",
+            "--task",
+            "toy",
+            "--judge",
+            "openai:m",
+            "--output-dir",
+            str(tmp_path / "runs"),
+            "--base-url",
+            server.url,
+            "--api-key-env",
+            "GILBENCH_TEST_KEY",
+            "--judge-arg",
+            "backoff=0.001",
+            "--n-boot",
+            "300",
+        ]
         assert run_cli(base + ["--dry-run", "--price-per-1k", "0.5,1.5"]) == 0
         text = capsys.readouterr().out
         assert "72 judge calls to make" in text and "estimated cost $" in text and server.count == 0
         assert run_cli(base + ["--seed", "0,1", "--concurrency", "4", "--policy", "average"]) == 0
         text = capsys.readouterr().out
         assert server.count == 48 and "gil wins %" in text and "ood:space" in text and "ID - OOD gap" in text
-        results = json.loads((tmp_path / "runs" / "toy" / "compare" / "gil_vs_ppo" / "openai-m" / "results.json").read_text())
+        results = json.loads(
+            (tmp_path / "runs" / "toy" / "compare" / "gil_vs_ppo" / "openai-m" / "results.json").read_text()
+        )
         assert results["policy"] == "average" and results["seeds"] == [0, 1]
     assert not any(b"sk-cli-secret-123" in p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
     with pytest.raises(GilbenchError, match="gilbench run --method dpo --task toy"):
         run_cli(["gil", "dpo", "--task", "toy", "--judge", "openai:m", "--output-dir", str(tmp_path / "runs")])
     with pytest.raises(GilbenchError, match="seed 9"):
-        run_cli(["gil", "ppo", "--task", "toy", "--judge", "openai:m", "--output-dir", str(tmp_path / "runs"), "--seed", "9"])
+        run_cli(
+            [
+                "gil",
+                "ppo",
+                "--task",
+                "toy",
+                "--judge",
+                "openai:m",
+                "--output-dir",
+                str(tmp_path / "runs"),
+                "--seed",
+                "9",
+            ]
+        )
     with pytest.raises(GilbenchError, match="price-per-1k"):
-        run_cli(["gil", "ppo", "--task", "toy", "--judge", "openai:m", "--output-dir", str(tmp_path / "runs"), "--price-per-1k", "x"])
+        run_cli(
+            [
+                "gil",
+                "ppo",
+                "--task",
+                "toy",
+                "--judge",
+                "openai:m",
+                "--output-dir",
+                str(tmp_path / "runs"),
+                "--price-per-1k",
+                "x",
+            ]
+        )
 
 
 def test_rm_auto_uses_run_a_reward_model(tmp_path, tiny_cfg, capsys):
@@ -170,11 +240,18 @@ def test_rm_auto_uses_run_a_reward_model(tmp_path, tiny_cfg, capsys):
     model.save_pretrained(rm_dir)
     tokenizer.save_pretrained(rm_dir)
     mark_done(rm_dir)
-    assert run_cli(["gil", "ppo", "--task", "toy", "--judge", "rm:auto", "--output-dir", cfg.output_dir, "--tie-margin", "0"]) == 0
+    assert (
+        run_cli(
+            ["gil", "ppo", "--task", "toy", "--judge", "rm:auto", "--output-dir", cfg.output_dir, "--tie-margin", "0"]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "judge rm-" in out
     res = json.loads(next(Path(cfg.output_dir, "toy", "compare", "gil_vs_ppo").glob("rm-*/results.json")).read_text())
     assert res["judge"]["reward_model"] == str(rm_dir) and res["splits"][0]["n"] == 4
     with pytest.raises(GilbenchError, match="rm:auto"):
-        (a / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(dataclasses.replace(cfg, seed=5)), sort_keys=False))
+        (a / "config.yaml").write_text(
+            yaml.safe_dump(dataclasses.asdict(dataclasses.replace(cfg, seed=5)), sort_keys=False)
+        )
         run_cli(["gil", "ppo", "--task", "toy", "--judge", "rm:auto", "--output-dir", cfg.output_dir])

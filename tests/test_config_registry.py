@@ -120,10 +120,33 @@ def test_plugin_method_runs_with_include(tmp_path, capsys):
     folder = tmp_path / "plugins"
     folder.mkdir()
     (folder / "my_ppo.py").write_text(PLUGIN)
-    small = ["rl.steps=1", "rl.rollout_batch_size=4", "rl.minibatch_size=4", "rl.micro_batch_size=4", "rl.max_new_tokens=4",
-             "rl.ppo_epochs=1", "sft.max_examples=4", "rm.max_pairs=4", "generate.max_prompts=1", "generate.max_new_tokens=4"]
-    argv = ["run", "--include", str(folder), "--method", "my-ppo", "--task", "toy", "--model", "tiny", "--device", "cpu",
-            "--output-dir", str(tmp_path / "runs")]
+    small = [
+        "rl.steps=1",
+        "rl.rollout_batch_size=4",
+        "rl.minibatch_size=4",
+        "rl.micro_batch_size=4",
+        "rl.max_new_tokens=4",
+        "rl.ppo_epochs=1",
+        "sft.max_examples=4",
+        "rm.max_pairs=4",
+        "generate.max_prompts=1",
+        "generate.max_new_tokens=4",
+    ]
+    argv = [
+        "run",
+        "--include",
+        str(folder),
+        "--method",
+        "my-ppo",
+        "--task",
+        "toy",
+        "--model",
+        "tiny",
+        "--device",
+        "cpu",
+        "--output-dir",
+        str(tmp_path / "runs"),
+    ]
     for item in small:
         argv += ["--set", item]
     assert main(argv) == 0
@@ -138,5 +161,8 @@ def test_missing_optional_package_names_the_install(monkeypatch):
     from gilbench.errors import MissingDependency, require
 
     monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if it were not installed
-    with pytest.raises(MissingDependency, match=r"TensorBoard logging needs the optional package 'tensorboard'.*pip install \"gilbench\[tensorboard\]\""):
+    with pytest.raises(
+        MissingDependency,
+        match=r"TensorBoard logging needs the optional package 'tensorboard'.*pip install \"gilbench\[tensorboard\]\"",
+    ):
         require("tensorboard", "TensorBoard logging", extra="tensorboard")

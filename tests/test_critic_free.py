@@ -30,7 +30,9 @@ def test_leave_one_out_advantages_by_hand():
     expected = torch.tensor([-8 / 3, -4 / 3, 0.0, 4.0, -4 / 3, -4 / 3, -4 / 3, 4.0])
     assert torch.allclose(leave_one_out_advantages(returns, 4), expected)
     # k = 2: each sample against the other one; a prompt's advantages sum to 0 for any k
-    assert torch.allclose(leave_one_out_advantages(torch.tensor([5.0, 1.0, -2.0, -2.0]), 2), torch.tensor([4.0, -4.0, 0.0, 0.0]))
+    assert torch.allclose(
+        leave_one_out_advantages(torch.tensor([5.0, 1.0, -2.0, -2.0]), 2), torch.tensor([4.0, -4.0, 0.0, 0.0])
+    )
     assert leave_one_out_advantages(returns, 4).view(2, 4).sum(dim=1).abs().max() < 1e-6
 
 
@@ -44,9 +46,20 @@ def test_group_normalised_advantages_by_hand():
 def fake_batch(scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor) -> Rollout:
     B, R = kl.shape
     zeros = torch.zeros(B, R)
-    return Rollout(prompts=[Prompt(id=str(i // 2), text="q") for i in range(B)], query=torch.zeros(B, 2, dtype=torch.long),
-                   query_mask=torch.ones(B, 2, dtype=torch.long), response=torch.zeros(B, R, dtype=torch.long), mask=mask,
-                   texts=[""] * B, scores=scores, raw_scores=scores, logprobs=zeros, ref_logprobs=zeros, kl=kl, entropy=zeros)
+    return Rollout(
+        prompts=[Prompt(id=str(i // 2), text="q") for i in range(B)],
+        query=torch.zeros(B, 2, dtype=torch.long),
+        query_mask=torch.ones(B, 2, dtype=torch.long),
+        response=torch.zeros(B, R, dtype=torch.long),
+        mask=mask,
+        texts=[""] * B,
+        scores=scores,
+        raw_scores=scores,
+        logprobs=zeros,
+        ref_logprobs=zeros,
+        kl=kl,
+        entropy=zeros,
+    )
 
 
 @pytest.mark.parametrize("cls,config", [(RLOO, RLOOConfig(rloo_k=2)), (GRPO, GRPOConfig(group_size=2))])
@@ -74,17 +87,28 @@ def test_sequence_advantage_is_the_kl_shaped_return_baselined_and_broadcast(cls,
 def test_k_samples_per_prompt_in_a_row():
     method = RLOO.__new__(RLOO)
     method.ctx = SimpleNamespace(method_cfg=RLOOConfig(rloo_k=4))
-    method.cfg, method.rl, method.acc = SimpleNamespace(seed=0), SimpleNamespace(rollout_batch_size=12), SimpleNamespace(process_index=0)
+    method.cfg, method.rl, method.acc = (
+        SimpleNamespace(seed=0),
+        SimpleNamespace(rollout_batch_size=12),
+        SimpleNamespace(process_index=0),
+    )
     method.prompts = [Prompt(id=str(i), text=f"q{i}") for i in range(50)]
     ids = [p.id for p in method.sample_prompts(3)]
     assert len(ids) == 12 and len(set(ids)) == 3 and all(len(set(ids[i : i + 4])) == 1 for i in range(0, 12, 4))
 
 
-@pytest.mark.parametrize("method,sets,match", [
-    ("rloo", ["rl.rollout_batch_size=6", "rl.minibatch_size=6", "rl.micro_batch_size=6"], r"multiple of method_args.rloo_k \(4\)"),
-    ("rloo", ["rloo_k=1"], "rloo_k = 1: must be at least 2"),
-    ("grpo", ["group_size=3"], r"multiple of method_args.group_size \(3\)"),
-])
+@pytest.mark.parametrize(
+    "method,sets,match",
+    [
+        (
+            "rloo",
+            ["rl.rollout_batch_size=6", "rl.minibatch_size=6", "rl.micro_batch_size=6"],
+            r"multiple of method_args.rloo_k \(4\)",
+        ),
+        ("rloo", ["rloo_k=1"], "rloo_k = 1: must be at least 2"),
+        ("grpo", ["group_size=3"], r"multiple of method_args.group_size \(3\)"),
+    ],
+)
 def test_bad_samples_per_prompt_are_refused_at_load(method, sets, match):
     with pytest.raises(GilbenchError, match=match):
         resolve_run(method, "toy", sets)
@@ -94,9 +118,24 @@ def rows(summary: dict) -> list[dict]:
     return [json.loads(line) for line in (Path(summary["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
 
 
-APPLY = ["objective/score", "objective/kl", "objective/rlhf_reward", "objective/entropy", "objective/kl_coef", "policy/approx_kl",
-         "policy/clipfrac", "policy/ratio_mean", "loss/policy", "completions/mean_length", "completions/eos_rate",
-         "completions/repetition_rate", "time/rollout", "time/update", "time/step", "throughput/tokens_per_s"]
+APPLY = [
+    "objective/score",
+    "objective/kl",
+    "objective/rlhf_reward",
+    "objective/entropy",
+    "objective/kl_coef",
+    "policy/approx_kl",
+    "policy/clipfrac",
+    "policy/ratio_mean",
+    "loss/policy",
+    "completions/mean_length",
+    "completions/eos_rate",
+    "completions/repetition_rate",
+    "time/rollout",
+    "time/update",
+    "time/step",
+    "throughput/tokens_per_s",
+]
 
 
 @pytest.mark.parametrize("method", ["rloo", "grpo"])
@@ -104,7 +143,9 @@ def test_critic_free_runs_build_no_value_model(tiny_cfg, monkeypatch, method):
     built = []
     for name in ("from_causal_lm", "from_sequence_classifier"):
         original = getattr(ValueModel, name)
-        monkeypatch.setattr(ValueModel, name, classmethod(lambda cls, *a, _o=original, **k: built.append(1) or _o(*a, **k)))
+        monkeypatch.setattr(
+            ValueModel, name, classmethod(lambda cls, *a, _o=original, **k: built.append(1) or _o(*a, **k))
+        )
     seen = []
     setup = trainer_module.RLMethod.setup
     monkeypatch.setattr(trainer_module.RLMethod, "setup", lambda self, ctx: (setup(self, ctx), seen.append(self))[0])

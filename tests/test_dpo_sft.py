@@ -19,18 +19,29 @@ from gilbench.pipeline import run
 def test_dpo_loss_by_hand_on_two_pairs():
     # pair 1: r_w = 0.5 * (-1.0 + 1.5) = 0.25, r_l = 0.5 * (-3.0 + 2.5) = -0.25, margin  0.5  -> log(1 + e^-0.5)  = 0.4740770
     # pair 2: r_w = 0.5 * (-2.0 + 2.0) = 0.0,  r_l = 0.5 * (-1.0 + 1.5) =  0.25, margin -0.25 -> log(1 + e^0.25)  = 0.8259394
-    losses, rw, rl = dpo_loss(torch.tensor([-1.0, -2.0]), torch.tensor([-3.0, -1.0]), torch.tensor([-1.5, -2.0]), torch.tensor([-2.5, -1.5]), beta=0.5)
+    losses, rw, rl = dpo_loss(
+        torch.tensor([-1.0, -2.0]),
+        torch.tensor([-3.0, -1.0]),
+        torch.tensor([-1.5, -2.0]),
+        torch.tensor([-2.5, -1.5]),
+        beta=0.5,
+    )
     assert torch.allclose(rw, torch.tensor([0.25, 0.0])) and torch.allclose(rl, torch.tensor([-0.25, 0.25]))
     assert torch.allclose(losses, torch.tensor([0.4740770, 0.8259394]), atol=1e-6)
     assert losses.mean().item() == pytest.approx(0.6500082, abs=1e-6)
     # equal log-ratios give log 2, whatever beta
-    same, _, _ = dpo_loss(torch.tensor([-4.0]), torch.tensor([-7.0]), torch.tensor([-4.0]), torch.tensor([-7.0]), beta=3.0)
+    same, _, _ = dpo_loss(
+        torch.tensor([-4.0]), torch.tensor([-7.0]), torch.tensor([-4.0]), torch.tensor([-7.0]), beta=3.0
+    )
     assert same.item() == pytest.approx(math.log(2), abs=1e-7)
 
 
 def test_sequence_logps_sum_response_tokens_only():
     model, tokenizer = load_causal_lm("tiny")
-    batch = [EncodedPair([72, 105, 33], [10, 11, 12, 256], [20, 256]), EncodedPair([65, 66, 67, 68, 69, 70], [30, 256], [40, 41, 42, 43, 256])]
+    batch = [
+        EncodedPair([72, 105, 33], [10, 11, 12, 256], [20, 256]),
+        EncodedPair([65, 66, 67, 68, 69, 70], [30, 256], [40, 41, 42, 43, 256]),
+    ]
     with torch.no_grad():
         chosen, rejected = sequence_logps(model, batch, tokenizer.pad_token_id, "cpu")
 
@@ -50,7 +61,10 @@ def test_encode_pairs_cuts_the_prompt_from_the_left_and_shares_it():
     enc = encode_pairs(tokenizer, pairs, "plain", max_length=30)[0]
     assert len(enc.prompt) + len(enc.chosen) <= 30 and len(enc.prompt) + len(enc.rejected) <= 30
     assert tokenizer.decode(enc.prompt).endswith("xEND?")  # the end of the prompt survives
-    assert tokenizer.decode(enc.chosen) == " yes please<|endoftext|>" and tokenizer.decode(enc.rejected) == " no<|endoftext|>"
+    assert (
+        tokenizer.decode(enc.chosen) == " yes please<|endoftext|>"
+        and tokenizer.decode(enc.rejected) == " no<|endoftext|>"
+    )
 
 
 # ---------------------------------------------------------------------------- end to end
@@ -92,9 +106,16 @@ def test_dpo_trains_on_the_pairs_and_the_margin_grows(store, tiny_cfg):
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, 9))  # 32 pairs / 8 per step x 2 epochs
     first, last = rows[0], rows[-1]
-    assert first["loss/dpo"] == pytest.approx(math.log(2), abs=1e-5) and first["dpo/reward_margin"] == pytest.approx(0.0, abs=1e-5)
-    assert last["loss/dpo"] < first["loss/dpo"] - 0.05 and last["dpo/reward_margin"] > 0.5 and last["dpo/accuracy"] > 0.5
-    assert all(k in first for k in ("dpo/reward_chosen", "dpo/reward_rejected", "dpo/logp_chosen", "dpo/logp_rejected", "time/step"))
+    assert first["loss/dpo"] == pytest.approx(math.log(2), abs=1e-5) and first["dpo/reward_margin"] == pytest.approx(
+        0.0, abs=1e-5
+    )
+    assert (
+        last["loss/dpo"] < first["loss/dpo"] - 0.05 and last["dpo/reward_margin"] > 0.5 and last["dpo/accuracy"] > 0.5
+    )
+    assert all(
+        k in first
+        for k in ("dpo/reward_chosen", "dpo/reward_rejected", "dpo/logp_chosen", "dpo/logp_rejected", "time/step")
+    )
     # the SFT model and the reward model came from the cache the sft run filled; the policy moved away from it
     assert len(list((store / "runs" / "cache" / "sft").iterdir())) == 1
     sft_dir = next((store / "runs" / "cache" / "sft").iterdir())

@@ -47,7 +47,9 @@ def test_soft_group_stats_by_hand():
     assert V.item() == pytest.approx(81 / 49, rel=1e-6)
     # KL(m || uniform) = 7/12 log(2*7/12) + 5/12 log(2*5/12) = 0.0139539...
     kl = 7 / 12 * math.log(14 / 12) + 5 / 12 * math.log(10 / 12)
-    assert group_inference_loss(P6, PERF6, beta_critic=1.0, balance=0.5).item() == pytest.approx(-81 / 49 + 0.5 * kl, rel=1e-6)
+    assert group_inference_loss(P6, PERF6, beta_critic=1.0, balance=0.5).item() == pytest.approx(
+        -81 / 49 + 0.5 * kl, rel=1e-6
+    )
     assert group_inference_loss(P6, PERF6, beta_critic=2.0, balance=0.0).item() == pytest.approx(-2 * 81 / 49, rel=1e-6)
 
 
@@ -61,13 +63,21 @@ def test_invariant_policy_loss_by_hand_and_gradient():
     assert stats["penalty"].item() == pytest.approx(1 / 1225, rel=1e-5)
     assert loss.item() == pytest.approx(1 / 3 + 2 / 1225, rel=1e-6)
     assert 7 / 12 * 5 / 14 + 5 / 12 * 3 / 10 == pytest.approx(LOSS6.mean().item())
-    assert invariant_policy_loss(LOSS6, P6, beta_policy=0.0)[0].item() == LOSS6.mean().item()  # beta 0: PPO's loss, exactly
+    assert (
+        invariant_policy_loss(LOSS6, P6, beta_policy=0.0)[0].item() == LOSS6.mean().item()
+    )  # beta 0: PPO's loss, exactly
 
     p64 = P6.double()
-    assert torch.autograd.gradcheck(lambda losses: invariant_policy_loss(losses, p64, 2.0)[0], LOSS6.double().requires_grad_())
+    assert torch.autograd.gradcheck(
+        lambda losses: invariant_policy_loss(losses, p64, 2.0)[0], LOSS6.double().requires_grad_()
+    )
     soft = torch.softmax(torch.randn(6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0)), dim=1)
-    assert torch.autograd.gradcheck(lambda losses: invariant_policy_loss(losses, soft, 0.7)[0], LOSS6.double().requires_grad_())
-    assert torch.autograd.gradcheck(lambda p: group_inference_loss(p, PERF6.double(), 1.0, 0.5), soft.clone().requires_grad_())
+    assert torch.autograd.gradcheck(
+        lambda losses: invariant_policy_loss(losses, soft, 0.7)[0], LOSS6.double().requires_grad_()
+    )
+    assert torch.autograd.gradcheck(
+        lambda p: group_inference_loss(p, PERF6.double(), 1.0, 0.5), soft.clone().requires_grad_()
+    )
 
 
 def test_groups_without_mass_are_left_out():
@@ -103,7 +113,9 @@ def test_group_head_leaves_the_global_rng_alone():
     torch.manual_seed(123)
     head = GroupHead(16, 4, seed=7)
     assert torch.equal(torch.rand(3), expected)
-    assert torch.equal(head.weight, GroupHead(16, 4, seed=7).weight) and not torch.equal(head.weight, GroupHead(16, 4, seed=8).weight)
+    assert torch.equal(head.weight, GroupHead(16, 4, seed=7).weight) and not torch.equal(
+        head.weight, GroupHead(16, 4, seed=8).weight
+    )
 
 
 def planted_batch(seed: int, B: int = 32, H: int = 64):
@@ -154,9 +166,20 @@ def fake_batch(hidden: torch.Tensor, scores: torch.Tensor, kl: torch.Tensor) -> 
     B, R = kl.shape
     zeros = torch.zeros(B, R)
     return Rollout(
-        prompts=[Prompt(id=str(i), text="q") for i in range(B)], query=torch.zeros(B, 2, dtype=torch.long), query_mask=torch.ones(B, 2, dtype=torch.long),
-        response=torch.zeros(B, R, dtype=torch.long), mask=torch.ones(B, R), texts=[""] * B, scores=scores, raw_scores=scores,
-        logprobs=zeros, ref_logprobs=zeros, kl=kl, values=zeros, critic_hidden=hidden, entropy=zeros,
+        prompts=[Prompt(id=str(i), text="q") for i in range(B)],
+        query=torch.zeros(B, 2, dtype=torch.long),
+        query_mask=torch.ones(B, 2, dtype=torch.long),
+        response=torch.zeros(B, R, dtype=torch.long),
+        mask=torch.ones(B, R),
+        texts=[""] * B,
+        scores=scores,
+        raw_scores=scores,
+        logprobs=zeros,
+        ref_logprobs=zeros,
+        kl=kl,
+        values=zeros,
+        critic_hidden=hidden,
+        entropy=zeros,
     )
 
 
@@ -181,7 +204,9 @@ def test_adaptive_kl_weights_follow_the_high_group(normalise):
     assert torch.allclose(data.kl_weights, expected)
     assert torch.allclose(data.group_probs[:, 1], p1)
     assert data.metrics["gil/kl_weight_mean"] == pytest.approx(1.0 if normalise else p1.mean().item(), rel=1e-6)
-    rewards = shape_rewards(batch, 0.1, data.kl_weights)  # the loop's shaping: -kl_coef * w_i * KL_t, + score at the end
+    rewards = shape_rewards(
+        batch, 0.1, data.kl_weights
+    )  # the loop's shaping: -kl_coef * w_i * KL_t, + score at the end
     assert torch.allclose(rewards[:, 0], -0.1 * expected)
     assert torch.allclose(rewards[:, -1], -0.1 * expected + batch.scores)
     method.gil.adaptive_kl = False
@@ -200,13 +225,21 @@ def test_shared_trunk_step_matches_a_whole_batch_backward():
     critic = ValueModel.from_causal_lm(load_causal_lm("tiny")[0])
     gen = torch.Generator().manual_seed(0)
     batch = fake_batch(torch.zeros(5, 64), scores=torch.randn(5, generator=gen), kl=torch.zeros(5, 4))
-    batch.query, batch.response = torch.randint(0, 250, (5, 2), generator=gen), torch.randint(0, 250, (5, 4), generator=gen)
+    batch.query, batch.response = (
+        torch.randint(0, 250, (5, 2), generator=gen),
+        torch.randint(0, 250, (5, 4), generator=gen),
+    )
     batch.mask[3, 2:] = 0  # a short response: its hidden state is read at its own last token
     cfg = GILConfig(group_head_shares_trunk=True, n_groups=3)
 
     reference_critic, reference_head = copy.deepcopy(critic), GroupHead(64, 3, seed=0)
     _, hidden = critic_forward(reference_critic, batch.query, batch.query_mask, batch.response, batch.mask.long())
-    group_inference_loss(reference_head(hidden), (batch.scores - batch.scores.mean()) / batch.scores.std(unbiased=False), 1.0, cfg.group_balance).backward()
+    group_inference_loss(
+        reference_head(hidden),
+        (batch.scores - batch.scores.mean()) / batch.scores.std(unbiased=False),
+        1.0,
+        cfg.group_balance,
+    ).backward()
 
     method = GIL.__new__(GIL)
     method.gil, method.critic, method.head = cfg, critic, GroupHead(64, 3, seed=0)
@@ -217,7 +250,9 @@ def test_shared_trunk_step_matches_a_whole_batch_backward():
     for name, param in [*method.head.named_parameters(), *critic.trunk.named_parameters()]:
         ref = dict([*reference_head.named_parameters(), *reference_critic.trunk.named_parameters()])[name]
         step = before[name] - param.detach()  # SGD with lr 1: the gradient
-        assert torch.allclose(step, ref.grad if ref.grad is not None else torch.zeros_like(step), atol=1e-5, rtol=1e-4), name
+        assert torch.allclose(
+            step, ref.grad if ref.grad is not None else torch.zeros_like(step), atol=1e-5, rtol=1e-4
+        ), name
         assert param.grad is None  # nothing left behind for the PPO step
 
 
@@ -231,8 +266,11 @@ def test_performance_return_uses_the_kl_shaped_return():
     with torch.no_grad():
         method.head.weight.copy_(torch.tensor([[5.0], [-5.0]]))  # h > 0: group 0, h < 0: group 1
     # Group 0 scores higher (2 vs 1) but pays 3 nats of KL over 3 tokens: its return is 2 - 3 = -1 < 1.
-    batch = fake_batch(torch.tensor([[1.0], [1.0], [-1.0], [-1.0]]), scores=torch.tensor([2.0, 2.0, 1.0, 1.0]),
-                       kl=torch.tensor([[1.0, 1.0, 1.0]] * 2 + [[0.0, 0.0, 0.0]] * 2))
+    batch = fake_batch(
+        torch.tensor([[1.0], [1.0], [-1.0], [-1.0]]),
+        scores=torch.tensor([2.0, 2.0, 1.0, 1.0]),
+        kl=torch.tensor([[1.0, 1.0, 1.0]] * 2 + [[0.0, 0.0, 0.0]] * 2),
+    )
     data = method.prepare(batch)
     assert data.metrics["gil/g_high"] == 1
     assert torch.allclose(method.kl_shaped_return(batch, None), torch.tensor([-1.0, -1.0, 1.0, 1.0]))
@@ -291,19 +329,32 @@ def test_gil_with_both_terms_off_is_ppo_with_kl(tiny_cfg, store):
     shared = set(comparable(ppo_rows[0])) & set(gil_rows[0])
     assert {"loss/policy", "loss/value", "objective/score", "objective/kl", "policy/approx_kl"} <= shared
     assert_same_rows(ppo_rows, gil_rows, sorted(shared))
-    weights = [load_file(Path(c.output_dir) / "toy" / c.method / "seed0" / "policy" / "model.safetensors") for c in (ppo, gil)]
+    weights = [
+        load_file(Path(c.output_dir) / "toy" / c.method / "seed0" / "policy" / "model.safetensors") for c in (ppo, gil)
+    ]
     assert weights[0].keys() == weights[1].keys()
     for name in weights[0]:
         assert torch.allclose(weights[0][name], weights[1][name], atol=1e-6, rtol=0), name
 
 
-GROUP_METRICS = ["group/variance", "group/worst", "group/gap", "loss/group", "gil/kl_weight_mean", "gil/kl_weight_std",
-                 "group/nmi", "group/purity", "loss/invariance"]
+GROUP_METRICS = [
+    "group/variance",
+    "group/worst",
+    "group/gap",
+    "loss/group",
+    "gil/kl_weight_mean",
+    "gil/kl_weight_std",
+    "group/nmi",
+    "group/purity",
+    "loss/invariance",
+]
 
 
 def check_group_metrics(rows: list[dict], n_groups: int) -> None:
     for row in rows:
-        for name in GROUP_METRICS + [f"group/{g}/{q}" for g in range(n_groups) for q in ("mass", "score", "kl", "length")]:
+        for name in GROUP_METRICS + [
+            f"group/{g}/{q}" for g in range(n_groups) for q in ("mass", "score", "kl", "length")
+        ]:
             assert name in row and row[name] is not None and math.isfinite(row[name]), (row["step"], name)
         assert sum(row[f"group/{g}/mass"] for g in range(n_groups)) == pytest.approx(1.0, abs=1e-5)
         assert 0 <= row["group/nmi"] <= 1 and 0.5 <= row["group/purity"] <= 1
@@ -359,7 +410,11 @@ def test_an_ablation_run_without_its_defaults_is_refused(tiny_cfg, store):
 
 
 def test_ablations_are_registered_with_their_defaults():
-    expected = {"gil-fixed-kl": ("adaptive_kl", False), "gil-no-inv": ("beta_policy", 0.0), "gil-oracle": ("groups", "oracle")}
+    expected = {
+        "gil-fixed-kl": ("adaptive_kl", False),
+        "gil-no-inv": ("beta_policy", 0.0),
+        "gil-oracle": ("groups", "oracle"),
+    }
     for name, (field, value) in expected.items():
         cls = registry.methods.get(name)
         assert issubclass(cls, GIL) and cls.Config is GILConfig and cls.defaults == {f"method_args.{field}": value}
@@ -367,8 +422,18 @@ def test_ablations_are_registered_with_their_defaults():
 
     from gilbench.cli import build_configs
 
-    args = Namespace(config=None, method="gil-no-inv", task="toy", model=None, seed=None, output_dir=None, limit=None,
-                     overrides=["n_groups=4"], device=None, data_dir=None, include=[])
+    args = Namespace(
+        config=None,
+        method="gil-no-inv",
+        task="toy",
+        model=None,
+        seed=None,
+        output_dir=None,
+        limit=None,
+        overrides=["n_groups=4"],
+        device=None,
+        data_dir=None,
+        include=[],
+    )
     cfg = build_configs(args)[0]
     assert cfg.method_args == {"beta_policy": 0.0, "n_groups": 4}
-

@@ -41,7 +41,10 @@ def tiny_gil(policy, micro: int, beta: float, clamp: bool = False):
 def tiny_minibatch(policy):
     gen = torch.Generator().manual_seed(0)
     batch = fake_batch(torch.zeros(8, 1), scores=torch.zeros(8), kl=torch.zeros(8, 5))
-    batch.query, batch.response = torch.randint(3, 250, (8, 3), generator=gen), torch.randint(3, 250, (8, 5), generator=gen)
+    batch.query, batch.response = (
+        torch.randint(3, 250, (8, 3), generator=gen),
+        torch.randint(3, 250, (8, 5), generator=gen),
+    )
     batch.query_mask = torch.ones(8, 3, dtype=torch.long)
     batch.mask[1, 3:], batch.mask[6, 1:] = 0, 0
     with torch.no_grad():  # old log-probs near the current ones, so some ratios leave the clip range

@@ -61,9 +61,23 @@ def screenshot(page: Path, shot: Path, height: int):
     """Chromium's own rendering of ``page`` (a fresh profile; no network is needed or used)."""
     from PIL import Image
 
-    done = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
-                           f"--user-data-dir={shot.parent / 'profile'}", f"--window-size=1280,{height}", f"--screenshot={shot}",
-                           page.resolve().as_uri()], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--no-first-run",
+            f"--user-data-dir={shot.parent / 'profile'}",
+            f"--window-size=1280,{height}",
+            f"--screenshot={shot}",
+            page.resolve().as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0 and shot.exists(), done.stderr[-2000:]
     return Image.open(shot).convert("L")
 

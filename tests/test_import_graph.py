@@ -43,7 +43,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for dep in sorted(graph.get(node, ())):
             if state.get(dep) == 1:
-                return stack[stack.index(dep):] + [dep]
+                return stack[stack.index(dep) :] + [dep]
             if dep not in state:
                 cycle = visit(dep)
                 if cycle:
@@ -87,6 +87,11 @@ def test_the_subpackages_have_no_import_cycle():
 
 def test_library_code_does_not_import_the_command_line():
     graph = import_graph()
-    offenders = sorted(f"{m} -> {d}" for m, deps in graph.items() if not m.startswith("gilbench.cli") and m != "gilbench.__main__"
-                       for d in deps if d.startswith("gilbench.cli"))
+    offenders = sorted(
+        f"{m} -> {d}"
+        for m, deps in graph.items()
+        if not m.startswith("gilbench.cli") and m != "gilbench.__main__"
+        for d in deps
+        if d.startswith("gilbench.cli")
+    )
     assert not offenders, offenders

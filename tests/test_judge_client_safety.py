@@ -67,7 +67,13 @@ class Capture:
 
 
 def chat_reply(text: str, model: str) -> bytes:
-    return json.dumps({"model": model, "choices": [{"message": {"content": text}}], "usage": {"prompt_tokens": 10, "completion_tokens": 5}}).encode()
+    return json.dumps(
+        {
+            "model": model,
+            "choices": [{"message": {"content": text}}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5},
+        }
+    ).encode()
 
 
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
@@ -114,7 +120,9 @@ def test_budget_message_reports_what_the_calls_in_flight_finally_cost():
     assert "spent $0.4000 on 1 calls" in str(stop.value)  # before the fix: "spent $0.0000 on 0 calls"
 
 
-@pytest.mark.parametrize("url", ["htp:/nowhere", "nowhere", "http://", "ftp://example.com/v1", "http://127.0.0.1:99999/v1", ""])
+@pytest.mark.parametrize(
+    "url", ["htp:/nowhere", "nowhere", "http://", "ftp://example.com/v1", "http://127.0.0.1:99999/v1", ""]
+)
 def test_malformed_base_url_fails_at_once(url):
     t0 = time.time()
     with pytest.raises(GilbenchError, match="base-url"):
@@ -129,7 +137,9 @@ def test_unknown_host_is_not_retried():
     assert time.time() - t0 < 10
 
 
-@pytest.mark.parametrize("option", [{"timeout": "abc"}, {"timeout": 0}, {"max_retries": -1}, {"max_retries": 1.5}, {"backoff": float("nan")}])
+@pytest.mark.parametrize(
+    "option", [{"timeout": "abc"}, {"timeout": 0}, {"max_retries": -1}, {"max_retries": 1.5}, {"backoff": float("nan")}]
+)
 def test_bad_client_options_are_refused(option):
     with pytest.raises(GilbenchError, match="judge option"):
         ChatClient("http://127.0.0.1:1/v1", "GILBENCH_TEST_KEY", **option)

@@ -28,7 +28,9 @@ def trained(tmp_path_factory):
 def test_curve_points_pool_windows_of_steps_and_carry_both_scores(trained):
     run_dir, cfg = trained
     length_judge = ScoreJudge(score=lambda prompt, response: len(response), judge_id="length")
-    curve = jc.judge_curve(run_dir, length_judge, output_dir=cfg.output_dir, window=2, progress=False, log=lambda s: None)
+    curve = jc.judge_curve(
+        run_dir, length_judge, output_dir=cfg.output_dir, window=2, progress=False, log=lambda s: None
+    )
     assert [(p["first_step"], p["step"]) for p in curve] == [(1, 2), (3, 4)]
     assert all(p["n"] == 2 * cfg.rl.rollout_batch_size and p["invalid"] == 0 for p in curve)
     assert all(p["win"] + p["tie"] + p["lose"] == pytest.approx(1.0) for p in curve)
@@ -43,12 +45,19 @@ def test_curve_points_pool_windows_of_steps_and_carry_both_scores(trained):
 
 def test_win_rate_follows_the_judge_and_the_reference_is_cached(trained, monkeypatch):
     run_dir, cfg = trained
-    monkeypatch.setattr("gilbench.stages.generate.generate_split", lambda *a, **k: pytest.fail("the reference should be cached"))
+    monkeypatch.setattr(
+        "gilbench.stages.generate.generate_split", lambda *a, **k: pytest.fail("the reference should be cached")
+    )
     longer = ScoreJudge(score=lambda p, r: len(r), judge_id="longer")
     shorter = ScoreJudge(score=lambda p, r: -len(r), judge_id="shorter")
-    a, b = (jc.judge_curve(run_dir, j, output_dir=cfg.output_dir, window=4, progress=False, log=lambda s: None)[0] for j in (longer, shorter))
+    a, b = (
+        jc.judge_curve(run_dir, j, output_dir=cfg.output_dir, window=4, progress=False, log=lambda s: None)[0]
+        for j in (longer, shorter)
+    )
     assert a["n"] == b["n"] == 4 * cfg.rl.rollout_batch_size
-    assert (a["win"], a["tie"], a["lose"]) == pytest.approx((b["lose"], b["tie"], b["win"]))  # opposite judges, mirrored verdicts
+    assert (a["win"], a["tie"], a["lose"]) == pytest.approx(
+        (b["lose"], b["tie"], b["win"])
+    )  # opposite judges, mirrored verdicts
     assert a["judge_score"] == pytest.approx(-b["judge_score"]) and a["reference_judge_score"] > 0
 
 
@@ -56,7 +65,11 @@ def test_a_falling_judge_curve_fires_the_stability_flag(trained):
     run_dir, _ = trained
     rows = read_metrics(run_dir)
     rising = [dict(r, **{"objective/score": float(r["step"])}) for r in rows]  # score up every step
-    curve = [{"step": 2, "win": 0.7, "n": 64}, {"step": 3, "win": 0.35, "n": 64}, {"step": 4, "win": 0.3, "n": 64}]  # judge down
+    curve = [
+        {"step": 2, "win": 0.7, "n": 64},
+        {"step": 3, "win": 0.35, "n": 64},
+        {"step": 4, "win": 0.3, "n": 64},
+    ]  # judge down
     flag = analyse_run(rising, curve, Thresholds(smooth=1))["flags"]["judge"]
     assert flag["fired"] and flag["step"] == 3
 
@@ -66,7 +79,22 @@ def test_cli_skips_runs_without_samples_and_explains_when_none_have_them(trained
     bare = tmp_path / "toy" / "sft" / "seed0"
     bare.mkdir(parents=True)
     (bare / "config.yaml").write_text("method: sft\ntask: toy\n")
-    assert main(["judge-curve", str(run_dir), str(bare), "--judge", "rm:auto", "--output-dir", cfg.output_dir, "--window", "4"]) == 0
+    assert (
+        main(
+            [
+                "judge-curve",
+                str(run_dir),
+                str(bare),
+                "--judge",
+                "rm:auto",
+                "--output-dir",
+                cfg.output_dir,
+                "--window",
+                "4",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert f"skipped {bare}" in out and "win rate against the starting policy by step 4:" in out
     assert main(["judge-curve", str(bare), "--judge", "rm:auto"]) == 2

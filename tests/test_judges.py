@@ -39,7 +39,9 @@ def test_parse_verdict_and_mapping():
     assert parse_verdict("Reasons.\n[[A]]") == "A"
     assert parse_verdict("[[ b ]]") is None and parse_verdict("[[ B ]]") == "B"
     assert parse_verdict("Not [[A]] but\n[[B]]") == "B"  # the last line decides
-    assert parse_verdict("[[A]] or [[B]]") is None and parse_verdict("no verdict") is None and parse_verdict(None) is None
+    assert (
+        parse_verdict("[[A]] or [[B]]") is None and parse_verdict("no verdict") is None and parse_verdict(None) is None
+    )
     assert [to_method(v, "ab") for v in "ABC"] == ["a", "b", "tie"]
     assert [to_method(v, "ba") for v in "ABC"] == ["b", "a", "tie"]
     assert to_method("invalid", "ab") == "invalid"
@@ -56,7 +58,9 @@ def test_retries_on_429_500_and_timeouts():
     with JudgeServer(slow_seconds=0.6) as server:
         client = ChatClient(server.url, "GILBENCH_TEST_KEY", timeout=0.3, max_retries=4, backoff=0.001)
         server.script(["429", "500", "slow"])
-        reply = client.chat("m", [{"role": "user", "content": "Answer A:\n<<<\nGOOD\n>>>\n\nAnswer B:\n<<<\nx\n>>>"}], temperature=0)
+        reply = client.chat(
+            "m", [{"role": "user", "content": "Answer A:\n<<<\nGOOD\n>>>\n\nAnswer B:\n<<<\nx\n>>>"}], temperature=0
+        )
         assert parse_verdict(reply.text) == "A" and reply.model == "m-2024-01-01"
         assert server.count == 4 and client.requests == 4
         assert server.auth[-1] == f"Bearer {KEY}"
@@ -69,7 +73,7 @@ def test_retries_on_429_500_and_timeouts():
 def test_backoff_is_exponential_with_jitter():
     client = ChatClient("http://127.0.0.1:9", backoff=1.0, backoff_max=10.0, seed=0)
     for attempt in range(6):
-        d = min(10.0, 2.0 ** attempt)
+        d = min(10.0, 2.0**attempt)
         delays = [client.delay(attempt) for _ in range(50)]
         assert all(d / 2 <= x <= d for x in delays) and len(set(delays)) > 1
     assert client.delay(3, retry_after="0.5") == 0.5
@@ -105,11 +109,20 @@ def test_both_orders_are_asked_and_mapped_back(tmp_path):
         res = compare(a, b, openai_judge(tmp_path, server), progress=False)
         records = [json.loads(x) for x in Path(res["out_dir"], "judgments.jsonl").read_text().splitlines()]
         first = {r["item"]: r for r in records}["id:test/p0/seed0"]  # A has the marker
-        assert [o["verdict"] for o in first["orders"]] == ["A", "B"] and [o["outcome"] for o in first["orders"]] == ["a", "a"]
+        assert [o["verdict"] for o in first["orders"]] == ["A", "B"] and [o["outcome"] for o in first["orders"]] == [
+            "a",
+            "a",
+        ]
         assert first["outcome"] == "a" and first["win"] == 1.0
-        shown = [b["messages"][1]["content"] for b in server.bodies if "Question 0 of id:test" in b["messages"][1]["content"]]
+        shown = [
+            b["messages"][1]["content"] for b in server.bodies if "Question 0 of id:test" in b["messages"][1]["content"]
+        ]
         ab, ba = sorted(shown, key=lambda text: text.index("GOOD"))  # order ab shows A's answer (with GOOD) first
-        assert len(shown) == 2 and ab.index("GOOD") < ab.index("another plain") and ba.index("GOOD") > ba.index("another plain")
+        assert (
+            len(shown) == 2
+            and ab.index("GOOD") < ab.index("another plain")
+            and ba.index("GOOD") > ba.index("another plain")
+        )
         assert {r["item"]: r["outcome"] for r in records}["id:test/p1/seed0"] == "b"
         assert server.bodies[0]["temperature"] == 0
     with JudgeServer(rule=always("A")) as server:  # a judge that only looks at the position
@@ -128,9 +141,13 @@ def test_garbage_gets_a_reminder_then_counts_invalid(tmp_path):
         server.script(["garbage", "ok"])  # p0 in order ab: garbage, then a verdict after the reminder
         res = compare(a, b, openai_judge(tmp_path, server), concurrency=1, progress=False)
         second = server.bodies[1]["messages"]
-        assert [m["role"] for m in second] == ["system", "user", "assistant", "user"] and "[[C]]" in second[-1]["content"]
+        assert [m["role"] for m in second] == ["system", "user", "assistant", "user"] and "[[C]]" in second[-1][
+            "content"
+        ]
         record = json.loads(Path(res["out_dir"], "judgments.jsonl").read_text().splitlines()[0])
-        assert record["orders"][0]["attempts"] == 2 and record["orders"][0]["verdict"] == "A" and record["outcome"] == "a"
+        assert (
+            record["orders"][0]["attempts"] == 2 and record["orders"][0]["verdict"] == "A" and record["outcome"] == "a"
+        )
         assert res["splits"][0]["n_invalid"] == 0
     with JudgeServer() as server:
         server.script(["garbage", "garbage"])
@@ -188,7 +205,9 @@ compare([a], [b], judge, concurrency=2, progress=False)
 def test_resume_after_the_process_is_killed(tmp_path):
     (a,), (b,) = make_runs(tmp_path / "runs", n=16)
     with JudgeServer(delay=0.05) as server:
-        child = subprocess.Popen([sys.executable, "-c", CHILD, server.url, str(tmp_path / "runs"), str(a), str(b)], env=os.environ.copy())
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, server.url, str(tmp_path / "runs"), str(a), str(b)], env=os.environ.copy()
+        )
         deadline = time.time() + 30
         while server.count < 12 and time.time() < deadline and child.poll() is None:
             time.sleep(0.01)
@@ -211,7 +230,13 @@ def test_cost_cap_stops_before_the_budget(tmp_path):
             compare(a, b, judge, max_cost=plan["cost_upper"] / 3, concurrency=1, progress=False)
         assert 0 < server.count < 24 and judge.meter.spent <= plan["cost_upper"] / 3
         made = server.count
-        res = compare(a, b, openai_judge(tmp_path, server, price_per_1k=(1.0, 1.0), max_tokens=200), max_cost=100.0, progress=False)
+        res = compare(
+            a,
+            b,
+            openai_judge(tmp_path, server, price_per_1k=(1.0, 1.0), max_tokens=200),
+            max_cost=100.0,
+            progress=False,
+        )
         assert server.count == 24 and res["calls"]["made"] == 24 - made and res["calls"]["cost"] > 0
         with pytest.raises(GilbenchError, match="price"):
             compare(a, b, openai_judge(tmp_path, server), max_cost=1.0)

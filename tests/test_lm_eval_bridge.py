@@ -44,7 +44,12 @@ def setup(tmp_path_factory):
     tasks = root / "tasks"
     tasks.mkdir()
     data = tasks / "questions.jsonl"
-    data.write_text("".join(json.dumps({"question": f"What is {i} plus one?", "choices": [str(i + 1), str(i + 7)], "answer": 0}) + "\n" for i in range(6)))
+    data.write_text(
+        "".join(
+            json.dumps({"question": f"What is {i} plus one?", "choices": [str(i + 1), str(i + 7)], "answer": 0}) + "\n"
+            for i in range(6)
+        )
+    )
     (tasks / "tiny_mc.yaml").write_text(TASK_YAML.format(data=data))
     return root
 
@@ -56,7 +61,9 @@ def test_scores_a_run_policy_and_writes_lm_eval_json(setup, monkeypatch):
 
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", setup / "hf_cache")  # keep lm-eval's dataset cache in tmp
     run_dir = setup / "run"
-    result = run_lm_eval(run_dir, ["gilbench_tiny_mc"], limit=4, include_path=setup / "tasks", batch_size=4, device="cpu")
+    result = run_lm_eval(
+        run_dir, ["gilbench_tiny_mc"], limit=4, include_path=setup / "tasks", batch_size=4, device="cpu"
+    )
     metrics = result["results"]["gilbench_tiny_mc"]
     assert 0.0 <= metrics["acc,none"] <= 1.0 and metrics["acc,none"] * 4 == round(metrics["acc,none"] * 4)
     # lm-eval's own keys, untouched; ours under "gilbench"
@@ -86,9 +93,32 @@ def test_cli_takes_lm_evals_flag_names(setup, tmp_path, monkeypatch):
     parser = argparse.ArgumentParser(prog="gilbench")
     add_lm_eval_parser(parser.add_subparsers(dest="command"))
     out = tmp_path / "lm_out"
-    args = parser.parse_args(["eval", "--tasks", "gilbench_tiny_mc", "--run", str(run_dir), "--limit", "2", "--include_path", str(setup / "tasks"),
-                              "--device", "cpu", "--batch_size", "2", "--num_fewshot", "0", "--seed", "3", "--output_path", str(out),
-                              "--log_samples", "--model_args", '{"max_length": 256}'])
+    args = parser.parse_args(
+        [
+            "eval",
+            "--tasks",
+            "gilbench_tiny_mc",
+            "--run",
+            str(run_dir),
+            "--limit",
+            "2",
+            "--include_path",
+            str(setup / "tasks"),
+            "--device",
+            "cpu",
+            "--batch_size",
+            "2",
+            "--num_fewshot",
+            "0",
+            "--seed",
+            "3",
+            "--output_path",
+            str(out),
+            "--log_samples",
+            "--model_args",
+            '{"max_length": 256}',
+        ]
+    )
     assert args.func(args) == 0
     result = json.loads((run_dir / "lm_eval.json").read_text())
     assert result["n-samples"]["gilbench_tiny_mc"]["effective"] == 2 and result["n-shot"]["gilbench_tiny_mc"] == 0
@@ -112,11 +142,15 @@ def test_clear_errors(setup, tmp_path, monkeypatch):
     with pytest.raises(GilbenchError, match=r"no such folder of lm-eval task YAMLs"):
         run_lm_eval(setup / "run", ["gilbench_tiny_mc"], include_path=tmp_path / "nope")
     # an unknown task is caught before any model is loaded; the include path alone is searched first
-    with pytest.raises(GilbenchError, match=r"unknown lm-eval task\(s\) \['gilbench_tiny_m'\].*did you mean gilbench_tiny_mc"):
+    with pytest.raises(
+        GilbenchError, match=r"unknown lm-eval task\(s\) \['gilbench_tiny_m'\].*did you mean gilbench_tiny_mc"
+    ):
         run_lm_eval(setup / "run", ["gilbench_tiny_m"], include_path=setup / "tasks")
 
 
 def test_missing_lm_eval_says_how_to_install(setup, monkeypatch):
     monkeypatch.setitem(sys.modules, "lm_eval", None)  # makes `import lm_eval` fail as if it were not installed
-    with pytest.raises(MissingDependency, match=r"the lm-eval bridge needs the optional package 'lm-eval'.*gilbench\[lm-eval\]"):
+    with pytest.raises(
+        MissingDependency, match=r"the lm-eval bridge needs the optional package 'lm-eval'.*gilbench\[lm-eval\]"
+    ):
         run_lm_eval(setup / "run", ["gilbench_tiny_mc"])

@@ -60,7 +60,11 @@ def test_tokenizer_round_trip(tiny):
 
 def test_chat_template(tiny):
     _, tok = tiny
-    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "Bye"}]
+    messages = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello"},
+        {"role": "user", "content": "Bye"},
+    ]
     text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     assert text == "<|user|>Hi<|assistant|>Hello<|endoftext|><|user|>Bye<|assistant|>"
     ids = tok.apply_chat_template(messages, add_generation_prompt=True)

@@ -14,10 +14,24 @@ from gilbench.rl import trainer as trainer_module
 from gilbench.rl import update as update_module
 
 FIXED_NAMES = [
-    "objective/score", "objective/kl", "objective/rlhf_reward", "objective/entropy",
-    "policy/approx_kl", "policy/clipfrac", "policy/ratio_mean", "loss/policy", "loss/value",
-    "val/clipfrac", "val/explained_var", "completions/mean_length", "completions/eos_rate",
-    "completions/repetition_rate", "time/rollout", "time/update", "time/step", "throughput/tokens_per_s",
+    "objective/score",
+    "objective/kl",
+    "objective/rlhf_reward",
+    "objective/entropy",
+    "policy/approx_kl",
+    "policy/clipfrac",
+    "policy/ratio_mean",
+    "loss/policy",
+    "loss/value",
+    "val/clipfrac",
+    "val/explained_var",
+    "completions/mean_length",
+    "completions/eos_rate",
+    "completions/repetition_rate",
+    "time/rollout",
+    "time/update",
+    "time/step",
+    "throughput/tokens_per_s",
 ]
 TIMING = ("time/", "throughput/")
 
@@ -93,7 +107,11 @@ def test_killed_run_resumes_to_the_same_metrics(tiny_cfg, tmp_path, monkeypatch)
             assert have[key] == pytest.approx(want[key], rel=1e-5, abs=1e-6), (want["step"], key)
     # the rollout log holds each step once, as in the unbroken run, and the finished run drops its checkpoint
     unbroken, redone = (rollouts(Path(s["run_dir"])) for s in (full, resumed))
-    assert [r["step"] for r in redone] == [r["step"] for r in unbroken] == [k for k in (1, 2, 3, 4) for _ in range(cfg.rl.rollout_batch_size)]
+    assert (
+        [r["step"] for r in redone]
+        == [r["step"] for r in unbroken]
+        == [k for k in (1, 2, 3, 4) for _ in range(cfg.rl.rollout_batch_size)]
+    )
     assert [r["response"] for r in redone] == [r["response"] for r in unbroken]
     assert not (run_dir / "checkpoints").exists()
 

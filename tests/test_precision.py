@@ -85,8 +85,15 @@ def _rows(summary) -> list[dict]:
 
 # bf16 tolerances of a step's metrics against fp32 on the same samples (tiny, 2 steps, 2 PPO epochs)
 # (observed differences are ~5x smaller: KL 7e-4, entropy 3e-6, policy loss 5e-5, ratio 4e-5)
-BF16_TOLERANCE = {"objective/kl": 0.005, "objective/entropy": 0.01, "loss/policy": 0.002, "loss/value": 0.001,
-                  "policy/approx_kl": 1e-4, "policy/ratio_mean": 1e-3, "val/explained_var": 0.01}
+BF16_TOLERANCE = {
+    "objective/kl": 0.005,
+    "objective/entropy": 0.01,
+    "loss/policy": 0.002,
+    "loss/value": 0.001,
+    "policy/approx_kl": 1e-4,
+    "policy/ratio_mean": 1e-3,
+    "val/explained_var": 0.01,
+}
 
 
 def test_a_bf16_step_stays_within_tolerance_of_fp32(tiny_cfg, tmp_path, monkeypatch):
@@ -137,8 +144,9 @@ def test_gradient_checkpointing_is_exact_and_a_lean_run_completes(tiny_cfg, tmp_
     cfg.model.gradient_checkpointing, cfg.output_dir = True, str(tmp_path / "gc")
     recomputed = _rows(run(cfg, log=lambda s: None))
     drop = ("time/", "throughput/")
-    assert [{k: v for k, v in r.items() if not k.startswith(drop)} for r in recomputed] == \
-        [{k: v for k, v in r.items() if not k.startswith(drop)} for r in plain]
+    assert [{k: v for k, v in r.items() if not k.startswith(drop)} for r in recomputed] == [
+        {k: v for k, v in r.items() if not k.startswith(drop)} for r in plain
+    ]
     lean = tiny_cfg("gil", steps=2)
     lean.model.gradient_checkpointing, lean.model.critic_lora, lean.model.lora_r = True, True, 4
     lean.output_dir = str(tmp_path / "lean")

@@ -47,8 +47,11 @@ def test_kind_follows_the_prompt_text():
 def test_score_is_the_documented_weighted_sum():
     gold = GoldFunction(REFS, semantic=False)
     eight = "This is a really nice reply with eight"  # 8 words: length 1
-    cases = [("Do you like pizza?", eight + "!!"), ("My dog died and I am so sad.", "I am so happy for you, it is great!"),
-             ("What is the capital of France?", "Paris!")]
+    cases = [
+        ("Do you like pizza?", eight + "!!"),
+        ("My dog died and I am so sad.", "I am so happy for you, it is great!"),
+        ("What is the capital of France?", "Paris!"),
+    ]
     scores = gold.score([p for p, _ in cases], [r for _, r in cases])
     t = tone(cases[1][1])
     assert t > 0
@@ -125,13 +128,22 @@ def test_validation_pairs_are_gold_labelled(small):
 def test_splits_disjoint_and_limit_honoured(small):
     small.check_no_leakage()
     assert [s.name for s in small.eval_splits] == ["id:test", "ood:serious", "ood:chatterbot-qa"]
-    assert len(small.rl_prompts) <= 40 and len(small.sft) <= 160 and len(small.pairs_train) <= 160 and len(small.pairs_val) <= 40
+    assert (
+        len(small.rl_prompts) <= 40
+        and len(small.sft) <= 160
+        and len(small.pairs_train) <= 160
+        and len(small.pairs_val) <= 40
+    )
     assert all(len(s.prompts) <= 80 for s in small.eval_splits)
     evals = [{_norm(p.text) for p in s.prompts} for s in small.eval_splits]
     for a, b in itertools.combinations(evals, 2):
         assert not a & b
-    trained = {_norm(t) for t in [p.text for p in small.rl_prompts] + [e.prompt for e in small.sft]
-               + [p.prompt for p in small.pairs_train + small.pairs_val]}
+    trained = {
+        _norm(t)
+        for t in [p.text for p in small.rl_prompts]
+        + [e.prompt for e in small.sft]
+        + [p.prompt for p in small.pairs_train + small.pairs_val]
+    }
     assert not set().union(*evals) & trained
     train_pair_prompts = {p.prompt for p in small.pairs_train}
     assert not train_pair_prompts & {p.prompt for p in small.pairs_val}
@@ -151,7 +163,9 @@ def test_groups_and_kinds(small):
 def test_deterministic_per_seed(small):
     a, b = small, load_qa_chat(seed=0, limit=40, **FAST)
     assert [p.id for p in a.rl_prompts] == [p.id for p in b.rl_prompts]
-    assert a.pairs_train == b.pairs_train and [p.id for p in a.eval_splits[1].prompts] == [p.id for p in b.eval_splits[1].prompts]
+    assert a.pairs_train == b.pairs_train and [p.id for p in a.eval_splits[1].prompts] == [
+        p.id for p in b.eval_splits[1].prompts
+    ]
 
 
 def test_bad_options_refused():

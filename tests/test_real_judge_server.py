@@ -42,11 +42,27 @@ def always_a_model(folder: Path) -> Path:
     tokenizer.model_max_length = 8192
     eos = tokenizer.eos_token_id
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=8192, n_embd=32, n_layer=1, n_head=2,
-                                       bos_token_id=eos, eos_token_id=eos, pad_token_id=eos))
+    model = GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=len(tokenizer),
+            n_positions=8192,
+            n_embd=32,
+            n_layer=1,
+            n_head=2,
+            bos_token_id=eos,
+            eos_token_id=eos,
+            pad_token_id=eos,
+        )
+    )
     left, a, right, eos = ord("["), ord("A"), ord("]"), tokenizer.eos_token_id  # byte-level: token id == byte
-    model.generation_config.sequence_bias = [[[left], 10.0], [[left, left], 20.0], [[left, left, a], 100.0],
-                                             [[left, left, a, right], 200.0], [[a, right, right], 300.0], [[right, right, eos], 400.0]]
+    model.generation_config.sequence_bias = [
+        [[left], 10.0],
+        [[left, left], 20.0],
+        [[left, left, a], 100.0],
+        [[left, left, a, right], 200.0],
+        [[a, right, right], 300.0],
+        [[right, right, eos], 400.0],
+    ]
     model.generation_config.do_sample = False
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -66,13 +82,32 @@ def server(tmp_path_factory):
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     t0 = time.time()
     with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "transformers.cli.transformers", "serve", str(folder), "--host", "127.0.0.1",
-                                 "--port", str(port), "--device", "cpu", "--log-level", "info"], stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "transformers.cli.transformers",
+                "serve",
+                str(folder),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--device",
+                "cpu",
+                "--log-level",
+                "info",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
     try:
         while True:
             try:
-                with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(f"http://127.0.0.1:{port}/health", timeout=2):
+                with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
+                    f"http://127.0.0.1:{port}/health", timeout=2
+                ):
                     break
             except OSError:
                 if proc.poll() is not None or time.time() - t0 > 120:
@@ -92,10 +127,38 @@ def compare(root: Path, server: dict, *extra: str) -> dict:
     from gilbench.cli import main
 
     out = root / "out"
-    assert main(["compare", "gil", "ppo", "--task", "toy", "--output-dir", str(root / "runs"), "--judge", f"openai:{server['model']}",
-                 "--base-url", server["url"], "--api-key-env", "GILBENCH_TEST_LOCAL_KEY", "--price-per-1k", f"{PRICE_IN},{PRICE_OUT}",
-                 "--concurrency", "2", "--n-boot", "200", "--judge-arg", "timeout=120", *extra]) == 0
-    results = sorted((root / "runs" / "toy" / "compare" / "gil_vs_ppo").glob("*/results.json"), key=lambda p: p.stat().st_mtime)
+    assert (
+        main(
+            [
+                "compare",
+                "gil",
+                "ppo",
+                "--task",
+                "toy",
+                "--output-dir",
+                str(root / "runs"),
+                "--judge",
+                f"openai:{server['model']}",
+                "--base-url",
+                server["url"],
+                "--api-key-env",
+                "GILBENCH_TEST_LOCAL_KEY",
+                "--price-per-1k",
+                f"{PRICE_IN},{PRICE_OUT}",
+                "--concurrency",
+                "2",
+                "--n-boot",
+                "200",
+                "--judge-arg",
+                "timeout=120",
+                *extra,
+            ]
+        )
+        == 0
+    )
+    results = sorted(
+        (root / "runs" / "toy" / "compare" / "gil_vs_ppo").glob("*/results.json"), key=lambda p: p.stat().st_mtime
+    )
     assert results and out is not None
     return json.loads(results[-1].read_text())
 
@@ -117,9 +180,18 @@ def test_openai_judge_against_transformers_serve(tmp_path, server, monkeypatch):
     # a judge that always says A: each pair's orders disagree, so every pair is a tie; all verdicts valid
     for s in r["splits"]:
         h = s["health"]
-        assert (s["tie"], s["n_invalid"], h["invalid_rate"], h["first_position_win_rate"], h["position_flip_rate"]) == (1.0, 0, 0.0, 1.0, 1.0)
+        assert (s["tie"], s["n_invalid"], h["invalid_rate"], h["first_position_win_rate"], h["position_flip_rate"]) == (
+            1.0,
+            0,
+            0.0,
+            1.0,
+            1.0,
+        )
     # usage accounting: tokens come from the server's usage (6 completion tokens: "[[A]]" + EOS; an estimate would say 1)
-    cache = [json.loads(line) for line in next((tmp_path / "runs" / "cache" / "judge").glob("*.jsonl")).read_text().splitlines()]
+    cache = [
+        json.loads(line)
+        for line in next((tmp_path / "runs" / "cache" / "judge").glob("*.jsonl")).read_text().splitlines()
+    ]
     assert len(cache) == 2 * judged and {e["completion_tokens"] for e in cache} == {6}
     assert all(e["prompt_tokens"] > 100 and e["text"] == "[[A]]" for e in cache)
     expected = sum(e["prompt_tokens"] / 1000 * PRICE_IN + e["completion_tokens"] / 1000 * PRICE_OUT for e in cache)
@@ -132,7 +204,9 @@ def test_openai_judge_against_transformers_serve(tmp_path, server, monkeypatch):
     # invalid verdicts: answers cut at 3 tokens ("[[A") have no verdict, even after the reminder, and count as invalid
     before = posts(server)
     cut = compare(tmp_path, server, "--max-tokens", "3")
-    assert cut["calls"]["made"] == 2 * 2 * judged and posts(server) - before == 2 * 2 * judged  # each order: the ask and the reminder
+    assert (
+        cut["calls"]["made"] == 2 * 2 * judged and posts(server) - before == 2 * 2 * judged
+    )  # each order: the ask and the reminder
     for s in cut["splits"]:
         # every judged pair is invalid; only the identical pairs (a tie without a call) remain valid
         assert (s["n_invalid"], s["n"], s["tie"], s["health"]["invalid_rate"]) == (N - N // 4, N // 4, 1.0, 1.0)

@@ -129,8 +129,10 @@ def test_stability_table_reports_the_collapsed_seed(store):
 
 def test_user_spec_file_and_spec_errors(store, tmp_path):
     path = tmp_path / "mine.yaml"
-    path.write_text("kind: winrate\ntitle: Mine\ntasks: [chitchat-ood]\nmethods: [gil-no-inv]\nbaselines: [ppo-kl]\nsplits: [id:test]\n"
-                    "columns: [win, p]\njudge: gold-v1\n")
+    path.write_text(
+        "kind: winrate\ntitle: Mine\ntasks: [chitchat-ood]\nmethods: [gil-no-inv]\nbaselines: [ppo-kl]\nsplits: [id:test]\n"
+        "columns: [win, p]\njudge: gold-v1\n"
+    )
     csv = render_table(str(path), "csv", str(store))
     assert csv.splitlines()[0] == "Task,vs,id:test Win,id:test p" and csv.count("\n") == 2
     with pytest.raises(GilbenchError, match="unknown field"):
@@ -148,7 +150,9 @@ def test_table_and_plot_commands(store, tmp_path):
     sub = parser.add_subparsers()
     add_table_parser(sub)
     add_plot_parser(sub)
-    args = parser.parse_args(["table", "--spec", "main", "--format", "latex", "--output-dir", str(store), "--out", str(tmp_path / "t.tex")])
+    args = parser.parse_args(
+        ["table", "--spec", "main", "--format", "latex", "--output-dir", str(store), "--out", str(tmp_path / "t.tex")]
+    )
     assert args.func(args) == 0 and (tmp_path / "t.tex").read_text() == render_table("main", "latex", str(store))
     args = parser.parse_args(["plot", "--task", TASK, "--output-dir", str(store), "--out-dir", str(tmp_path / "plots")])
     assert args.func(args) == 0
@@ -179,14 +183,21 @@ def test_superlinear_kl_fires_soon_after_the_onset_and_threshold_later():
 
 @pytest.mark.parametrize("seed", range(5))
 def test_detectors_stay_silent_on_healthy_runs(seed):
-    flags = analyse_run(curve(60, seed=seed), [{"step": s, "win": 0.4 + 0.01 * s / 10} for s in (10, 20, 30, 40, 50, 60)])["flags"]
+    flags = analyse_run(
+        curve(60, seed=seed), [{"step": s, "win": 0.4 + 0.01 * s / 10} for s in (10, 20, 30, 40, 50, 60)]
+    )["flags"]
     assert [flags[k]["fired"] for k in ("length", "repetition", "kl", "judge")] == [False] * 4
 
 
 def test_judge_flag_needs_checkpoint_results_and_fires_when_win_falls_as_score_rises():
     rows = curve(40, seed=2)
     assert detect_judge(rows, None, Thresholds()) == {"fired": None, "step": None, "status": "n/a"}
-    falling = [{"step": 10, "win": 0.50}, {"step": 20, "win": 0.52}, {"step": 30, "win": 0.44}, {"step": 40, "win": 0.40}]
+    falling = [
+        {"step": 10, "win": 0.50},
+        {"step": 20, "win": 0.52},
+        {"step": 30, "win": 0.44},
+        {"step": 40, "win": 0.40},
+    ]
     assert detect_judge(rows, falling, Thresholds())["step"] == 30  # the first of two falling points
     assert not detect_judge(rows, falling[:3], Thresholds())["fired"]  # one falling point is not a trend
     flat_score = [dict(r, **{"objective/score": 0.5}) for r in rows]
@@ -205,7 +216,10 @@ def test_judge_curve_file_reaches_the_aggregate(tmp_path):
     for seed in (0, 1):
         run = write_run(tmp_path, "toy", "ppo-kl", seed, curve(40, seed=seed))
         if seed == 0:
-            atomic_write_text(run / "judge_curve.jsonl", '{"step": 20, "win": 0.6}\n{"step": 30, "win": 0.45}\n{"step": 40, "win": 0.4}\n')
+            atomic_write_text(
+                run / "judge_curve.jsonl",
+                '{"step": 20, "win": 0.6}\n{"step": 30, "win": 0.45}\n{"step": 40, "win": 0.4}\n',
+            )
     agg = analyse_method(tmp_path, "toy", "ppo-kl")["aggregate"]
     assert agg["n"] == 2 and agg["flags"]["judge"] == {"fired": 1, "n": 1, "steps": [30], "mean_step": 30}
     assert agg["flags"]["length"]["fired"] == 0 and agg["flags"]["length"]["n"] == 2
@@ -219,12 +233,16 @@ def test_runs_still_in_flight_stay_out_of_the_tables(tmp_path):
 
 
 def test_run_numbers_and_aggregate():
-    rows = [{"step": t, "objective/score": s, "objective/kl": k, "val/explained_var": ev}
-            for t, s, k, ev in [(1, 0.0, 0.1, None), (2, 1.0, 0.5, 0.2), (3, 0.5, 0.3, 0.4), (4, 0.2, 2.0, 0.6)]]
+    rows = [
+        {"step": t, "objective/score": s, "objective/kl": k, "val/explained_var": ev}
+        for t, s, k, ev in [(1, 0.0, 0.1, None), (2, 1.0, 0.5, 0.2), (3, 0.5, 0.3, 0.4), (4, 0.2, 2.0, 0.6)]
+    ]
     r = analyse_run(rows, th=Thresholds(smooth=1))
     assert (r["final_score"], r["best_score"], r["best_step"], r["max_kl"]) == (0.2, 1.0, 2, 2.0)
     assert r["ev_final"] == 0.6 and r["ev_mean"] == pytest.approx(0.4)
     assert r["frontier"] == frontier(rows) == [[0.1, 0.0], [0.3, 0.5], [0.5, 1.0]]
     agg = aggregate([r, dict(r, final_score=0.4)])
-    assert agg["final_score"]["mean"] == pytest.approx(0.3) and agg["final_score"]["sd"] == pytest.approx(0.1414, abs=1e-4)
+    assert agg["final_score"]["mean"] == pytest.approx(0.3) and agg["final_score"]["sd"] == pytest.approx(
+        0.1414, abs=1e-4
+    )
     assert analyse_run([{"step": 1, "loss/dpo": 0.7}]) is None  # no rollouts: nothing to analyse

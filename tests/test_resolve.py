@@ -18,9 +18,18 @@ from gilbench.resolve import ResolvedRun, resolve_config, resolve_run
 # The 13 run-config defaults tasks/chitchat.yaml and tasks/chitchat-ood.yaml listed in full before they shared
 # tasks/_chitchat-defaults.yaml; the resolved configs must not change.
 CHITCHAT_DEFAULTS = {
-    "model.policy": "smollm2-135m", "sft.enabled": False, "rm.max_pairs": 1024, "rl.rollout_batch_size": 16, "rl.minibatch_size": 16,
-    "rl.micro_batch_size": 16, "rl.forward_batch_size": 16, "rl.ppo_epochs": 1, "rl.max_new_tokens": 24, "rl.lr": 2.0e-5,
-    "generate.max_prompts": 32, "generate.max_new_tokens": 32,
+    "model.policy": "smollm2-135m",
+    "sft.enabled": False,
+    "rm.max_pairs": 1024,
+    "rl.rollout_batch_size": 16,
+    "rl.minibatch_size": 16,
+    "rl.micro_batch_size": 16,
+    "rl.forward_batch_size": 16,
+    "rl.ppo_epochs": 1,
+    "rl.max_new_tokens": 24,
+    "rl.lr": 2.0e-5,
+    "generate.max_prompts": 32,
+    "generate.max_new_tokens": 32,
 }
 
 
@@ -30,7 +39,9 @@ def test_resolve_run_precedence_task_method_file_fields_overrides(tmp_path):
     assert r.cfg.rl.steps == 14 and r.cfg.rl.kl_coef == 0.0  # the task's size, the method's defining default
     path = tmp_path / "run.yaml"
     path.write_text("method: gil\nrl: {steps: 3, lr: 1.0e-4}\n")
-    r = resolve_run(None, "chitchat", ["rl.lr=3e-4"], config_file=path, fields={"rl": {"steps": 5}, "model": {"policy": "tiny"}})
+    r = resolve_run(
+        None, "chitchat", ["rl.lr=3e-4"], config_file=path, fields={"rl": {"steps": 5}, "model": {"policy": "tiny"}}
+    )
     assert r.cfg.method == "gil" and r.cfg.rl.steps == 5 and r.cfg.rl.lr == 3e-4 and r.cfg.model.policy == "tiny"
     assert r.method_cfg == registry.methods.get("gil").Config()  # the method's own config, built once
     assert r.record()["method_args"] == dataclasses.asdict(r.method_cfg)
@@ -60,18 +71,31 @@ def test_chitchat_tasks_resolve_as_before_the_shared_defaults_file(task, steps):
     expected = RunConfig(method="ppo-kl", task=task, mixed_precision=resolve_mixed_precision("auto", "auto"))
     expected.model.policy, expected.sft.enabled, expected.rm.max_pairs = "smollm2-135m", False, 1024
     expected.model.critic_lora = expected.model.gradient_checkpointing = bool(lean)
-    expected.rl = dataclasses.replace(RLConfig(), steps=steps, rollout_batch_size=16, minibatch_size=16, micro_batch_size=16,
-                                      forward_batch_size=16, ppo_epochs=1, max_new_tokens=24, lr=2.0e-5)
+    expected.rl = dataclasses.replace(
+        RLConfig(),
+        steps=steps,
+        rollout_batch_size=16,
+        minibatch_size=16,
+        micro_batch_size=16,
+        forward_batch_size=16,
+        ppo_epochs=1,
+        max_new_tokens=24,
+        lr=2.0e-5,
+    )
     expected.generate.max_prompts, expected.generate.max_new_tokens = 32, 32
     assert resolve_run("ppo-kl", task).cfg == expected
 
 
 def test_task_include_merges_mappings_and_is_checked(tmp_path):
-    (tmp_path / "_shared.yaml").write_text("description: shared\ndefaults: {rl.steps: 3, rl.lr: 1.0e-4}\noptions: {n: 1}\n")
+    (tmp_path / "_shared.yaml").write_text(
+        "description: shared\ndefaults: {rl.steps: 3, rl.lr: 1.0e-4}\noptions: {n: 1}\n"
+    )
     task = tmp_path / "t.yaml"
     task.write_text("name: t\nloader: m:f\ninclude: _shared.yaml\ndefaults: {rl.steps: 7}\n")
     spec = parse_task_file(task)
-    assert spec.description == "shared" and spec.defaults == {"rl.steps": 7, "rl.lr": 1.0e-4} and spec.options == {"n": 1}
+    assert (
+        spec.description == "shared" and spec.defaults == {"rl.steps": 7, "rl.lr": 1.0e-4} and spec.options == {"n": 1}
+    )
     (tmp_path / "_shared.yaml").write_text("include: other.yaml\n")
     with pytest.raises(GilbenchError, match="may not include another"):
         parse_task_file(task)

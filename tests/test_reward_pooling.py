@@ -16,9 +16,19 @@ WORDS = ["good", "bad", "the", "reply", "is", "a", "question", "here", "fine", "
 def tiny_bert(seed: int = 0):
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
-    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS])})
-    config = BertConfig(vocab_size=len(WORDS) + 5, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64, num_labels=1, pad_token_id=0)
+    tokenizer = BertTokenizerFast(
+        vocab={w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS])}
+    )
+    config = BertConfig(
+        vocab_size=len(WORDS) + 5,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=1,
+        pad_token_id=0,
+    )
     torch.manual_seed(seed)
     return BertForSequenceClassification(config).eval(), tokenizer
 
@@ -27,7 +37,9 @@ def test_mean_pooling_is_the_mean_over_real_tokens():
     model, tok = tiny_bert()
     texts = ["good", "the reply is very fine here", "bad question"]
     batch = tok(texts, padding=True, return_tensors="pt")
-    assert (batch.input_ids != tok.unk_token_id).all() and (batch.attention_mask == 0).any()  # the batch really is padded
+    assert (batch.input_ids != tok.unk_token_id).all() and (
+        batch.attention_mask == 0
+    ).any()  # the batch really is padded
     with torch.no_grad():
         scores = mean_pooled_scores(model, batch.input_ids, batch.attention_mask)
         expected = []
@@ -94,7 +106,9 @@ def test_encoder_refuses_last_token():
 def test_mean_refuses_a_head_that_pools_itself():
     from transformers import RobertaConfig, RobertaForSequenceClassification
 
-    config = RobertaConfig(vocab_size=20, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, num_labels=1)
+    config = RobertaConfig(
+        vocab_size=20, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, num_labels=1
+    )
     with pytest.raises(GilbenchError, match="pools inside its head.*rm.pooling=cls"):
         set_reward_pooling(RobertaForSequenceClassification(config), "mean")
 
@@ -114,10 +128,22 @@ def test_mean_pooled_reward_model_learns_separable_pairs():
     good, bad = ("good", "bad") if untrained[0] < untrained[1] else ("bad", "good")
 
     def pairs(n, offset):  # chosen ends in `good`, rejected in `bad`; the rest is shared noise
-        return [PreferencePair(prompt=fillers[(i + offset) % 5], chosen=f"{fillers[(i * 3) % 5]} {good}", rejected=f"{fillers[(i * 3) % 5]} {bad}")
-                for i in range(n)]
+        return [
+            PreferencePair(
+                prompt=fillers[(i + offset) % 5],
+                chosen=f"{fillers[(i * 3) % 5]} {good}",
+                rejected=f"{fillers[(i * 3) % 5]} {bad}",
+            )
+            for i in range(n)
+        ]
 
-    stats = train_reward_model(scorer, pairs(64, 0), pairs(20, 2), RewardModelConfig(epochs=4, lr=1e-3, batch_size=8, pooling="mean"),
-                               Accelerator(cpu=True), seed=0)
+    stats = train_reward_model(
+        scorer,
+        pairs(64, 0),
+        pairs(20, 2),
+        RewardModelConfig(epochs=4, lr=1e-3, batch_size=8, pooling="mean"),
+        Accelerator(cpu=True),
+        seed=0,
+    )
     assert stats["rm/val_accuracy_before"] <= 0.5 and stats["rm/val_accuracy"] >= 0.95
     assert stats["rm/loss_end"] < stats["rm/loss_start"] - 0.2

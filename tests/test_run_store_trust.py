@@ -40,15 +40,20 @@ def copy_of(finished, tmp_path) -> tuple:
     return cfg, store / "toy" / "ppo-kl" / "seed0"
 
 
-@pytest.mark.parametrize("change, named", [
-    (lambda c: setattr(c.rl, "steps", 3), "rl.steps: 2 -> 3"),
-    (lambda c: setattr(c.rl, "lr", 3e-5), "rl.lr: 1e-05 -> 3e-05"),
-    (lambda c: setattr(c, "limit", 12), "limit: 0 -> 12"),  # would train a new reward model the policy never saw
-    (lambda c: setattr(c.generate, "max_prompts", 1), "generate.max_prompts"),
-])
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        (lambda c: setattr(c.rl, "steps", 3), "rl.steps: 2 -> 3"),
+        (lambda c: setattr(c.rl, "lr", 3e-5), "rl.lr: 1e-05 -> 3e-05"),
+        (lambda c: setattr(c, "limit", 12), "limit: 0 -> 12"),  # would train a new reward model the policy never saw
+        (lambda c: setattr(c.generate, "max_prompts", 1), "generate.max_prompts"),
+    ],
+)
 def test_a_finished_run_is_not_reused_under_another_config(finished, tmp_path, change, named):
     cfg, out = copy_of(finished, tmp_path)
-    shutil.rmtree(out / "checkpoints")  # as after a default run (keep_checkpoint false): before the fix nothing was compared then
+    shutil.rmtree(
+        out / "checkpoints"
+    )  # as after a default run (keep_checkpoint false): before the fix nothing was compared then
     before = (out / "config.yaml").read_text()
     change(cfg)
     with pytest.raises(GilbenchError, match=f"different config.*{named}.*--overwrite"):
@@ -65,8 +70,25 @@ def test_overwrite_starts_the_run_again(finished, tmp_path):
 
 def test_cli_names_the_differing_fields_in_one_line(finished, tmp_path, capsys):
     cfg, out = copy_of(finished, tmp_path)
-    rc = main(["run", "--method", "ppo-kl", "--task", "toy", "--model", "tiny", "--output-dir", cfg.output_dir, "--device", "cpu",
-               "--set", "rl.steps=40", "--set", "rl.lr=3.0e-5"])
+    rc = main(
+        [
+            "run",
+            "--method",
+            "ppo-kl",
+            "--task",
+            "toy",
+            "--model",
+            "tiny",
+            "--output-dir",
+            cfg.output_dir,
+            "--device",
+            "cpu",
+            "--set",
+            "rl.steps=40",
+            "--set",
+            "rl.lr=3.0e-5",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "rl.steps" in err and "rl.lr" in err
 
@@ -125,14 +147,17 @@ def damage_checkpoint(out):
     (out / "checkpoints" / "step_2" / "trainer.pt").write_bytes(b"garbage")
 
 
-@pytest.mark.parametrize("damage, message", [
-    (damage_torn_metrics, r"metrics.jsonl line 3 is damaged.*--overwrite"),
-    (damage_missing_row, r"metrics.jsonl line 1: step 2 where step 1 was due"),
-    (damage_generations, r"id_test.jsonl line 2 is damaged.*delete"),
-    (damage_weights, r"trained policy in .* is damaged.*delete"),
-    (damage_config, r"config.yaml is damaged.*--overwrite"),
-    (damage_checkpoint, r"checkpoint .*step_2 is damaged.*delete that folder"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (damage_torn_metrics, r"metrics.jsonl line 3 is damaged.*--overwrite"),
+        (damage_missing_row, r"metrics.jsonl line 1: step 2 where step 1 was due"),
+        (damage_generations, r"id_test.jsonl line 2 is damaged.*delete"),
+        (damage_weights, r"trained policy in .* is damaged.*delete"),
+        (damage_config, r"config.yaml is damaged.*--overwrite"),
+        (damage_checkpoint, r"checkpoint .*step_2 is damaged.*delete that folder"),
+    ],
+)
 def test_damaged_files_are_reported_with_the_fix(finished, tmp_path, damage, message):
     cfg, out = copy_of(finished, tmp_path)
     damage(out)
@@ -160,7 +185,9 @@ def test_non_finite_sampling_names_the_step_and_checkpoint(tiny_cfg, monkeypatch
         return original(*args, **kwargs)
 
     monkeypatch.setattr(trainer_module, "sample", sample)
-    with pytest.raises(GilbenchError, match=r"non-finite probabilities while sampling at step 2.*last good checkpoint is step 1"):
+    with pytest.raises(
+        GilbenchError, match=r"non-finite probabilities while sampling at step 2.*last good checkpoint is step 1"
+    ):
         run(cfg, log=quiet)
 
 

@@ -29,9 +29,23 @@ from gilbench.store import atomic_write_json, mark_done
 sys.path.insert(0, str(Path(__file__).parent))
 from report_fixtures import curve, write_run  # noqa: E402
 
-TINY = ["sft.max_examples=16", "sft.batch_size=8", "sft.max_length=64", "rm.max_pairs=16", "rm.batch_size=8", "rm.max_length=64",
-        "rl.steps=1", "rl.rollout_batch_size=8", "rl.minibatch_size=4", "rl.micro_batch_size=4", "rl.max_new_tokens=8",
-        "rl.max_prompt_length=48", "rl.ppo_epochs=1", "generate.max_new_tokens=8", "generate.max_prompts=2"]
+TINY = [
+    "sft.max_examples=16",
+    "sft.batch_size=8",
+    "sft.max_length=64",
+    "rm.max_pairs=16",
+    "rm.batch_size=8",
+    "rm.max_length=64",
+    "rl.steps=1",
+    "rl.rollout_batch_size=8",
+    "rl.minibatch_size=4",
+    "rl.micro_batch_size=4",
+    "rl.max_new_tokens=8",
+    "rl.max_prompt_length=48",
+    "rl.ppo_epochs=1",
+    "generate.max_new_tokens=8",
+    "generate.max_prompts=2",
+]
 
 
 def sweep_args(*argv: str) -> argparse.Namespace:
@@ -42,14 +56,34 @@ def sweep_args(*argv: str) -> argparse.Namespace:
 
 def test_plan_is_the_grid_of_gilbench_run_commands(tmp_path):
     plugin = tmp_path / "plugin.py"
-    jobs = plan(["gil", "ppo-kl"], ["toy", "chitchat-ood"], [0, 1, 2], str(tmp_path / "runs"), model="tiny",
-                overrides=["rl.steps=4"], limit=16, includes=[str(plugin)], device="cpu")
-    assert len(jobs) == 12 and [j.name for j in jobs[:4]] == ["toy/gil/seed0", "toy/gil/seed1", "toy/gil/seed2", "toy/ppo-kl/seed0"]
+    jobs = plan(
+        ["gil", "ppo-kl"],
+        ["toy", "chitchat-ood"],
+        [0, 1, 2],
+        str(tmp_path / "runs"),
+        model="tiny",
+        overrides=["rl.steps=4"],
+        limit=16,
+        includes=[str(plugin)],
+        device="cpu",
+    )
+    assert len(jobs) == 12 and [j.name for j in jobs[:4]] == [
+        "toy/gil/seed0",
+        "toy/gil/seed1",
+        "toy/gil/seed2",
+        "toy/ppo-kl/seed0",
+    ]
     cmd = jobs[0].command()
     assert cmd[:4] == [sys.executable, "-m", "gilbench", "run"]
     assert cmd[4:10] == ["--method", "gil", "--task", "toy", "--seed", "0"]
-    for flag, value in (("--output-dir", str(tmp_path / "runs")), ("--model", "tiny"), ("--limit", "16"), ("--set", "rl.steps=4"),
-                        ("--include", str(plugin)), ("--device", "cpu")):
+    for flag, value in (
+        ("--output-dir", str(tmp_path / "runs")),
+        ("--model", "tiny"),
+        ("--limit", "16"),
+        ("--set", "rl.steps=4"),
+        ("--include", str(plugin)),
+        ("--device", "cpu"),
+    ):
         assert cmd[cmd.index(flag) + 1] == value
     assert jobs[0].run_dir == tmp_path / "runs" / "toy" / "gil" / "seed0"
 
@@ -69,7 +103,12 @@ def test_completed_runs_are_skipped(tmp_path):
 def test_waves_put_one_run_per_task_and_seed_first(tmp_path):
     jobs = plan(["gil", "ppo", "sft"], ["a", "b"], [0, 1], str(tmp_path))
     first, rest = waves(jobs)
-    assert [(j.task, j.method, j.seed) for j in first] == [("a", "gil", 0), ("a", "gil", 1), ("b", "gil", 0), ("b", "gil", 1)]
+    assert [(j.task, j.method, j.seed) for j in first] == [
+        ("a", "gil", 0),
+        ("a", "gil", 1),
+        ("b", "gil", 0),
+        ("b", "gil", 1),
+    ]
     assert len(rest) == 8
     primed = waves(jobs, primed={("a", 0)})  # a finished run of (a, 0) built its caches: those runs need not wait
     assert {(j.task, j.seed) for j in primed[0]} >= {("a", 0)} and all((j.task, j.seed) != ("a", 0) for j in primed[1])
@@ -80,7 +119,11 @@ def test_a_finished_run_of_another_method_primes_its_task_and_seed(tmp_path):
     write_run(root, "toy", "ppo-kl", 1, curve(5))  # another method's finished run: the (toy, 1) caches exist
     jobs = plan(["gil", "sft"], ["toy"], [0, 1], str(root))
     assert primed_groups(jobs, root) == {("toy", 1)}
-    assert [(j.method, j.seed) for j in waves(jobs, primed_groups(jobs, root))[0]] == [("gil", 0), ("gil", 1), ("sft", 1)]
+    assert [(j.method, j.seed) for j in waves(jobs, primed_groups(jobs, root))[0]] == [
+        ("gil", 0),
+        ("gil", 1),
+        ("sft", 1),
+    ]
 
 
 def test_concurrent_workers_split_the_cores_unless_the_user_chose():
@@ -113,12 +156,27 @@ def test_slurm_executor_parameters_and_sbatch_script(tmp_path, monkeypatch):
     (bin_dir / "srun").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     params = slurm_parameters("gpu", gpus_per_node=2, timeout_min=90, cpus_per_task=6, mem_gb=64, array_parallelism=4)
-    executor = make_executor(tmp_path / "slurm", params | {"slurm_additional_parameters": {"dependency": "afterany:17"}})
+    executor = make_executor(
+        tmp_path / "slurm", params | {"slurm_additional_parameters": {"dependency": "afterany:17"}}
+    )
     p = executor._executor.parameters
-    assert (p["partition"], p["gpus_per_node"], p["time"], p["cpus_per_task"], p["array_parallelism"]) == ("gpu", 2, 90, 6, 4)
+    assert (p["partition"], p["gpus_per_node"], p["time"], p["cpus_per_task"], p["array_parallelism"]) == (
+        "gpu",
+        2,
+        90,
+        6,
+        4,
+    )
     script = executor._executor._make_submission_file_text("python -u -m submitit.core._submit x", "uid")
-    for line in ("--partition=gpu", "--gpus-per-node=2", "--time=90", "--cpus-per-task=6", "--mem=64GB", "--dependency=afterany:17",
-                 "--job-name=gilbench"):
+    for line in (
+        "--partition=gpu",
+        "--gpus-per-node=2",
+        "--time=90",
+        "--cpus-per-task=6",
+        "--mem=64GB",
+        "--dependency=afterany:17",
+        "--job-name=gilbench",
+    ):
         assert f"#SBATCH {line}" in script
 
 
@@ -150,8 +208,21 @@ def test_slurm_submission_wires_wave_two_after_wave_one(tmp_path):
 
 def test_dry_run_prints_the_plan(tmp_path, capsys):
     write_run(tmp_path / "runs", "toy", "ppo-kl", 0, curve(5))
-    args = sweep_args("--methods", "ppo-kl,gil", "--tasks", "toy", "--seeds", "0-1", "--output-dir", str(tmp_path / "runs"), "--dry-run",
-                      "--launcher", "slurm", "--partition", "gpu")
+    args = sweep_args(
+        "--methods",
+        "ppo-kl,gil",
+        "--tasks",
+        "toy",
+        "--seeds",
+        "0-1",
+        "--output-dir",
+        str(tmp_path / "runs"),
+        "--dry-run",
+        "--launcher",
+        "slurm",
+        "--partition",
+        "gpu",
+    )
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "4 runs: 1 complete (skipped), 3 to run on slurm" in out
@@ -161,7 +232,20 @@ def test_dry_run_prints_the_plan(tmp_path, capsys):
 def test_local_launcher_runs_the_grid_in_process_then_skips_it(tmp_path, capsys):
     """For real: toy task (registered in conftest, so in-process: the sequential launcher) and the tiny model."""
     out = tmp_path / "runs"
-    argv = ["--methods", "ppo-kl,sft", "--tasks", "toy", "--seeds", "0", "--model", "tiny", "--device", "cpu", "--output-dir", str(out)]
+    argv = [
+        "--methods",
+        "ppo-kl,sft",
+        "--tasks",
+        "toy",
+        "--seeds",
+        "0",
+        "--model",
+        "tiny",
+        "--device",
+        "cpu",
+        "--output-dir",
+        str(out),
+    ]
     argv += [x for kv in TINY for x in ("--set", kv)]
     args = sweep_args(*argv)
     assert args.func(args) == 0

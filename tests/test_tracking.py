@@ -30,7 +30,10 @@ def test_tensorboard_events_of_all_four_stage_kinds(tmp_path, tiny_cfg):
     rl_dir = tmp_path / "runs" / "toy" / "ppo-kl" / "seed0"
     board = rl_dir / "tracking" / "tensorboard"
     sft, rm, rl = scalars(board / "sft"), scalars(board / "rm"), scalars(board / "rl")
-    assert [s for s, _ in sft["sft/loss"]] == [1, 2] and [s for s, _ in rm["rm/loss"]] == [1, 2]  # 16 examples / pairs in batches of 8
+    assert [s for s, _ in sft["sft/loss"]] == [1, 2] and [s for s, _ in rm["rm/loss"]] == [
+        1,
+        2,
+    ]  # 16 examples / pairs in batches of 8
     metrics = [json.loads(line) for line in (rl_dir / "metrics.jsonl").read_text().splitlines()]
     assert [s for s, _ in rl["objective/score"]] == [1, 2]
     assert [v for _, v in rl["objective/kl"]] == pytest.approx([m["objective/kl"] for m in metrics], rel=1e-6)
@@ -43,16 +46,25 @@ def test_tensorboard_events_of_all_four_stage_kinds(tmp_path, tiny_cfg):
     dpo = scalars(dpo_dir / "tracking" / "tensorboard" / "dpo")
     rows = [json.loads(line) for line in (dpo_dir / "metrics.jsonl").read_text().splitlines()]
     assert dpo["loss/dpo"] == [(r["step"], pytest.approx(r["loss/dpo"], rel=1e-6)) for r in rows] and len(rows) == 2
-    assert not (dpo_dir / "tracking" / "tensorboard" / "sft").exists()  # the SFT model came from the cache: logged once, by its trainer
+    assert not (
+        dpo_dir / "tracking" / "tensorboard" / "sft"
+    ).exists()  # the SFT model came from the cache: logged once, by its trainer
 
 
 def test_report_to_refuses_unknown_and_missing_trackers(monkeypatch, tmp_path):
-    with pytest.raises(GilbenchError, match=r"unknown tracker\(s\) \['comet'\].*none or a comma list of tensorboard, wandb, mlflow, trackio"):
+    with pytest.raises(
+        GilbenchError,
+        match=r"unknown tracker\(s\) \['comet'\].*none or a comma list of tensorboard, wandb, mlflow, trackio",
+    ):
         tracking.parse_report_to("tensorboard,comet")
-    assert tracking.parse_report_to("none") == [] and tracking.parse_report_to("none", tensorboard_flag=True) == ["tensorboard"]
+    assert tracking.parse_report_to("none") == [] and tracking.parse_report_to("none", tensorboard_flag=True) == [
+        "tensorboard"
+    ]
     monkeypatch.setitem(sys.modules, "wandb", None)  # as if it were not installed
     cfg = RunConfig(report_to="wandb")
-    with pytest.raises(MissingDependency, match=r"report_to=wandb needs the optional package 'wandb'.*gilbench\[wandb\]"):
+    with pytest.raises(
+        MissingDependency, match=r"report_to=wandb needs the optional package 'wandb'.*gilbench\[wandb\]"
+    ):
         tracking.configure(cfg, tmp_path, SimpleNamespace(is_main_process=True))
 
 

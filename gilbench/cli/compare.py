@@ -27,22 +27,41 @@ from gilbench.store import DEFAULT_OUTPUT_DIR
 
 
 def add_compare_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("compare", help="judge method A against method B: win/tie/lose with CIs, in and out of distribution",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "compare",
+        help="judge method A against method B: win/tie/lose with CIs, in and out of distribution",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("a", help="method A (the one whose win rate is reported)")
     p.add_argument("b", help="method B, the opponent")
     p.add_argument("--task", required=True, help="registered task the runs were made on")
-    p.add_argument("--judge", required=True, help="openai:MODEL | hf:MODEL | rm:PATH|auto | any registered judge NAME[:ARG]")
-    p.add_argument("--seed", default=None, help="seeds to pair: 0 | 0,1,2 | 0-4 (default: every seed both methods have)")
+    p.add_argument(
+        "--judge", required=True, help="openai:MODEL | hf:MODEL | rm:PATH|auto | any registered judge NAME[:ARG]"
+    )
+    p.add_argument(
+        "--seed", default=None, help="seeds to pair: 0 | 0,1,2 | 0-4 (default: every seed both methods have)"
+    )
     p.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help=OUTPUT_DIR_HELP)
-    p.add_argument("--dry-run", action="store_true", help="print the number of judge calls and their estimated cost; call nothing")
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the number of judge calls and their estimated cost; call nothing"
+    )
     p.add_argument("--max-cost", type=float, default=None, help="stop before spending more than this many dollars")
     p.add_argument("--limit", type=int, default=None, help="judge only the first N prompts (by id) of each split")
-    p.add_argument("--split", action="append", default=None, metavar="NAME",
-                   help="judge only this split, e.g. the NAME of `gilbench generate` prompts (repeatable; default every shared split)")
+    p.add_argument(
+        "--split",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="judge only this split, e.g. the NAME of `gilbench generate` prompts (repeatable; default every shared split)",
+    )
     p.add_argument("--concurrency", type=int, default=8, help="judge requests in flight at once (default 8)")
-    p.add_argument("--policy", choices=["conservative", "average"], default="conservative",
-                   help="combining the two orders: conservative (disagreement is a tie) or average (each order counts half)")
+    p.add_argument(
+        "--policy",
+        choices=["conservative", "average"],
+        default="conservative",
+        help="combining the two orders: conservative (disagreement is a tie) or average (each order counts half)",
+    )
     add_judge_options(p)
     s = p.add_argument_group("statistics")
     s.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
@@ -71,8 +90,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
     runs_b = resolve_runs(args.output_dir, args.task, args.b, seeds)
     ctx = JudgeContext(task=args.task, output_dir=Path(args.output_dir), run_dirs_a=runs_a, options=options)
     judge = build_judge(args.judge, ctx)
-    results = compare(runs_a, runs_b, judge, policy=args.policy, concurrency=args.concurrency, dry_run=args.dry_run, limit=args.limit,
-                      max_cost=args.max_cost, n_boot=args.n_boot, boot_seed=args.boot_seed, splits=args.split)
+    results = compare(
+        runs_a,
+        runs_b,
+        judge,
+        policy=args.policy,
+        concurrency=args.concurrency,
+        dry_run=args.dry_run,
+        limit=args.limit,
+        max_cost=args.max_cost,
+        n_boot=args.n_boot,
+        boot_seed=args.boot_seed,
+        splits=args.split,
+    )
     print(format_plan(results) if args.dry_run else format_results(results))
     return 0
 
@@ -80,13 +110,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------ printing
 def format_plan(plan: dict) -> str:
     price_in, price_out = plan["price_per_1k"]
-    cost = (f"estimated cost ${plan['cost']:.4f} at ${price_in:g} / ${price_out:g} per 1k input / output tokens "
-            f"(at most ${plan['cost_upper']:.4f} if every answer reaches max_tokens; answers needing the reminder add calls)")
+    cost = (
+        f"estimated cost ${plan['cost']:.4f} at ${price_in:g} / ${price_out:g} per 1k input / output tokens "
+        f"(at most ${plan['cost_upper']:.4f} if every answer reaches max_tokens; answers needing the reminder add calls)"
+    )
     if price_in == price_out == 0:
         cost = "cost unknown: pass --price-per-1k INPUT[,OUTPUT] for an estimate"
-    return (f"dry run, {plan['a']} vs {plan['b']}, judge {plan['judge']['id']}: {plan['pairs']} pairs ({plan['identical_pairs']} identical, "
-            f"no call); {plan['calls']} judge calls to make, {plan['cached_calls']} answered by the cache\n"
-            f"~{plan['tokens_in']} input + ~{plan['tokens_out']} output tokens (characters / 4; 80 output tokens a call); {cost}")
+    return (
+        f"dry run, {plan['a']} vs {plan['b']}, judge {plan['judge']['id']}: {plan['pairs']} pairs ({plan['identical_pairs']} identical, "
+        f"no call); {plan['calls']} judge calls to make, {plan['cached_calls']} answered by the cache\n"
+        f"~{plan['tokens_in']} input + ~{plan['tokens_out']} output tokens (characters / 4; 80 output tokens a call); {cost}"
+    )
 
 
 def _pct(x, ci=None) -> str:
@@ -98,15 +132,29 @@ def _pct(x, ci=None) -> str:
 def _row(split: str, group: str, s: dict) -> list:
     h = s["health"]
     p = s["sign_test"]["p"]
-    return [split, group, s["n"], _pct(s["win"], s["win_ci"]), _pct(s["tie"], s["tie_ci"]), _pct(s["lose"], s["lose_ci"]),
-            _lc(s.get("length_controlled")), f"{p:.3g}", _pct(h["position_flip_rate"]), _pct(h["first_position_win_rate"]), _pct(h["longer_wins_rate"]), _pct(h["invalid_rate"])]
+    return [
+        split,
+        group,
+        s["n"],
+        _pct(s["win"], s["win_ci"]),
+        _pct(s["tie"], s["tie_ci"]),
+        _pct(s["lose"], s["lose_ci"]),
+        _lc(s.get("length_controlled")),
+        f"{p:.3g}",
+        _pct(h["position_flip_rate"]),
+        _pct(h["first_position_win_rate"]),
+        _pct(h["longer_wins_rate"]),
+        _pct(h["invalid_rate"]),
+    ]
 
 
 def _lc(lc: dict | None) -> str:
     if not lc:
         return "-"
     ci = lc["lc_win_ci"]
-    return f"{100 * lc['raw_preference']:.1f} -> {100 * lc['lc_win']:.1f}" + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "")
+    return f"{100 * lc['raw_preference']:.1f} -> {100 * lc['lc_win']:.1f}" + (
+        f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else ""
+    )
 
 
 def format_results(r: dict) -> str:
@@ -120,30 +168,54 @@ def format_results(r: dict) -> str:
     pooled = len(r["splits"]) > len(r["distributions"])  # some distribution has several splits
     if pooled:
         rows.extend(_row(f"{d.upper()} (all)", "all", ds) for d, ds in r["distributions"].items())
-    headers = ["split", "group", "N", f"{r['a']} wins %", "tie %", f"{r['b']} wins %", "pref % -> LC %", "p (sign)", "flip %", "1st-pos %", "longer %", "invalid %"]
+    headers = [
+        "split",
+        "group",
+        "N",
+        f"{r['a']} wins %",
+        "tie %",
+        f"{r['b']} wins %",
+        "pref % -> LC %",
+        "p (sign)",
+        "flip %",
+        "1st-pos %",
+        "longer %",
+        "invalid %",
+    ]
     j = r["judge"]
-    lines = [f"== {r['a']} vs {r['b']} on {r.get('task', '?')}: judge {j['id']}, policy {r['policy']}, seeds {r['seeds']}, "
-             f"{r['n_items']} pairs ({r['n_identical']} identical) ==",
-             tabulate(rows, headers=headers, disable_numparse=True),
-             f"95 % CIs: {r['bootstrap']['n_boot']} bootstrap resamples of prompts (seed {r['bootstrap']['seed']}); p: two-sided sign test "
-             "on pairs won vs lost; pref: wins + half the ties, LC: the same at equal lengths (logistic regression on the "
-             "length difference); health: position flips, first-shown wins, longer wins (decisive verdicts), unreadable verdicts."]
+    lines = [
+        f"== {r['a']} vs {r['b']} on {r.get('task', '?')}: judge {j['id']}, policy {r['policy']}, seeds {r['seeds']}, "
+        f"{r['n_items']} pairs ({r['n_identical']} identical) ==",
+        tabulate(rows, headers=headers, disable_numparse=True),
+        f"95 % CIs: {r['bootstrap']['n_boot']} bootstrap resamples of prompts (seed {r['bootstrap']['seed']}); p: two-sided sign test "
+        "on pairs won vs lost; pref: wins + half the ties, LC: the same at equal lengths (logistic regression on the "
+        "length difference); health: position flips, first-shown wins, longer wins (decisive verdicts), unreadable verdicts.",
+    ]
     for s in r["splits"]:
         if s["worst_group"]:
             w = s["worst_group"]
             lines.append(f"worst group in {s['split']}: {w['group']} ({r['a']} wins {_pct(w['win'])} %, N={w['n']})")
     gap = r["gap_id_minus_ood"]
     if gap:
-        lines.append(f"ID - OOD gap of the {r['a']} win rate: {100 * gap['win']:+.1f} points [{100 * gap['ci'][0]:+.1f}, {100 * gap['ci'][1]:+.1f}]")
+        lines.append(
+            f"ID - OOD gap of the {r['a']} win rate: {100 * gap['win']:+.1f} points [{100 * gap['ci'][0]:+.1f}, {100 * gap['ci'][1]:+.1f}]"
+        )
     rm = r["reward_model_score"]
-    views = list(rm["splits"].items()) + ([(f"{d.upper()} (all)", e) for d, e in rm["distributions"].items()] if pooled else [])
+    views = list(rm["splits"].items()) + (
+        [(f"{d.upper()} (all)", e) for d, e in rm["distributions"].items()] if pooled else []
+    )
     rm_rows = [[label, _mean(e["a"]), _mean(e["b"])] for label, e in views if e["a"]["n"] or e["b"]["n"]]
     if rm_rows:
-        lines += ["", "mean reward-model score (each run's own reward model, paired prompts) [95 % CI]:",
-                  tabulate(rm_rows, headers=["split", r["a"], r["b"]], disable_numparse=True)]
+        lines += [
+            "",
+            "mean reward-model score (each run's own reward model, paired prompts) [95 % CI]:",
+            tabulate(rm_rows, headers=["split", r["a"], r["b"]], disable_numparse=True),
+        ]
     calls = r["calls"]
-    lines.append(f"\njudge calls made {calls['made']}, answered from the cache {calls['cached']}, cost ${calls['cost']:.4f}; "
-                 f"written to {r['out_dir']}")
+    lines.append(
+        f"\njudge calls made {calls['made']}, answered from the cache {calls['cached']}, cost ${calls['cost']:.4f}; "
+        f"written to {r['out_dir']}"
+    )
     return "\n".join(lines)
 
 

@@ -39,25 +39,41 @@ def split_names(text: str) -> list[str]:
 
 
 def add_include(p: argparse.ArgumentParser, what: str = "") -> None:
-    p.add_argument("--include", action="append", default=[], metavar="PATH",
-                   help=f"plugin .py file or folder to import first{what}")
+    p.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help=f"plugin .py file or folder to import first{what}",
+    )
 
 
 def add_judge_options(p: argparse.ArgumentParser) -> None:
     j = p.add_argument_group("judge options")
-    j.add_argument("--base-url", help="OpenAI-compatible endpoint (default $OPENAI_BASE_URL or https://api.openai.com/v1)")
+    j.add_argument(
+        "--base-url", help="OpenAI-compatible endpoint (default $OPENAI_BASE_URL or https://api.openai.com/v1)"
+    )
     j.add_argument("--api-key-env", help="environment variable holding the API key (default OPENAI_API_KEY)")
     j.add_argument("--price-per-1k", help="dollars per 1000 tokens: INPUT[,OUTPUT] (for --dry-run and --max-cost)")
     j.add_argument("--max-tokens", type=int, help="longest judge answer in tokens")
     j.add_argument("--template", choices=["dialogue", "summary"], help="judge prompt (default: by task family)")
     j.add_argument("--tie-margin", type=float, help="score judges: a score difference at most this is a tie")
-    j.add_argument("--judge-arg", action="append", default=[], metavar="KEY=VALUE", help="any other judge option, e.g. timeout=30")
+    j.add_argument(
+        "--judge-arg", action="append", default=[], metavar="KEY=VALUE", help="any other judge option, e.g. timeout=30"
+    )
 
 
 def check_numbers(args: argparse.Namespace) -> None:
     """Refuse impossible numeric options before any judge call is made (so no paid call is wasted on them)."""
-    rules = [("concurrency", 1, "--concurrency"), ("n_boot", 1, "--n-boot"), ("limit", 1, "--limit"), ("max_tokens", 1, "--max-tokens"),
-             ("window", 1, "--window"), ("max_cost", 0, "--max-cost"), ("tie_margin", 0, "--tie-margin")]
+    rules = [
+        ("concurrency", 1, "--concurrency"),
+        ("n_boot", 1, "--n-boot"),
+        ("limit", 1, "--limit"),
+        ("max_tokens", 1, "--max-tokens"),
+        ("window", 1, "--window"),
+        ("max_cost", 0, "--max-cost"),
+        ("tie_margin", 0, "--tie-margin"),
+    ]
     for attr, lowest, flag in rules:
         value = getattr(args, attr, None)
         if value is not None and (not math.isfinite(value) or value < lowest):
@@ -65,14 +81,20 @@ def check_numbers(args: argparse.Namespace) -> None:
 
 
 def judge_options(args: argparse.Namespace) -> dict:
-    options = {k: getattr(args, k) for k in ("base_url", "api_key_env", "max_tokens", "template", "tie_margin") if getattr(args, k) is not None}
+    options = {
+        k: getattr(args, k)
+        for k in ("base_url", "api_key_env", "max_tokens", "template", "tie_margin")
+        if getattr(args, k) is not None
+    }
     if args.price_per_1k is not None:
         try:
             prices = [float(x) for x in args.price_per_1k.split(",")]
         except ValueError:
             prices = []
         if len(prices) not in (1, 2) or min(prices) < 0 or not all(p < float("inf") for p in prices):
-            raise GilbenchError(f"--price-per-1k expects INPUT[,OUTPUT] dollars, e.g. 0.00015,0.0006; got {args.price_per_1k!r}")
+            raise GilbenchError(
+                f"--price-per-1k expects INPUT[,OUTPUT] dollars, e.g. 0.00015,0.0006; got {args.price_per_1k!r}"
+            )
         options["price_per_1k"] = (prices[0], prices[-1])
     for item in args.judge_arg:
         key, sep, value = item.partition("=")
@@ -94,5 +116,8 @@ def run_command(args: argparse.Namespace, command: Callable[[argparse.Namespace]
         print(f"gilbench: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("gilbench: interrupted; completed stages and the last checkpoint are kept, rerun the same command to resume", file=sys.stderr)
+        print(
+            "gilbench: interrupted; completed stages and the last checkpoint are kept, rerun the same command to resume",
+            file=sys.stderr,
+        )
         return 130

@@ -12,14 +12,35 @@ from gilbench.store import DEFAULT_OUTPUT_DIR, ROLLOUTS
 
 
 def add_judge_curve_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("judge-curve", help="judge an RL run's samples along training against its starting policy",
-                              description=jc.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("runs", nargs="+", help="run folders (<output-dir>/<task>/<method>/seed<k>); folders without rollouts.jsonl are skipped")
-    p.add_argument("--judge", required=True, help="gold | rm:auto | openai:MODEL | hf:MODEL | any registered judge NAME[:ARG]")
-    p.add_argument("--window", type=int, default=None, help="logged steps pooled into one point (default: about 8 points a run)")
-    p.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help=f"run store root, for the SFT and reference caches (default {DEFAULT_OUTPUT_DIR})")
+    p = subparsers.add_parser(
+        "judge-curve",
+        help="judge an RL run's samples along training against its starting policy",
+        description=jc.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "runs",
+        nargs="+",
+        help="run folders (<output-dir>/<task>/<method>/seed<k>); folders without rollouts.jsonl are skipped",
+    )
+    p.add_argument(
+        "--judge", required=True, help="gold | rm:auto | openai:MODEL | hf:MODEL | any registered judge NAME[:ARG]"
+    )
+    p.add_argument(
+        "--window", type=int, default=None, help="logged steps pooled into one point (default: about 8 points a run)"
+    )
+    p.add_argument(
+        "--output-dir",
+        default=DEFAULT_OUTPUT_DIR,
+        help=f"run store root, for the SFT and reference caches (default {DEFAULT_OUTPUT_DIR})",
+    )
     p.add_argument("--concurrency", type=int, default=8, help="judge requests in flight at once (default 8)")
-    p.add_argument("--policy", choices=["conservative", "average"], default="conservative", help="combining the two orders (as in compare)")
+    p.add_argument(
+        "--policy",
+        choices=["conservative", "average"],
+        default="conservative",
+        help="combining the two orders (as in compare)",
+    )
     add_judge_options(p)
     add_include(p, " (judges too)")
     p.set_defaults(func=cmd_judge_curve)
@@ -44,9 +65,19 @@ def cmd_judge_curve(args: argparse.Namespace) -> int:
         jc.read_rollouts(runs[0])  # raises the full explanation
     options = judge_options(args)
     for run in with_rollouts:
-        ctx = JudgeContext(task=load_run_config(run).task, output_dir=Path(args.output_dir), run_dirs_a=[run], options=options)
-        curve = jc.judge_curve(run, build_judge(args.judge, ctx), output_dir=args.output_dir, window=args.window, policy=args.policy,
-                            concurrency=args.concurrency)
-        wins = " ".join(f"{p['step']}:{100 * p['win']:.0f}%" if p["win"] is not None else f"{p['step']}:-" for p in curve)
+        ctx = JudgeContext(
+            task=load_run_config(run).task, output_dir=Path(args.output_dir), run_dirs_a=[run], options=options
+        )
+        curve = jc.judge_curve(
+            run,
+            build_judge(args.judge, ctx),
+            output_dir=args.output_dir,
+            window=args.window,
+            policy=args.policy,
+            concurrency=args.concurrency,
+        )
+        wins = " ".join(
+            f"{p['step']}:{100 * p['win']:.0f}%" if p["win"] is not None else f"{p['step']}:-" for p in curve
+        )
         print(f"[gilbench] {run}: win rate against the starting policy by step {wins} -> {run / jc.JUDGE_CURVE}")
     return 0

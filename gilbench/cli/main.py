@@ -1,13 +1,13 @@
 """The ``gilbench`` command line: one subcommand per module of this package (or of the package it drives).
 
-    gilbench run --method gil --task chitchat-ood --seed 0,1,2
-    gilbench ls methods|tasks|models|judges|config [-v]
-    gilbench validate tasks/hh.yaml | --config run.yaml | --task NAME
-    gilbench sweep --methods ppo-kl,gil --tasks chitchat-ood --seeds 0-2
-    gilbench compare gil ppo-kl --task chitchat-ood --judge gold
-    gilbench table --spec main --format latex
-    gilbench plot --task chitchat-ood
-    gilbench eval --lm-eval hellaswag --run results/runs/chitchat/gil/seed0
+gilbench run --method gil --task chitchat-ood --seed 0,1,2
+gilbench ls methods|tasks|models|judges|config [-v]
+gilbench validate tasks/hh.yaml | --config run.yaml | --task NAME
+gilbench sweep --methods ppo-kl,gil --tasks chitchat-ood --seeds 0-2
+gilbench compare gil ppo-kl --task chitchat-ood --judge gold
+gilbench table --spec main --format latex
+gilbench plot --task chitchat-ood
+gilbench eval --lm-eval hellaswag --run results/runs/chitchat/gil/seed0
 """
 
 from __future__ import annotations
@@ -81,8 +81,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for spec in targets:
         data = spec.load(seed=0, limit=args.limit, data_dir=args.data_dir)
         splits = ", ".join(f"{s.name}={len(s.prompts)}" for s in data.eval_splits)
-        print(f"{spec.name}: OK ({len(data.rl_prompts)} RL prompts, {len(data.sft)} SFT examples, "
-              f"{len(data.pairs_train)}+{len(data.pairs_val)} preference pairs; eval {splits})")
+        print(
+            f"{spec.name}: OK ({len(data.rl_prompts)} RL prompts, {len(data.sft)} SFT examples, "
+            f"{len(data.pairs_train)}+{len(data.pairs_val)} preference pairs; eval {splits})"
+        )
     if not targets and not args.config:
         raise GilbenchError("validate: give a task file, --task NAME or --config FILE")
     return 0
@@ -105,8 +107,17 @@ def make_parser() -> argparse.ArgumentParser:
     p_val.add_argument("--data-dir", default=None)
     add_include(p_val)
     p_val.set_defaults(func=cmd_validate)
-    for add in (add_sweep_parser, add_compare_parser, add_judge_curve_parser, add_table_parser, add_plot_parser,
-                add_lm_eval_parser, add_generate_parser, add_export_parser, add_report_parser):
+    for add in (
+        add_sweep_parser,
+        add_compare_parser,
+        add_judge_curve_parser,
+        add_table_parser,
+        add_plot_parser,
+        add_lm_eval_parser,
+        add_generate_parser,
+        add_export_parser,
+        add_report_parser,
+    ):
         add(sub)
     return parser
 

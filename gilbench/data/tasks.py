@@ -37,7 +37,15 @@ from gilbench.errors import GilbenchError
 from gilbench.registry import register_task
 
 REQUIRED_FIELDS = {"name": str, "description": str, "loader": str}
-OPTIONAL_FIELDS = {"options": dict, "source": dict, "license": str, "eval_splits": list, "groups": list, "prompt_format": str, "defaults": dict}
+OPTIONAL_FIELDS = {
+    "options": dict,
+    "source": dict,
+    "license": str,
+    "eval_splits": list,
+    "groups": list,
+    "prompt_format": str,
+    "defaults": dict,
+}
 
 
 @dataclass
@@ -51,7 +59,9 @@ class TaskSpec:
     eval_splits: list = field(default_factory=list)
     groups: list = field(default_factory=list)
     prompt_format: str = "chat"
-    defaults: dict = field(default_factory=dict)  # run-config fields sized for this task (dotted keys), before the method's
+    defaults: dict = field(
+        default_factory=dict
+    )  # run-config fields sized for this task (dotted keys), before the method's
     path: str = ""
 
     def loader_function(self) -> Callable[..., TaskData]:
@@ -70,12 +80,18 @@ class TaskSpec:
     def load(self, seed: int = 0, limit: int | None = None, data_dir: str | None = None) -> TaskData:
         func = self.loader_function()
         accepted = inspect.signature(func).parameters
-        unknown = [k for k in self.options if k not in accepted and not any(p.kind == p.VAR_KEYWORD for p in accepted.values())]
+        unknown = [
+            k for k in self.options if k not in accepted and not any(p.kind == p.VAR_KEYWORD for p in accepted.values())
+        ]
         if unknown:
-            raise GilbenchError(f"task {self.name} ({self.path}): option(s) {unknown} are not parameters of {self.loader}; it takes {list(accepted)}")
+            raise GilbenchError(
+                f"task {self.name} ({self.path}): option(s) {unknown} are not parameters of {self.loader}; it takes {list(accepted)}"
+            )
         data = func(seed=seed, limit=limit, data_dir=data_dir, **self.options)
         if not isinstance(data, TaskData):
-            raise GilbenchError(f"task {self.name}: loader {self.loader} returned {type(data).__name__}, expected TaskData")
+            raise GilbenchError(
+                f"task {self.name}: loader {self.loader} returned {type(data).__name__}, expected TaskData"
+            )
         data.prompt_format = self.prompt_format
         check_task_data(data, self.name)
         data.check_no_leakage()
@@ -100,28 +116,40 @@ def check_task_data(data: TaskData, name: str) -> None:
     """What a loader returns must be usable: text everywhere (valid UTF-8), prompts to train on and pairs to learn from."""
     for where, text in _texts(data):
         if not isinstance(text, str):
-            raise GilbenchError(f"task {name}: {where} is {type(text).__name__}, not text; make the loader return str "
-                                f"(decode bytes with .decode('utf-8', errors='replace'))")
+            raise GilbenchError(
+                f"task {name}: {where} is {type(text).__name__}, not text; make the loader return str "
+                f"(decode bytes with .decode('utf-8', errors='replace'))"
+            )
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
-            raise GilbenchError(f"task {name}: {where} is not valid UTF-8 text (undecodable bytes, e.g. from errors='surrogateescape'); "
-                                f"make the loader decode its files with the right encoding or errors='replace'") from None
+            raise GilbenchError(
+                f"task {name}: {where} is not valid UTF-8 text (undecodable bytes, e.g. from errors='surrogateescape'); "
+                f"make the loader decode its files with the right encoding or errors='replace'"
+            ) from None
     if not (data.rl_prompts or data.sft or data.pairs_train):
-        raise GilbenchError(f"task {name}: the loader returned no prompts, SFT examples or preference pairs; check its data files")
+        raise GilbenchError(
+            f"task {name}: the loader returned no prompts, SFT examples or preference pairs; check its data files"
+        )
     for split in data.eval_splits:
         if split.distribution not in ("id", "ood") or not split.prompts:
-            raise GilbenchError(f"task {name}: eval split {split.name!r} has distribution {split.distribution!r} and {len(split.prompts)} "
-                                f"prompts; it needs id | ood and at least one prompt")
+            raise GilbenchError(
+                f"task {name}: eval split {split.name!r} has distribution {split.distribution!r} and {len(split.prompts)} "
+                f"prompts; it needs id | ood and at least one prompt"
+            )
 
 
 def _read_yaml_mapping(path: Path) -> dict:
     if not path.is_file():
-        raise GilbenchError(f"{path}: {'is a folder' if path.is_dir() else 'no such file'}; give a task YAML file (see tasks/*.yaml)")
+        raise GilbenchError(
+            f"{path}: {'is a folder' if path.is_dir() else 'no such file'}; give a task YAML file (see tasks/*.yaml)"
+        )
     try:
         raw = yaml_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise GilbenchError(f"{path}: not a UTF-8 YAML task file ({' '.join(str(e).split())[:120]}); see tasks/*.yaml for the layout") from None
+        raise GilbenchError(
+            f"{path}: not a UTF-8 YAML task file ({' '.join(str(e).split())[:120]}); see tasks/*.yaml for the layout"
+        ) from None
     except OSError as e:
         raise GilbenchError(f"{path}: cannot read it ({e.strerror}); check its permissions") from None
     if not isinstance(raw, dict):
@@ -141,7 +169,9 @@ def with_include(raw: dict, path: Path) -> dict:
         raise GilbenchError(f"{path.parent / name}: an included file may not include another; merge them into one")
     merged = dict(shared)
     for key, value in raw.items():
-        merged[key] = {**shared[key], **value} if isinstance(value, dict) and isinstance(shared.get(key), dict) else value
+        merged[key] = (
+            {**shared[key], **value} if isinstance(value, dict) and isinstance(shared.get(key), dict) else value
+        )
     return merged
 
 
@@ -173,8 +203,10 @@ def check_task_defaults(spec: TaskSpec) -> None:
     cfg = RunConfig(task=spec.name)
     for dotted, value in spec.defaults.items():
         if not isinstance(dotted, str) or dotted.startswith("method_args"):
-            raise GilbenchError(f"{spec.path}: defaults key {dotted!r}: a task's defaults set run-config fields like rl.steps "
-                                f"(method fields belong in --set or --config)")
+            raise GilbenchError(
+                f"{spec.path}: defaults key {dotted!r}: a task's defaults set run-config fields like rl.steps "
+                f"(method fields belong in --set or --config)"
+            )
         try:
             update_dataclass(cfg, nest(dotted, value))
         except GilbenchError as e:
@@ -202,7 +234,9 @@ def as_task_spec(obj: Any, name: str) -> TaskSpec:
         return obj
     if callable(obj):
         return TaskSpec(name=name, description=(obj.__doc__ or "").strip().split("\n")[0], loader=obj)
-    raise GilbenchError(f"task '{name}' is registered as {type(obj).__name__}; expected a TaskSpec or a loader function")
+    raise GilbenchError(
+        f"task '{name}' is registered as {type(obj).__name__}; expected a TaskSpec or a loader function"
+    )
 
 
 _register_builtin_tasks()

@@ -36,16 +36,33 @@ from gilbench.data.hub import Row, Source, cap, check_data_dir, load_rows, shuff
 from gilbench.data.types import EvalSplit, PreferencePair, Prompt, SFTExample, TaskData
 from gilbench.errors import GilbenchError
 
-TLDR_SFT = {split: Source("trl-lib/tldr", split, f"tldr/{split}.jsonl", revision="21233da376667088e6eb1ce4ce19ed832c2935d3", required=("prompt",))
-            for split in ("train", "test")}
-COMPARISONS = {split: Source("openai/summarize_from_feedback", split, f"summarize_from_feedback/comparisons/{split}.jsonl", config="comparisons",
-                             required=("info", "summaries", "choice"))
-               for split in ("train", "validation")}
+TLDR_SFT = {
+    split: Source(
+        "trl-lib/tldr",
+        split,
+        f"tldr/{split}.jsonl",
+        revision="21233da376667088e6eb1ce4ce19ed832c2935d3",
+        required=("prompt",),
+    )
+    for split in ("train", "test")
+}
+COMPARISONS = {
+    split: Source(
+        "openai/summarize_from_feedback",
+        split,
+        f"summarize_from_feedback/comparisons/{split}.jsonl",
+        config="comparisons",
+        required=("info", "summaries", "choice"),
+    )
+    for split in ("train", "validation")
+}
 TLDR_EXTRACT = "tldr/tldr-1945.jsonl"  # local extract: prompt, label, openai_ppo_1.3b_response
 CNNDM = Source("abisee/cnn_dailymail", "test", "ood/cnndm-200.jsonl", config="3.0.0", required=("article",))
 DEFAULT_OOD_TEMPLATE = "POST: {article}\n\nTL;DR:"
 
-_PROMPT = re.compile(r"^\s*SUBREDDIT:\s*(?P<sub>.*?)\s*TITLE:\s*(?P<title>.*?)\s*POST:\s*(?P<post>.*?)\s*TL;DR:\s*$", re.S)
+_PROMPT = re.compile(
+    r"^\s*SUBREDDIT:\s*(?P<sub>.*?)\s*TITLE:\s*(?P<title>.*?)\s*POST:\s*(?P<post>.*?)\s*TL;DR:\s*$", re.S
+)
 
 
 def sources() -> list[Source]:
@@ -77,7 +94,11 @@ def comparison_row(row: Row) -> PreferencePair | str:
     info, summaries, choice = row.get("info"), row.get("summaries"), row.get("choice")
     if not isinstance(info, dict):
         row.fail(f"field 'info' must be a mapping, got {type(info).__name__}")
-    if not isinstance(summaries, list) or len(summaries) != 2 or not all(isinstance(s, dict) and isinstance(s.get("text"), str) for s in summaries):
+    if (
+        not isinstance(summaries, list)
+        or len(summaries) != 2
+        or not all(isinstance(s, dict) and isinstance(s.get("text"), str) for s in summaries)
+    ):
         row.fail("field 'summaries' must be a list of two {text: ...} entries")
     if choice not in (0, 1):
         row.fail(f"field 'choice' must be 0 or 1, got {choice!r}")
@@ -86,7 +107,9 @@ def comparison_row(row: Row) -> PreferencePair | str:
     chosen, rejected = summaries[choice]["text"].strip(), summaries[1 - choice]["text"].strip()
     if not chosen or not rejected or chosen == rejected:
         return "empty or identical summaries"
-    return PreferencePair(render_post(info.get("subreddit") or "", info.get("title") or "", info["post"]), chosen, rejected)
+    return PreferencePair(
+        render_post(info.get("subreddit") or "", info.get("title") or "", info["post"]), chosen, rejected
+    )
 
 
 def truncate_article(text: str, max_chars: int) -> str:
@@ -117,36 +140,63 @@ def load_parts(seed: int, data_dir, revisions) -> tuple[dict, dict]:
     if data_dir and TLDR_SFT["train"].find_local(data_dir) is None:
         path = Path(data_dir).expanduser() / TLDR_EXTRACT
         if not path.is_file():
-            raise GilbenchError(f"--data-dir {data_dir}: found neither {Path(data_dir).expanduser() / TLDR_SFT['train'].local} (full copy of "
-                                f"{TLDR_SFT['train'].hub_id}) nor the extract {path}; add one, or drop --data-dir to load trl-lib/tldr and "
-                                "openai/summarize_from_feedback from the hub")
-        source = Source("trl-lib/tldr", "extract", TLDR_EXTRACT, required=("prompt", "label", "openai_ppo_1.3b_response"))
+            raise GilbenchError(
+                f"--data-dir {data_dir}: found neither {Path(data_dir).expanduser() / TLDR_SFT['train'].local} (full copy of "
+                f"{TLDR_SFT['train'].hub_id}) nor the extract {path}; add one, or drop --data-dir to load trl-lib/tldr and "
+                "openai/summarize_from_feedback from the hub"
+            )
+        source = Source(
+            "trl-lib/tldr", "extract", TLDR_EXTRACT, required=("prompt", "label", "openai_ppo_1.3b_response")
+        )
         rows, prov = load_rows(source, data_dir)
         prov.update(hub="(local extract of the filtered TL;DR)", split="extract", revision=None)
-        items = [(normalise_prompt(r.text("prompt")), r.text("label").strip(), r.text("openai_ppo_1.3b_response").strip()) for r in rows]
+        items = [
+            (normalise_prompt(r.text("prompt")), r.text("label").strip(), r.text("openai_ppo_1.3b_response").strip())
+            for r in rows
+        ]
         fractions = (0.8, 0.1, 0.1)
         train_k, val_k, test_k = split_keys([p for p, _, _ in items], fractions, seed, "tldr")
 
         def pairs(keys):
             return [PreferencePair(p, label, ppo) for p, label, ppo in items if p in keys and label != ppo]
 
-        parts = {"sft": [(p, label) for p, label, _ in items if p in train_k], "pairs_train": pairs(train_k), "pairs_val": pairs(val_k),
-                 "test": [p for p, _, _ in items if p in test_k]}
-        notes = {"sources": [prov], "split": {"seed": seed, "how": f"{TLDR_EXTRACT} split by prompt with Random('tldr:{seed}'), "
-                                              f"fractions train/validation/test {fractions}",
-                                              "prompts": {"train": len(train_k), "validation": len(val_k), "test": len(test_k)}},
-                 "pairs": "LOCAL STAND-IN for the human comparisons of openai/summarize_from_feedback: chosen = the human TL;DR (label), "
-                          "rejected = the openai_ppo_1.3b_response summary of the same post"}
+        parts = {
+            "sft": [(p, label) for p, label, _ in items if p in train_k],
+            "pairs_train": pairs(train_k),
+            "pairs_val": pairs(val_k),
+            "test": [p for p, _, _ in items if p in test_k],
+        }
+        notes = {
+            "sources": [prov],
+            "split": {
+                "seed": seed,
+                "how": f"{TLDR_EXTRACT} split by prompt with Random('tldr:{seed}'), "
+                f"fractions train/validation/test {fractions}",
+                "prompts": {"train": len(train_k), "validation": len(val_k), "test": len(test_k)},
+            },
+            "pairs": "LOCAL STAND-IN for the human comparisons of openai/summarize_from_feedback: chosen = the human TL;DR (label), "
+            "rejected = the openai_ppo_1.3b_response summary of the same post",
+        }
     else:
         sft_train, prov_a = load_rows(TLDR_SFT["train"], data_dir, revisions)
         sft_test, prov_b = load_rows(TLDR_SFT["test"], data_dir, revisions)
         cmp_train, prov_c = load_rows(COMPARISONS["train"], data_dir, revisions)
         cmp_val, prov_d = load_rows(COMPARISONS["validation"], data_dir, revisions)
-        parts = {"sft": [sft_row(r) for r in sft_train], "test": [sft_row(r)[0] for r in sft_test],
-                 "pairs_train": _pairs_from(cmp_train, skipped, "comparisons/train"), "pairs_val": _pairs_from(cmp_val, skipped, "comparisons/validation")}
-        notes = {"sources": [prov_a, prov_b, prov_c, prov_d], "split": {"seed": seed, "how": "the real splits: trl-lib/tldr train (SFT, RL prompts) "
-                 "and test (id:test); summarize_from_feedback comparisons train (pairs) and validation (held-out pairs)"},
-                 "pairs": "human comparisons of openai/summarize_from_feedback (Reddit posts only)"}
+        parts = {
+            "sft": [sft_row(r) for r in sft_train],
+            "test": [sft_row(r)[0] for r in sft_test],
+            "pairs_train": _pairs_from(cmp_train, skipped, "comparisons/train"),
+            "pairs_val": _pairs_from(cmp_val, skipped, "comparisons/validation"),
+        }
+        notes = {
+            "sources": [prov_a, prov_b, prov_c, prov_d],
+            "split": {
+                "seed": seed,
+                "how": "the real splits: trl-lib/tldr train (SFT, RL prompts) "
+                "and test (id:test); summarize_from_feedback comparisons train (pairs) and validation (held-out pairs)",
+            },
+            "pairs": "human comparisons of openai/summarize_from_feedback (Reddit posts only)",
+        }
     notes["skipped"] = dict(skipped)
     return parts, notes
 
@@ -154,22 +204,30 @@ def load_parts(seed: int, data_dir, revisions) -> tuple[dict, dict]:
 def load_cnndm(seed: int, data_dir, revisions, max_article_chars: int, template: str) -> tuple[EvalSplit, dict]:
     rows, prov = load_rows(CNNDM, data_dir, revisions)
     if prov["from"] == "local":
-        prov["note"] = "the local file's articles as they are, whichever split they were taken from (../shared/data: the first 200 train articles)"
+        prov["note"] = (
+            "the local file's articles as they are, whichever split they were taken from (../shared/data: the first 200 train articles)"
+        )
     texts = []
     for row in rows:
         article = row.text("article")
-        if row.get("article_truncated") is not True:  # the local extract flags articles it already cut near 2,000 characters
+        if (
+            row.get("article_truncated") is not True
+        ):  # the local extract flags articles it already cut near 2,000 characters
             article = truncate_article(article, max_article_chars)
         try:
             texts.append(template.format(article=" ".join(article.split())))
         except (KeyError, IndexError, ValueError) as e:
-            raise GilbenchError(f"tldr-ood: ood_template must contain {{article}} and no other fields, got {template!r} ({e})") from None
+            raise GilbenchError(
+                f"tldr-ood: ood_template must contain {{article}} and no other fields, got {template!r} ({e})"
+            ) from None
     texts = shuffled(unique_by(texts, lambda t: t), seed, "tldr:cnndm")
     prompts = [Prompt(text_id("cnndm", t), t, "cnndm") for t in texts]
     return EvalSplit("ood:cnndm", "ood", prompts, "CNN/DailyMail 3.0.0 news articles in the TL;DR layout"), prov
 
 
-def build_task(name: str, parts: dict, notes: dict, seed: int, limit: int | None, max_val_pairs: int, ood: list[EvalSplit]) -> TaskData:
+def build_task(
+    name: str, parts: dict, notes: dict, seed: int, limit: int | None, max_val_pairs: int, ood: list[EvalSplit]
+) -> TaskData:
     test = unique_by(parts["test"], lambda t: t)
     eval_texts = set(test) | {p.text.strip() for s in ood for p in s.prompts}
     before = len(parts["sft"]) + len(parts["pairs_train"]) + len(parts["pairs_val"])
@@ -180,26 +238,60 @@ def build_task(name: str, parts: dict, notes: dict, seed: int, limit: int | None
     sft = shuffled(unique_by(sft, lambda x: x[0] + "\x00" + x[1]), seed, f"{name}:sft")
     rl = unique_by([Prompt(text_id("tldr", p), p) for p, _ in sft], lambda x: x.text)
     val_cap = min([x for x in (limit, max_val_pairs) if x], default=None)
-    splits = [EvalSplit("id:test", "id", cap([Prompt(text_id("tldr", t), t) for t in shuffled(test, seed, f"{name}:test")], limit),
-                        "held-out Reddit TL;DR posts")]
+    splits = [
+        EvalSplit(
+            "id:test",
+            "id",
+            cap([Prompt(text_id("tldr", t), t) for t in shuffled(test, seed, f"{name}:test")], limit),
+            "held-out Reddit TL;DR posts",
+        )
+    ]
     splits += [EvalSplit(s.name, s.distribution, cap(s.prompts, limit), s.description) for s in ood]
-    data = TaskData(name=name, rl_prompts=cap(rl, limit), sft=cap([SFTExample(p, s) for p, s in sft], limit),
-                    pairs_train=cap(shuffled(pairs_train, seed, f"{name}:pairs"), limit), pairs_val=cap(shuffled(pairs_val, seed, f"{name}:val"), val_cap),
-                    eval_splits=splits, prompt_format="plain", notes=notes)
-    notes["prompt_text"] = "SUBREDDIT: r/<sub>\\n\\nTITLE: <title>\\n\\nPOST: <post>\\n\\nTL;DR: (plain; the summary follows after a space)"
-    notes["counts"] = {"rl_prompts": len(data.rl_prompts), "sft": len(data.sft), "pairs_train": len(data.pairs_train), "pairs_val": len(data.pairs_val),
-                       "eval": {s.name: len(s.prompts) for s in data.eval_splits}}
+    data = TaskData(
+        name=name,
+        rl_prompts=cap(rl, limit),
+        sft=cap([SFTExample(p, s) for p, s in sft], limit),
+        pairs_train=cap(shuffled(pairs_train, seed, f"{name}:pairs"), limit),
+        pairs_val=cap(shuffled(pairs_val, seed, f"{name}:val"), val_cap),
+        eval_splits=splits,
+        prompt_format="plain",
+        notes=notes,
+    )
+    notes["prompt_text"] = (
+        "SUBREDDIT: r/<sub>\\n\\nTITLE: <title>\\n\\nPOST: <post>\\n\\nTL;DR: (plain; the summary follows after a space)"
+    )
+    notes["counts"] = {
+        "rl_prompts": len(data.rl_prompts),
+        "sft": len(data.sft),
+        "pairs_train": len(data.pairs_train),
+        "pairs_val": len(data.pairs_val),
+        "eval": {s.name: len(s.prompts) for s in data.eval_splits},
+    }
     return data
 
 
-def load_tldr(seed: int = 0, limit: int | None = None, data_dir: str | None = None, max_val_pairs: int = 2000, revisions: dict | None = None) -> TaskData:
+def load_tldr(
+    seed: int = 0,
+    limit: int | None = None,
+    data_dir: str | None = None,
+    max_val_pairs: int = 2000,
+    revisions: dict | None = None,
+) -> TaskData:
     """Reddit TL;DR: SFT on human summaries, RL on posts, pairs from summarize-from-feedback comparisons; id:test."""
     parts, notes = load_parts(seed, data_dir, revisions)
     return build_task("tldr", parts, notes, seed, limit, max_val_pairs, [])
 
 
-def load_tldr_ood(seed: int = 0, limit: int | None = None, data_dir: str | None = None, max_val_pairs: int = 2000, revisions: dict | None = None,
-                  max_ood_prompts: int = 1000, max_article_chars: int = 2048, ood_template: str = DEFAULT_OOD_TEMPLATE) -> TaskData:
+def load_tldr_ood(
+    seed: int = 0,
+    limit: int | None = None,
+    data_dir: str | None = None,
+    max_val_pairs: int = 2000,
+    revisions: dict | None = None,
+    max_ood_prompts: int = 1000,
+    max_article_chars: int = 2048,
+    ood_template: str = DEFAULT_OOD_TEMPLATE,
+) -> TaskData:
     """TL;DR training data plus CNN/DailyMail articles as OOD summarisation prompts (ood:cnndm)."""
     parts, notes = load_parts(seed, data_dir, revisions)
     cnndm, prov = load_cnndm(seed, data_dir, revisions, max_article_chars, ood_template)

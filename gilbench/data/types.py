@@ -56,4 +56,6 @@ class TaskData:
         for split in self.eval_splits:
             leaked = [p.id for p in split.prompts if p.text.strip() in train_texts]
             if leaked:
-                raise GilbenchError(f"task {self.name}: {len(leaked)} prompts of eval split {split.name} also appear in training data (e.g. {leaked[:3]})")
+                raise GilbenchError(
+                    f"task {self.name}: {len(leaked)} prompts of eval split {split.name} also appear in training data (e.g. {leaked[:3]})"
+                )

@@ -84,7 +84,9 @@ class Judge(ABC):
 def reject_options(name: str, options: dict, accepted) -> None:
     """A clear error for judge options a judge does not take (e.g. --tie-margin for an LM judge)."""
     if options:
-        raise GilbenchError(f"judge {name} does not take option(s) {', '.join(sorted(options))}; it takes {', '.join(sorted(accepted))}")
+        raise GilbenchError(
+            f"judge {name} does not take option(s) {', '.join(sorted(options))}; it takes {', '.join(sorted(accepted))}"
+        )
 
 
 def construct(cls, name: str, arg: str, ctx: JudgeContext):
@@ -99,7 +101,9 @@ def construct(cls, name: str, arg: str, ctx: JudgeContext):
 def parse_spec(spec: str) -> tuple[str, str]:
     name, _, arg = spec.partition(":")
     if not name:
-        raise GilbenchError(f"--judge expects NAME[:ARG], e.g. openai:gpt-4o-mini, hf:smollm2-135m or rm:auto; got {spec!r}")
+        raise GilbenchError(
+            f"--judge expects NAME[:ARG], e.g. openai:gpt-4o-mini, hf:smollm2-135m or rm:auto; got {spec!r}"
+        )
     return name, arg
 
 

@@ -51,10 +51,15 @@ class BudgetExceeded(GilbenchError):
 
     def __str__(self) -> str:
         m = self.meter
-        unanswered = (f" and up to ${m.unanswered_cost:.4f} on {m.unanswered} timed-out requests the server may have billed"
-                      if m.unanswered else "")
-        return (f"stopped before passing --max-cost ${m.max_cost:g}: spent ${m.spent:.4f} on {m.calls} calls{unanswered}, and the next "
-                f"could cost up to ${self.worst:.4f}. Finished calls are cached; rerun with a larger --max-cost to continue.")
+        unanswered = (
+            f" and up to ${m.unanswered_cost:.4f} on {m.unanswered} timed-out requests the server may have billed"
+            if m.unanswered
+            else ""
+        )
+        return (
+            f"stopped before passing --max-cost ${m.max_cost:g}: spent ${m.spent:.4f} on {m.calls} calls{unanswered}, and the next "
+            f"could cost up to ${self.worst:.4f}. Finished calls are cached; rerun with a larger --max-cost to continue."
+        )
 
 
 class _Redirected(Exception):
@@ -71,12 +76,16 @@ class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
 def check_base_url(base_url: str) -> str:
     parts = urllib.parse.urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise GilbenchError(f"--base-url {base_url!r} is not an http(s) URL with a host; write e.g. https://api.openai.com/v1 "
-                            f"or http://127.0.0.1:8000/v1")
+        raise GilbenchError(
+            f"--base-url {base_url!r} is not an http(s) URL with a host; write e.g. https://api.openai.com/v1 "
+            f"or http://127.0.0.1:8000/v1"
+        )
     try:
         _ = parts.port  # reading it checks the port
     except ValueError:
-        raise GilbenchError(f"--base-url {base_url!r} has an invalid port; write e.g. http://127.0.0.1:8000/v1") from None
+        raise GilbenchError(
+            f"--base-url {base_url!r} has an invalid port; write e.g. http://127.0.0.1:8000/v1"
+        ) from None
     return base_url
 
 
@@ -105,15 +114,31 @@ class Completion:
 class ChatClient:
     RETRY_STATUS = {408, 409, 425, 429}
 
-    def __init__(self, base_url: str, api_key_env: str = "OPENAI_API_KEY", timeout: float = 60.0,
-                 max_retries: int = 6, backoff: float = 1.0, backoff_max: float = 60.0, seed: int | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        api_key_env: str = "OPENAI_API_KEY",
+        timeout: float = 60.0,
+        max_retries: int = 6,
+        backoff: float = 1.0,
+        backoff_max: float = 60.0,
+        seed: int | None = None,
+    ):
         self.url = check_base_url(base_url).rstrip("/") + "/chat/completions"
-        for name, value, lowest in (("timeout", timeout, 1e-3), ("max_retries", max_retries, 0), ("backoff", backoff, 0),
-                                    ("backoff_max", backoff_max, 0)):
+        for name, value, lowest in (
+            ("timeout", timeout, 1e-3),
+            ("max_retries", max_retries, 0),
+            ("backoff", backoff, 0),
+            ("backoff_max", backoff_max, 0),
+        ):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= lowest or value != value:
-                raise GilbenchError(f"judge option {name}={value!r}: expected a number >= {lowest}; e.g. --judge-arg {name}=30")
+                raise GilbenchError(
+                    f"judge option {name}={value!r}: expected a number >= {lowest}; e.g. --judge-arg {name}=30"
+                )
         if not isinstance(max_retries, int):
-            raise GilbenchError(f"judge option max_retries={max_retries!r}: expected a whole number; e.g. --judge-arg max_retries=3")
+            raise GilbenchError(
+                f"judge option max_retries={max_retries!r}: expected a whole number; e.g. --judge-arg max_retries=3"
+            )
         self.meter: CostMeter | None = None  # set by the judge: timed-out requests are charged to it
         self.api_key_env = api_key_env
         self.timeout, self.max_retries = timeout, max_retries
@@ -123,13 +148,17 @@ class ChatClient:
         self.requests = 0  # HTTP requests sent, retries included
         # A server on this machine (vLLM, llama.cpp) is reached directly, whatever proxy the environment names.
         local = urllib.parse.urlsplit(self.url).hostname in ("127.0.0.1", "localhost", "::1")
-        self._opener = urllib.request.build_opener(_RefuseRedirects, *([urllib.request.ProxyHandler({})] if local else []))
+        self._opener = urllib.request.build_opener(
+            _RefuseRedirects, *([urllib.request.ProxyHandler({})] if local else [])
+        )
 
     def api_key(self) -> str:
         key = os.environ.get(self.api_key_env, "")
         if not key:
-            raise GilbenchError(f"the judge needs an API key in the environment variable {self.api_key_env}, which is not set "
-                                f"(export {self.api_key_env}=...; for a local server without auth any non-empty value works)")
+            raise GilbenchError(
+                f"the judge needs an API key in the environment variable {self.api_key_env}, which is not set "
+                f"(export {self.api_key_env}=...; for a local server without auth any non-empty value works)"
+            )
         return key
 
     def _scrub(self, text: str) -> str:
@@ -143,7 +172,7 @@ class ChatClient:
                 return min(self.backoff_max, max(0.0, float(retry_after)))
             except ValueError:
                 pass
-        d = min(self.backoff_max, self.backoff * 2 ** attempt)
+        d = min(self.backoff_max, self.backoff * 2**attempt)
         return d / 2 + self._rng.uniform(0, d / 2)
 
     def chat(self, model: str, messages: list[dict], **decoding) -> Completion:
@@ -162,21 +191,29 @@ class ChatClient:
                     payload = response.read()
                 return self._parse(payload, model)
             except _Redirected as e:
-                raise JudgeUnavailable(f"judge endpoint {self.url} answered with a redirect ({self._scrub(str(e))}); redirects are not "
-                                       f"followed so the API key goes nowhere else: set --base-url to the final address") from None
+                raise JudgeUnavailable(
+                    f"judge endpoint {self.url} answered with a redirect ({self._scrub(str(e))}); redirects are not "
+                    f"followed so the API key goes nowhere else: set --base-url to the final address"
+                ) from None
             except urllib.error.HTTPError as e:
                 detail = self._scrub(e.read()[:300].decode("utf-8", "replace"))
                 if e.code not in self.RETRY_STATUS and e.code < 500:
                     hint = f" (check the key in ${self.api_key_env})" if e.code in (401, 403) else ""
-                    raise JudgeUnavailable(f"judge endpoint {self.url} refused the request: HTTP {e.code}{hint}: {detail}") from None
+                    raise JudgeUnavailable(
+                        f"judge endpoint {self.url} refused the request: HTTP {e.code}{hint}: {detail}"
+                    ) from None
                 problem, retry_after = f"HTTP {e.code}: {detail}", e.headers.get("Retry-After")
             except TimeoutError as e:
                 problem = f"timed out after {self.timeout} s ({e})"
                 if self.meter is not None:  # the server may have answered, and billed, after we stopped waiting
-                    self.meter.charge_unanswered(estimate_tokens(messages_chars(messages)), int(decoding.get("max_tokens") or 0))
+                    self.meter.charge_unanswered(
+                        estimate_tokens(messages_chars(messages)), int(decoding.get("max_tokens") or 0)
+                    )
             except urllib.error.URLError as e:
                 if isinstance(e.reason, socket.gaierror):
-                    raise JudgeUnavailable(f"judge endpoint {self.url}: cannot resolve the host name ({e.reason}); check --base-url") from None
+                    raise JudgeUnavailable(
+                        f"judge endpoint {self.url}: cannot resolve the host name ({e.reason}); check --base-url"
+                    ) from None
                 if isinstance(e.reason, (TimeoutError, socket.timeout)):
                     problem = f"timed out after {self.timeout} s while connecting"
                 else:
@@ -192,7 +229,9 @@ class ChatClient:
             data = json.loads(payload)
             text = data["choices"][0]["message"]["content"] or ""
         except (ValueError, KeyError, IndexError, TypeError):
-            raise _BadPayload(f"not a chat-completions reply: {self._scrub(payload[:200].decode('utf-8', 'replace'))}") from None
+            raise _BadPayload(
+                f"not a chat-completions reply: {self._scrub(payload[:200].decode('utf-8', 'replace'))}"
+            ) from None
         usage = data.get("usage") or {}
         try:
             tokens_in, tokens_out = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)

@@ -28,8 +28,10 @@ def read_generation_file(run: Path, name: str) -> tuple[Path, list[dict]]:
     path = run / "generations" / f"{name.replace(':', '_')}.jsonl"
     if not path.exists():
         have = sorted(p.stem for p in (run / "generations").glob("*.jsonl"))
-        raise GilbenchError(f"{path} does not exist; this run has generations {', '.join(have) or 'none'} "
-                            f"(make one with `gilbench generate --run {run} --prompts FILE`)")
+        raise GilbenchError(
+            f"{path} does not exist; this run has generations {', '.join(have) or 'none'} "
+            f"(make one with `gilbench generate --run {run} --prompts FILE`)"
+        )
     return path, [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
@@ -45,12 +47,21 @@ def arena_hard_answers(rows: list[dict], generator: str, tstamp: float) -> list[
     out = []
     for r in rows:
         answer_id = hashlib.sha256(json.dumps([generator, r["id"], r["response"]]).encode()).hexdigest()[:22]
-        out.append({"question_id": r["id"], "answer_id": answer_id, "model_id": generator,
-                    "choices": [{"index": 0, "turns": [{"content": r["response"]}]}], "tstamp": tstamp})
+        out.append(
+            {
+                "question_id": r["id"],
+                "answer_id": answer_id,
+                "model_id": generator,
+                "choices": [{"index": 0, "turns": [{"content": r["response"]}]}],
+                "tstamp": tstamp,
+            }
+        )
     return out
 
 
-def export(run: str | Path, name: str, fmt: str, out_dir: str | Path | None = None, generator: str | None = None) -> Path:
+def export(
+    run: str | Path, name: str, fmt: str, out_dir: str | Path | None = None, generator: str | None = None
+) -> Path:
     """Write the export of ``run/generations/NAME.jsonl`` in ``fmt``; returns the file written."""
     if fmt not in FORMATS:
         raise GilbenchError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")

@@ -50,12 +50,16 @@ def read_prompt_file(path: str | Path) -> list[dict]:
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise GilbenchError(f"--prompts {path}: not valid JSON ({e})") from None
         if not isinstance(data, list):
-            raise GilbenchError(f"--prompts {path}: a .json prompt file must hold a list of objects (AlpacaEval's layout)")
+            raise GilbenchError(
+                f"--prompts {path}: a .json prompt file must hold a list of objects (AlpacaEval's layout)"
+            )
         records = [Row(obj if isinstance(obj, dict) else {}, f"{path} item {i}") for i, obj in enumerate(data, 1)]
     elif path.name.endswith((".jsonl", ".jsonl.gz", ".csv", ".parquet")):
         records = list(read_local_file(path))  # the reader task files use: errors name the file and line
     else:
-        raise GilbenchError(f"--prompts {path}: unknown extension {path.suffix!r}; use .jsonl, .json (AlpacaEval), .csv or .parquet")
+        raise GilbenchError(
+            f"--prompts {path}: unknown extension {path.suffix!r}; use .jsonl, .json (AlpacaEval), .csv or .parquet"
+        )
     prompts, seen = [], set()
     for row in records:
         record = row.data
@@ -93,8 +97,14 @@ def _settings(run: Path, like: Path | None, model: str | None, seed: int | None)
     else:
         policy, method = str(policy_folder(run).resolve()), cfg.method
     prompt_format = as_task_spec(registry.tasks.get(cfg.task), cfg.task).prompt_format if reference else "chat"
-    return {"policy": policy, "method": method, "cfg": cfg, "prompt_format": prompt_format,
-            "seed": cfg.seed if seed is None else seed, "reward_run": reference}
+    return {
+        "policy": policy,
+        "method": method,
+        "cfg": cfg,
+        "prompt_format": prompt_format,
+        "seed": cfg.seed if seed is None else seed,
+        "reward_run": reference,
+    }
 
 
 def _reward_scorer(reward_run: Path | None, output_dir: str, device):
@@ -113,8 +123,17 @@ def _read_rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
-def generate(run: str | Path, prompts_file: str | Path, name: str | None = None, model: str | None = None, like: str | Path | None = None,
-             seed: int | None = None, device: str = "auto", limit: int | None = None, log=print) -> Path:
+def generate(
+    run: str | Path,
+    prompts_file: str | Path,
+    name: str | None = None,
+    model: str | None = None,
+    like: str | Path | None = None,
+    seed: int | None = None,
+    device: str = "auto",
+    limit: int | None = None,
+    log=print,
+) -> Path:
     """Sample, score and write ``run/generations/NAME.jsonl``; returns its path (cached: returned at once)."""
     from gilbench.data.types import Prompt
     from gilbench.models.presets import load_causal_lm
@@ -128,19 +147,35 @@ def generate(run: str | Path, prompts_file: str | Path, name: str | None = None,
         raise GilbenchError(f"--name {name!r}: use a plain file name (letters, digits, - and _)")
     prompts = read_prompt_file(prompts_file)[: limit or None]
     if not model and not (run / "config.yaml").exists():
-        raise GilbenchError(f"--run {run}: not a gilbench run folder (no config.yaml); to sample a baseline model give --model PRESET_OR_FOLDER")
+        raise GilbenchError(
+            f"--run {run}: not a gilbench run folder (no config.yaml); to sample a baseline model give --model PRESET_OR_FOLDER"
+        )
     settings = _settings(run, like, model, seed)
     cfg = settings["cfg"]
     out = run / "generations" / f"{name}.jsonl"
     meta_path = run / "generations" / f".{name}.meta.json"
     eval_stage_file = out.exists() and not meta_path.exists()
-    if eval_stage_file or settings["reward_run"] is not None and name in {s.replace(":", "_") for s in _eval_split_names(cfg)}:
-        raise GilbenchError(f"--name {name}: the task's eval split already writes generations/{name}.jsonl; pick another --name")
-    meta = {"prompts_file": str(Path(prompts_file).expanduser().resolve()), "prompts_sha": prompts_digest(prompts), "policy": settings["policy"],
-            "seed": settings["seed"], "generate": vars(cfg.generate) | {"max_prompt_length": cfg.rl.max_prompt_length},
-            "prompt_format": settings["prompt_format"], "reward_run": str(settings["reward_run"]) if settings["reward_run"] else None}
+    if (
+        eval_stage_file
+        or settings["reward_run"] is not None
+        and name in {s.replace(":", "_") for s in _eval_split_names(cfg)}
+    ):
+        raise GilbenchError(
+            f"--name {name}: the task's eval split already writes generations/{name}.jsonl; pick another --name"
+        )
+    meta = {
+        "prompts_file": str(Path(prompts_file).expanduser().resolve()),
+        "prompts_sha": prompts_digest(prompts),
+        "policy": settings["policy"],
+        "seed": settings["seed"],
+        "generate": vars(cfg.generate) | {"max_prompt_length": cfg.rl.max_prompt_length},
+        "prompt_format": settings["prompt_format"],
+        "reward_run": str(settings["reward_run"]) if settings["reward_run"] else None,
+    }
     if meta_path.exists() and read_json(meta_path) != meta:
-        raise GilbenchError(f"{out} was made from other prompts or settings ({meta_path}); pass another --name or delete both files")
+        raise GilbenchError(
+            f"{out} was made from other prompts or settings ({meta_path}); pass another --name or delete both files"
+        )
     if out.exists():
         log(f"[gilbench] generations cached: {out}")
         return out
@@ -165,13 +200,27 @@ def generate(run: str | Path, prompts_file: str | Path, name: str | None = None,
     for start in range(0, len(todo), batch):
         chunk = todo[start : start + batch]
         batch_seed = settings["seed"] * 1_000_003 + order[chunk[0]["id"]]  # the same samples whether resumed or not
-        new = generate_split(policy, tokenizer, [Prompt(p["id"], p["text"], p["group"]) for p in chunk], cfg.generate,
-                             settings["prompt_format"], device_, cfg.rl.max_prompt_length, batch_seed)
+        new = generate_split(
+            policy,
+            tokenizer,
+            [Prompt(p["id"], p["text"], p["group"]) for p in chunk],
+            cfg.generate,
+            settings["prompt_format"],
+            device_,
+            cfg.rl.max_prompt_length,
+            batch_seed,
+        )
         if scorer is not None:
             for row, score in zip(new, scorer.score([r["prompt"] for r in new], [r["response"] for r in new]).tolist()):
                 row["rm_score"] = score
         for row in new:
-            row.update(split=name, distribution="custom", method=settings["method"], seed=settings["seed"], source=by_id[row["id"]]["source"])
+            row.update(
+                split=name,
+                distribution="custom",
+                method=settings["method"],
+                seed=settings["seed"],
+                source=by_id[row["id"]]["source"],
+            )
         with partial.open("a") as f:
             f.write("".join(json.dumps(r) + "\n" for r in new))
         rows.extend(new)
@@ -193,5 +242,9 @@ def summarise_file(path: Path) -> str:
     rows = _read_rows(path)
     scores = [r["rm_score"] for r in rows if r.get("rm_score") is not None]
     mean_len = sum(r["length"] for r in rows) / max(1, len(rows))
-    score = f", reward-model score {sum(scores) / len(scores):+.3f}" if scores else " (no reward model: give --like RUN to score)"
+    score = (
+        f", reward-model score {sum(scores) / len(scores):+.3f}"
+        if scores
+        else " (no reward model: give --like RUN to score)"
+    )
     return f"{len(rows)} generations, mean length {mean_len:.1f} tokens{score}; written to {path}"

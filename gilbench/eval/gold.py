@@ -24,7 +24,15 @@ def gold_judge(arg: str | None, ctx=None):
         raise GilbenchError(f"--judge gold:{arg}: the tie margin must be a number >= 0, e.g. gold:0.05")
     task = getattr(ctx, "task", "") or ""
     if task and not task.startswith("chitchat"):
-        raise GilbenchError(f"the gold judge scores chitchat conversations only, not task {task}; use --judge rm:auto or openai:MODEL")
+        raise GilbenchError(
+            f"the gold judge scores chitchat conversations only, not task {task}; use --judge rm:auto or openai:MODEL"
+        )
     scorer = chitchat.PreferenceScorer(relevance=True)
-    return ScoreJudge(score_batch=lambda prompts, responses: scorer.score([chitchat.clean(p) for p in prompts], [chitchat.clean(r) for r in responses]),
-                      tie_margin=margin, judge_id=f"gold-{chitchat.PREFERENCE_VERSION}", info={"preference": chitchat.PREFERENCE_VERSION, "weights": dict(chitchat.WEIGHTS)})
+    return ScoreJudge(
+        score_batch=lambda prompts, responses: scorer.score(
+            [chitchat.clean(p) for p in prompts], [chitchat.clean(r) for r in responses]
+        ),
+        tie_margin=margin,
+        judge_id=f"gold-{chitchat.PREFERENCE_VERSION}",
+        info={"preference": chitchat.PREFERENCE_VERSION, "weights": dict(chitchat.WEIGHTS)},
+    )

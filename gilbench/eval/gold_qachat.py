@@ -23,8 +23,14 @@ def qa_chat_gold_judge(arg: str | None, ctx=None):
         raise GilbenchError(f"--judge qa-chat-gold:{arg}: the tie margin must be a number >= 0, e.g. qa-chat-gold:0.05")
     task = getattr(ctx, "task", "") or ""
     if task and not task.startswith("qa-chat"):
-        raise GilbenchError(f"the qa-chat-gold judge scores the qa-chat task only, not task {task}; use --judge rm:auto or gold")
+        raise GilbenchError(
+            f"the qa-chat-gold judge scores the qa-chat task only, not task {task}; use --judge rm:auto or gold"
+        )
     qa = qachat.read_qa()
     gold = qachat.GoldFunction({**qa["trivia"], **qa["chatterbot-qa"]}, semantic=True)
-    return ScoreJudge(score_batch=gold.score, tie_margin=margin, judge_id=f"gold-{qachat.GOLD_VERSION}",
-                      info={"gold": qachat.GOLD_VERSION, "kind_weights": qachat.KIND_WEIGHTS, "serious_tone": qachat.SERIOUS_TONE})
+    return ScoreJudge(
+        score_batch=gold.score,
+        tie_margin=margin,
+        judge_id=f"gold-{qachat.GOLD_VERSION}",
+        info={"gold": qachat.GOLD_VERSION, "kind_weights": qachat.KIND_WEIGHTS, "serious_tone": qachat.SERIOUS_TONE},
+    )

@@ -28,8 +28,10 @@ from gilbench.store import DEFAULT_OUTPUT_DIR, JUDGE_CURVE, ROLLOUTS, atomic_wri
 def read_rollouts(run: Path) -> list[dict]:
     path = Path(run) / ROLLOUTS
     if not path.exists():
-        raise GilbenchError(f"{run} has no {ROLLOUTS}: only RL runs log their samples (runs made before gilbench logged them, "
-                            f"or with rl.log_rollouts_every=0, have none; rerun them to get a judge curve)")
+        raise GilbenchError(
+            f"{run} has no {ROLLOUTS}: only RL runs log their samples (runs made before gilbench logged them, "
+            f"or with rl.log_rollouts_every=0, have none; rerun them to get a judge curve)"
+        )
     rows = []
     for n, line in enumerate(path.read_text().splitlines(), 1):
         if line.strip():
@@ -49,7 +51,9 @@ def windows(steps: list[int], size: int) -> list[list[int]]:
     return [steps[i : i + size] for i in range(0, len(steps), size)]
 
 
-def reference_responses(cfg, prompts: list, output_dir: str | Path, log: Callable[[str], None] = print) -> dict[str, str]:
+def reference_responses(
+    cfg, prompts: list, output_dir: str | Path, log: Callable[[str], None] = print
+) -> dict[str, str]:
     """{prompt id: the starting policy's response}, sampled as during training (temperature, top-p, length)."""
     from gilbench import registry
     from gilbench.config import GenerateConfig, stable_hash
@@ -63,7 +67,15 @@ def reference_responses(cfg, prompts: list, output_dir: str | Path, log: Callabl
     prompts = sorted(prompts, key=lambda p: p.id)
     rl = cfg.rl
     start = sft_stage_dir(cfg)
-    key = stable_hash(start.name, [(p.id, p.text) for p in prompts], rl.max_new_tokens, rl.temperature, rl.top_p, rl.max_prompt_length, cfg.seed)
+    key = stable_hash(
+        start.name,
+        [(p.id, p.text) for p in prompts],
+        rl.max_new_tokens,
+        rl.temperature,
+        rl.top_p,
+        rl.max_prompt_length,
+        cfg.seed,
+    )
     cache = Path(output_dir) / "cache" / "reference" / f"{key}.jsonl"
     if cache.exists():
         return {r["id"]: r["response"] for r in map(json.loads, cache.read_text().splitlines())}
@@ -74,10 +86,23 @@ def reference_responses(cfg, prompts: list, output_dir: str | Path, log: Callabl
         sft_stage(cfg, task, accelerator, log)
     log(f"[gilbench] starting policy ({start}) answers {len(prompts)} training prompts")
     policy, tokenizer = load_causal_lm(str(start))
-    sampling = GenerateConfig(max_prompts=0, max_new_tokens=rl.max_new_tokens, temperature=rl.temperature, top_p=rl.top_p,
-                              batch_size=rl.forward_batch_size)
-    rows = generate_split(policy.to(accelerator.device), tokenizer, prompts, sampling, spec.prompt_format, accelerator.device,
-                          rl.max_prompt_length, cfg.seed)
+    sampling = GenerateConfig(
+        max_prompts=0,
+        max_new_tokens=rl.max_new_tokens,
+        temperature=rl.temperature,
+        top_p=rl.top_p,
+        batch_size=rl.forward_batch_size,
+    )
+    rows = generate_split(
+        policy.to(accelerator.device),
+        tokenizer,
+        prompts,
+        sampling,
+        spec.prompt_format,
+        accelerator.device,
+        rl.max_prompt_length,
+        cfg.seed,
+    )
     atomic_write_text(cache, "".join(json.dumps({"id": r["id"], "response": r["response"]}) + "\n" for r in rows))
     return {r["id"]: r["response"] for r in rows}
 
@@ -87,8 +112,17 @@ def _mean(values: list) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def judge_curve(run: Path, judge, *, output_dir: str | Path = DEFAULT_OUTPUT_DIR, window: int | None = None, policy: str = "conservative",
-                concurrency: int = 8, log: Callable[[str], None] = print, progress: bool = True) -> list[dict]:
+def judge_curve(
+    run: Path,
+    judge,
+    *,
+    output_dir: str | Path = DEFAULT_OUTPUT_DIR,
+    window: int | None = None,
+    policy: str = "conservative",
+    concurrency: int = 8,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+) -> list[dict]:
     """Judge a run's logged responses against its starting policy's; writes and returns the curve (one dict per window)."""
     from gilbench.data.types import Prompt
     from gilbench.eval.compare import run_judging
@@ -104,15 +138,35 @@ def judge_curve(run: Path, judge, *, output_dir: str | Path = DEFAULT_OUTPUT_DIR
     items = []
     for r in rows:
         mine, theirs = r["response"].strip(), refs[r["prompt_id"]]
-        items.append({"id": r["prompt_id"], "step": r["step"], "prompt": r["prompt"], "response_a": mine, "response_b": theirs,
-                      "identical": mine == theirs, "split": "train", "seed": cfg.seed, "rm_score": r["score"]})
+        items.append(
+            {
+                "id": r["prompt_id"],
+                "step": r["step"],
+                "prompt": r["prompt"],
+                "response_a": mine,
+                "response_b": theirs,
+                "identical": mine == theirs,
+                "split": "train",
+                "seed": cfg.seed,
+                "rm_score": r["score"],
+            }
+        )
     records = run_judging(judge, items, policy, concurrency, progress=progress)
     curve = []
     for group in windows(steps, size):
         recs = [r for r in records if r["step"] in group]
-        point = {"step": group[-1], "first_step": group[0], "n": len(recs), "invalid": sum(r["outcome"] == "invalid" for r in recs),
-                 "win": _mean([r["win"] for r in recs]), "tie": _mean([r["tie"] for r in recs]), "lose": _mean([r["lose"] for r in recs]),
-                 "rm_score": _mean([r["rm_score"] for r in recs]), "judge": judge.id, "policy": policy}
+        point = {
+            "step": group[-1],
+            "first_step": group[0],
+            "n": len(recs),
+            "invalid": sum(r["outcome"] == "invalid" for r in recs),
+            "win": _mean([r["win"] for r in recs]),
+            "tie": _mean([r["tie"] for r in recs]),
+            "lose": _mean([r["lose"] for r in recs]),
+            "rm_score": _mean([r["rm_score"] for r in recs]),
+            "judge": judge.id,
+            "policy": policy,
+        }
         if isinstance(judge, ScoreJudge):
             point["judge_score"] = _mean([judge.score(r["prompt"], r["response_a"]) for r in recs])
             point["reference_judge_score"] = _mean([judge.score(r["prompt"], r["response_b"]) for r in recs])

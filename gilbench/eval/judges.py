@@ -51,15 +51,33 @@ from gilbench.eval.client import (
 from gilbench.eval.protocol import Template, parse_verdict, template_for, to_method
 from gilbench.registry import register_judge
 
-__all__ = ["Judge", "JudgeContext", "OrderResult", "build_judge", "parse_spec", "LMJudge", "OpenAIJudge", "HFJudge", "ScoreJudge", "RMJudge"]
+__all__ = [
+    "Judge",
+    "JudgeContext",
+    "OrderResult",
+    "build_judge",
+    "parse_spec",
+    "LMJudge",
+    "OpenAIJudge",
+    "HFJudge",
+    "ScoreJudge",
+    "RMJudge",
+]
 
 
 # ------------------------------------------------------------------------------------------ LM judges
 class LMJudge(Judge):
     """Shared machinery of judges that answer in text: template, cache, cost, the reminder retry, parsing."""
 
-    def __init__(self, judge_id: str, snapshot: str, template: Template, cache_dir: str | Path,
-                 max_tokens: int = 512, price_per_1k: tuple[float, float] = (0.0, 0.0)):
+    def __init__(
+        self,
+        judge_id: str,
+        snapshot: str,
+        template: Template,
+        cache_dir: str | Path,
+        max_tokens: int = 512,
+        price_per_1k: tuple[float, float] = (0.0, 0.0),
+    ):
         self.id, self.snapshot, self.template, self.max_tokens = judge_id, snapshot, template, max_tokens
         self.decoding = {"temperature": 0, "max_tokens": max_tokens}
         self.cache = CallCache(Path(cache_dir) / f"{judge_id}-{short_hash(snapshot)}.jsonl")
@@ -73,12 +91,21 @@ class LMJudge(Judge):
         return construct(cls, getattr(cls, "registered_name", cls.__name__), arg, ctx)
 
     def describe(self) -> dict:
-        return {**super().describe(), "snapshot": self.snapshot, "template": self.template.name, "template_hash": self.template.hash,
-                "decoding": self.decoding, "price_per_1k": [self.meter.price_in, self.meter.price_out], "cache": str(self.cache.path)}
+        return {
+            **super().describe(),
+            "snapshot": self.snapshot,
+            "template": self.template.name,
+            "template_hash": self.template.hash,
+            "decoding": self.decoding,
+            "price_per_1k": [self.meter.price_in, self.meter.price_out],
+            "cache": str(self.cache.path),
+        }
 
     def set_budget(self, max_cost: float | None) -> None:
         if max_cost is not None and self.meter.price_in == self.meter.price_out == 0:
-            raise GilbenchError("--max-cost needs a price: pass --price-per-1k INPUT[,OUTPUT] (dollars per 1000 tokens)")
+            raise GilbenchError(
+                "--max-cost needs a price: pass --price-per-1k INPUT[,OUTPUT] (dollars per 1000 tokens)"
+            )
         self.meter.max_cost = max_cost
 
     @abstractmethod
@@ -86,8 +113,14 @@ class LMJudge(Judge):
         """The model's answer to a chat (system, user[, assistant, user]) at temperature 0."""
 
     def _key(self, messages: list[dict], order: str) -> str:
-        return cache_key(judge=self.id, snapshot=self.snapshot, template=self.template.hash, messages=messages,
-                         decoding=self.decoding, order=order)
+        return cache_key(
+            judge=self.id,
+            snapshot=self.snapshot,
+            template=self.template.hash,
+            messages=messages,
+            decoding=self.decoding,
+            order=order,
+        )
 
     def plan(self, prompt, first, second, order) -> dict:
         messages = self.template.render(prompt, first, second)
@@ -129,8 +162,18 @@ class LMJudge(Judge):
         used_in = reply.prompt_tokens or tokens_in
         used_out = reply.completion_tokens or estimate_tokens(len(reply.text))
         cost = self.meter.settle(reserved, used_in, used_out)
-        self.cache.put(key, {"judge": self.id, "order": order, "text": reply.text, "model": reply.model,
-                             "prompt_tokens": used_in, "completion_tokens": used_out, "cost": cost})
+        self.cache.put(
+            key,
+            {
+                "judge": self.id,
+                "order": order,
+                "text": reply.text,
+                "model": reply.model,
+                "prompt_tokens": used_in,
+                "completion_tokens": used_out,
+                "cost": cost,
+            },
+        )
         return reply.text, cost
 
     def judge_order(self, prompt, first, second, order) -> OrderResult:
@@ -155,10 +198,23 @@ class LMJudge(Judge):
 class OpenAIJudge(LMJudge):
     """Any OpenAI-compatible chat-completions endpoint: ``openai:MODEL`` (OpenAI, vLLM, llama.cpp server ...)."""
 
-    def __init__(self, model: str, *, cache_dir: str | Path, task: str = "", base_url: str | None = None,
-                 api_key_env: str = "OPENAI_API_KEY", template: str | None = None, max_tokens: int = 512,
-                 price_per_1k: tuple[float, float] = (0.0, 0.0), snapshot: str | None = None, timeout: float = 60.0,
-                 max_retries: int = 6, backoff: float = 1.0, backoff_max: float = 60.0):
+    def __init__(
+        self,
+        model: str,
+        *,
+        cache_dir: str | Path,
+        task: str = "",
+        base_url: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        template: str | None = None,
+        max_tokens: int = 512,
+        price_per_1k: tuple[float, float] = (0.0, 0.0),
+        snapshot: str | None = None,
+        timeout: float = 60.0,
+        max_retries: int = 6,
+        backoff: float = 1.0,
+        backoff_max: float = 60.0,
+    ):
         if not model:
             raise GilbenchError("the openai judge needs a model name, e.g. openai:gpt-4o-mini")
         base_url = base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
@@ -166,12 +222,23 @@ class OpenAIJudge(LMJudge):
         self.client = ChatClient(base_url, api_key_env, timeout, max_retries, backoff, backoff_max)
         # The cache is keyed by what answered: the model name at this endpoint. Pin a dated model name
         # (or pass snapshot=...) to keep results apart when a provider updates a model behind its alias.
-        super().__init__(f"openai-{slug(model)}", snapshot or f"{model}@{base_url.rstrip('/')}",
-                         template_for(task, template), cache_dir, max_tokens, price_per_1k)
+        super().__init__(
+            f"openai-{slug(model)}",
+            snapshot or f"{model}@{base_url.rstrip('/')}",
+            template_for(task, template),
+            cache_dir,
+            max_tokens,
+            price_per_1k,
+        )
         self.client.meter = self.meter  # timed-out requests may be billed: the meter counts them
 
     def describe(self) -> dict:
-        return {**super().describe(), "model": self.model, "base_url": self.client.url, "api_key_env": self.client.api_key_env}
+        return {
+            **super().describe(),
+            "model": self.model,
+            "base_url": self.client.url,
+            "api_key_env": self.client.api_key_env,
+        }
 
     def check_ready(self) -> None:
         self.client.api_key()
@@ -186,17 +253,23 @@ class HFJudge(LMJudge):
 
     max_concurrency = 1
 
-    def __init__(self, model: str, *, cache_dir: str | Path, task: str = "", template: str | None = None, max_tokens: int = 256):
+    def __init__(
+        self, model: str, *, cache_dir: str | Path, task: str = "", template: str | None = None, max_tokens: int = 256
+    ):
         if not model:
             raise GilbenchError("the hf judge needs a model, e.g. hf:smollm2-135m")
         self.name = model
         self._model = self._tokenizer = None
         self._lock = threading.Lock()
-        super().__init__(f"hf-{slug(model)}", _model_fingerprint(model), template_for(task, template), cache_dir, max_tokens)
+        super().__init__(
+            f"hf-{slug(model)}", _model_fingerprint(model), template_for(task, template), cache_dir, max_tokens
+        )
 
     def check_ready(self) -> None:
         if self.name.startswith(("/", ".", "~")) and not Path(self.name).expanduser().is_dir():
-            raise GilbenchError(f"--judge hf:{self.name}: no such model folder; give a preset (gilbench ls models), a hub id or a folder")
+            raise GilbenchError(
+                f"--judge hf:{self.name}: no such model folder; give a preset (gilbench ls models), a hub id or a folder"
+            )
 
     def complete(self, messages: list[dict]) -> Completion:
         import torch
@@ -215,12 +288,19 @@ class HFJudge(LMJudge):
                 text = "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages) + "\n\nAssistant:"
             ids = tok(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
             room = (getattr(model.config, "max_position_embeddings", None) or 2048) - self.max_tokens
-            ids = ids[:, -max(1, room):].to(model.device)  # a small model's context: keep the end (the answers)
+            ids = ids[:, -max(1, room) :].to(model.device)  # a small model's context: keep the end (the answers)
             with torch.no_grad():
-                out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=self.max_tokens, do_sample=False,
-                                     pad_token_id=tok.pad_token_id)
-            new = out[0, ids.shape[1]:]
-            return Completion(tok.decode(new, skip_special_tokens=True), int(ids.shape[1]), int(new.shape[0]), self.name)
+                out = model.generate(
+                    ids,
+                    attention_mask=torch.ones_like(ids),
+                    max_new_tokens=self.max_tokens,
+                    do_sample=False,
+                    pad_token_id=tok.pad_token_id,
+                )
+            new = out[0, ids.shape[1] :]
+            return Completion(
+                tok.decode(new, skip_special_tokens=True), int(ids.shape[1]), int(new.shape[0]), self.name
+            )
 
 
 def _model_fingerprint(name: str) -> str:
@@ -237,8 +317,15 @@ def _model_fingerprint(name: str) -> str:
 class ScoreJudge(Judge):
     """Judge by a scalar score per response; |score(first) - score(second)| <= tie_margin is a tie."""
 
-    def __init__(self, score: Callable[[str, str], float] | None = None, *, score_batch=None, tie_margin: float = 0.0,
-                 judge_id: str = "score", info: dict | None = None):
+    def __init__(
+        self,
+        score: Callable[[str, str], float] | None = None,
+        *,
+        score_batch=None,
+        tie_margin: float = 0.0,
+        judge_id: str = "score",
+        info: dict | None = None,
+    ):
         if score is None and score_batch is None:
             raise GilbenchError("ScoreJudge needs score(prompt, response) or score_batch(prompts, responses)")
         self.id, self.tie_margin, self.info = judge_id, float(tie_margin), info or {}
@@ -277,7 +364,12 @@ class RMJudge(ScoreJudge):
     The default tie margin, 0.1, is a Bradley-Terry preference of at most 52.5 %."""
 
     def __init__(self, scorer, *, tie_margin: float = 0.1, judge_id: str = "rm", info: dict | None = None):
-        super().__init__(score_batch=lambda ps, rs: scorer.score(ps, rs).tolist(), tie_margin=tie_margin, judge_id=judge_id, info=info)
+        super().__init__(
+            score_batch=lambda ps, rs: scorer.score(ps, rs).tolist(),
+            tie_margin=tie_margin,
+            judge_id=judge_id,
+            info=info,
+        )
 
     @classmethod
     def from_spec(cls, arg: str, ctx: JudgeContext) -> RMJudge:
@@ -296,5 +388,9 @@ class RMJudge(ScoreJudge):
             path, max_length = Path(arg).expanduser(), 256
         model, tokenizer = load_sequence_classifier(str(path))
         info = {"reward_model": str(path), "max_length": max_length}
-        return cls(RewardScorer(model.eval(), tokenizer, max_length), tie_margin=margin,
-                   judge_id=f"rm-{slug(Path(path).name)}-{short_hash(str(Path(path).resolve()))}", info=info)
+        return cls(
+            RewardScorer(model.eval(), tokenizer, max_length),
+            tie_margin=margin,
+            judge_id=f"rm-{slug(Path(path).name)}-{short_hash(str(Path(path).resolve()))}",
+            info=info,
+        )

@@ -60,6 +60,11 @@ def length_controlled(items: list[dict], label: str, n_boot: int = 2000, seed: i
         per_cluster = np.stack([np.bincount(row, minlength=n_clusters) for row in picks]).astype(float)
         boot_b0, _ = fit_logistic(d, y, per_cluster[:, inverse])
         draws.append(1.0 / (1.0 + np.exp(-boot_b0)))
-    return {"n": len(valid), "raw_preference": float(y.mean()), "lc_win": float(1.0 / (1.0 + np.exp(-b0[0]))),
-            "lc_win_ci": interval(np.concatenate(draws)) if n_boot else None, "length_slope": float(b1[0]),
-            "length_diff_sd": float(scale)}
+    return {
+        "n": len(valid),
+        "raw_preference": float(y.mean()),
+        "lc_win": float(1.0 / (1.0 + np.exp(-b0[0]))),
+        "lc_win_ci": interval(np.concatenate(draws)) if n_boot else None,
+        "length_slope": float(b1[0]),
+        "length_diff_sd": float(scale),
+    }

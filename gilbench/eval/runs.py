@@ -19,14 +19,18 @@ def resolve_runs(output_dir: str | Path, task: str, method: str, seeds: list[int
     if seeds is None:
         seeds = seeds_on_disk(output_dir, task, method)
         if not seeds:
-            raise GilbenchError(f"no runs with generations of method '{method}' on task '{task}' under {output_dir} "
-                                f"(looked for {Path(output_dir) / task / method}/seed*/generations); run "
-                                f"`gilbench run --method {method} --task {task}` first, or pass --output-dir")
+            raise GilbenchError(
+                f"no runs with generations of method '{method}' on task '{task}' under {output_dir} "
+                f"(looked for {Path(output_dir) / task / method}/seed*/generations); run "
+                f"`gilbench run --method {method} --task {task}` first, or pass --output-dir"
+            )
     dirs = []
     for seed in seeds:
         run = RunStore(output_dir).run(task, method, seed)
         if not run.generation_files():
-            raise GilbenchError(f"{run.path} has no generations/*.jsonl; run `gilbench run --method {method} --task {task} --seed {seed}` first")
+            raise GilbenchError(
+                f"{run.path} has no generations/*.jsonl; run `gilbench run --method {method} --task {task} --seed {seed}` first"
+            )
         dirs.append(run.path)
     return dirs
 
@@ -58,16 +62,28 @@ def pair_generations(rows_a: dict, rows_b: dict) -> tuple[list[dict], dict]:
     for split, pid, seed in common:
         a, b = rows_a[(split, pid, seed)], rows_b[(split, pid, seed)]
         if a["prompt"] != b["prompt"]:
-            raise GilbenchError(f"prompt {pid} of split {split} differs between the two runs; were they made with the same task "
-                                "version, --limit and split_seed?")
-        items.append({
-            "item": f"{split}/{pid}/seed{seed}", "split": split, "id": pid, "seed": seed, "prompt": a["prompt"],
-            "group": a.get("group") if a.get("group") is not None else "(none)",
-            "distribution": a.get("distribution") or ("ood" if split.startswith("ood") else "id"),
-            "response_a": a["response"], "response_b": b["response"], "identical": a["response"].strip() == b["response"].strip(),
-            "length_a": a.get("length", len(a["response"])), "length_b": b.get("length", len(b["response"])),
-            "rm_score_a": a.get("rm_score"), "rm_score_b": b.get("rm_score"),
-        })
+            raise GilbenchError(
+                f"prompt {pid} of split {split} differs between the two runs; were they made with the same task "
+                "version, --limit and split_seed?"
+            )
+        items.append(
+            {
+                "item": f"{split}/{pid}/seed{seed}",
+                "split": split,
+                "id": pid,
+                "seed": seed,
+                "prompt": a["prompt"],
+                "group": a.get("group") if a.get("group") is not None else "(none)",
+                "distribution": a.get("distribution") or ("ood" if split.startswith("ood") else "id"),
+                "response_a": a["response"],
+                "response_b": b["response"],
+                "identical": a["response"].strip() == b["response"].strip(),
+                "length_a": a.get("length", len(a["response"])),
+                "length_b": b.get("length", len(b["response"])),
+                "rm_score_a": a.get("rm_score"),
+                "rm_score_b": b.get("rm_score"),
+            }
+        )
     unmatched = {"only_a": len(set(rows_a) - set(rows_b)), "only_b": len(set(rows_b) - set(rows_a))}
     return items, unmatched
 
@@ -99,11 +115,15 @@ def reward_model_dir(run: Path, output_dir: str | Path) -> tuple[Path, int]:
     try:
         cfg = load_run_config(run)
     except GilbenchError as e:
-        raise GilbenchError(f"rm:auto: {e}; pass the reward model folder explicitly, e.g. rm:{output_dir}/cache/rm/<key>") from None
+        raise GilbenchError(
+            f"rm:auto: {e}; pass the reward model folder explicitly, e.g. rm:{output_dir}/cache/rm/<key>"
+        ) from None
     summary = RunDir(run).summary_file
     named = json.loads(summary.read_text()).get("reward_model", {}).get("rm/path") if summary.exists() else None
     path = Path(named) if named else rm_stage_dir(dataclasses.replace(cfg, output_dir=str(output_dir)))
     if not is_done(path):
-        raise GilbenchError(f"rm:auto: the reward model of {run} should be in {path}, which is missing or unfinished; "
-                            f"pass one explicitly as rm:PATH (reward models live under {Path(output_dir) / 'cache' / 'rm'})")
+        raise GilbenchError(
+            f"rm:auto: the reward model of {run} should be in {path}, which is missing or unfinished; "
+            f"pass one explicitly as rm:PATH (reward models live under {Path(output_dir) / 'cache' / 'rm'})"
+        )
     return path, cfg.rm.max_length

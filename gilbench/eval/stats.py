@@ -22,7 +22,9 @@ def rng_for(seed: int, label: str) -> np.random.Generator:
     return np.random.default_rng([seed, int(hashlib.sha256(label.encode()).hexdigest()[:12], 16)])
 
 
-def cluster_bootstrap(clusters: list, columns: dict[str, np.ndarray], n_boot: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def cluster_bootstrap(
+    clusters: list, columns: dict[str, np.ndarray], n_boot: int, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     """Bootstrap draws of the mean of each column, resampling whole clusters (ratio of resampled sums to counts)."""
     _, inverse = np.unique(np.asarray(clusters, dtype=str), return_inverse=True)
     n_clusters = inverse.max() + 1
@@ -55,7 +57,9 @@ def rates(items: list[dict], label: str, n_boot: int = 2000, seed: int = 0) -> t
     valid = [it for it in items if it["win"] is not None]
     out = {"n": len(valid), "n_prompts": len({it["cluster"] for it in valid}), "n_invalid": len(items) - len(valid)}
     if not valid:
-        return out | dict.fromkeys(("win", "tie", "lose", "win_ci", "tie_ci", "lose_ci")) | {"sign_test": sign_test([])}, None
+        return out | dict.fromkeys(("win", "tie", "lose", "win_ci", "tie_ci", "lose_ci")) | {
+            "sign_test": sign_test([])
+        }, None
     columns = {k: np.array([it[k] for it in valid], float) for k in ("win", "tie", "lose")}
     draws = cluster_bootstrap([it["cluster"] for it in valid], columns, n_boot, rng_for(seed, label))
     for k, v in columns.items():
@@ -65,7 +69,9 @@ def rates(items: list[dict], label: str, n_boot: int = 2000, seed: int = 0) -> t
     return out, draws["win"]
 
 
-def gap(draws_id: np.ndarray | None, draws_ood: np.ndarray | None, win_id: float | None, win_ood: float | None) -> dict | None:
+def gap(
+    draws_id: np.ndarray | None, draws_ood: np.ndarray | None, win_id: float | None, win_ood: float | None
+) -> dict | None:
     """ID - OOD win rate, with a CI from the two (independent) bootstrap streams."""
     if draws_id is None or draws_ood is None:
         return None
@@ -101,9 +107,12 @@ def health(items: list[dict]) -> dict:
     uneven = [(it, o) for it, o in decisive if it["length_a"] != it["length_b"]]
     longer = sum(1 for it, o in uneven if o["outcome"] == ("a" if it["length_a"] > it["length_b"] else "b"))
     return {
-        "position_flip_rate": _rate(flips, len(both)), "first_position_win_rate": _rate(first, len(decisive)),
-        "longer_wins_rate": _rate(longer, len(uneven)), "invalid_rate": _rate(len(orders) - len(valid), len(orders)),
-        "n_orders": len(orders), "n_decisive": len(decisive),
+        "position_flip_rate": _rate(flips, len(both)),
+        "first_position_win_rate": _rate(first, len(decisive)),
+        "longer_wins_rate": _rate(longer, len(uneven)),
+        "invalid_rate": _rate(len(orders) - len(valid), len(orders)),
+        "n_orders": len(orders),
+        "n_decisive": len(decisive),
     }
 
 

@@ -41,7 +41,9 @@ from gilbench.store import MetricsLog
 
 @dataclass
 class DPOConfig:
-    beta: float = 0.1  # inverse temperature of the implicit reward beta * log(pi / pi_ref); larger = stay closer to the reference
+    beta: float = (
+        0.1  # inverse temperature of the implicit reward beta * log(pi / pi_ref); larger = stay closer to the reference
+    )
     lr: float = 5e-6  # AdamW learning rate
     epochs: int = 1  # passes over the preference pairs
     batch_size: int = 8  # pairs per optimizer step
@@ -52,6 +54,7 @@ class DPOConfig:
 
 
 # ---------------------------------------------------------------------------- encoding and the loss
+
 
 @dataclass
 class EncodedPair:
@@ -77,7 +80,13 @@ def encode_pairs(tokenizer, pairs: list[PreferencePair], prompt_format: str, max
     return out
 
 
-def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor, ref_rejected: torch.Tensor, beta: float):
+def dpo_loss(
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    beta: float,
+):
     """Per-pair sigmoid DPO loss and implicit rewards, from summed response log-probs (all shaped [B])."""
     reward_chosen = beta * (policy_chosen - ref_chosen)
     reward_rejected = beta * (policy_rejected - ref_rejected)
@@ -108,6 +117,7 @@ def sequence_logps(model, batch: list[EncodedPair], pad_id: int, device) -> tupl
 
 # ---------------------------------------------------------------------------- the method
 
+
 @register_method("dpo")
 class DPO(Method):
     """Direct preference optimisation on the task's preference pairs, from (and regularised to) the SFT model."""
@@ -118,13 +128,17 @@ class DPO(Method):
     def train(self, ctx: RunContext):
         cfg: DPOConfig = ctx.method_cfg
         if cfg.batch_size % cfg.micro_batch_size:
-            raise GilbenchError(f"dpo: batch_size ({cfg.batch_size}) must be a multiple of micro_batch_size ({cfg.micro_batch_size})")
+            raise GilbenchError(
+                f"dpo: batch_size ({cfg.batch_size}) must be a multiple of micro_batch_size ({cfg.micro_batch_size})"
+            )
         if cfg.beta <= 0:
             raise GilbenchError(f"dpo: beta must be > 0, got {cfg.beta}")
         acc, device = ctx.accelerator, ctx.accelerator.device
         torch.manual_seed(ctx.cfg.seed)
         policy, tokenizer = ctx.load_policy()
-        if ctx.cfg.model.lora:  # LoRA adapters start as a no-op, so the reference log-probs below are still the SFT model's
+        if (
+            ctx.cfg.model.lora
+        ):  # LoRA adapters start as a no-op, so the reference log-probs below are still the SFT model's
             from gilbench.models.presets import apply_lora
 
             policy = apply_lora(policy, r=ctx.cfg.model.lora_r, alpha=ctx.cfg.model.lora_alpha)
@@ -132,17 +146,28 @@ class DPO(Method):
         pairs = ctx.task.pairs_train[: cfg.max_pairs or None]
         data = encode_pairs(tokenizer, pairs, ctx.task.prompt_format, cfg.max_length)
         if not data:
-            raise GilbenchError(f"dpo: task {ctx.task.name} has no usable preference pairs ({len(pairs)} given, max_length {cfg.max_length})")
-        ctx.log(f"[dpo] {len(data)} pairs ({len(pairs) - len(data)} dropped), beta {cfg.beta}, {cfg.epochs} epoch(s) of batch {cfg.batch_size}")
+            raise GilbenchError(
+                f"dpo: task {ctx.task.name} has no usable preference pairs ({len(pairs)} given, max_length {cfg.max_length})"
+            )
+        ctx.log(
+            f"[dpo] {len(data)} pairs ({len(pairs) - len(data)} dropped), beta {cfg.beta}, {cfg.epochs} epoch(s) of batch {cfg.batch_size}"
+        )
 
         optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.lr)
         policy, optimizer = acc.prepare(policy, optimizer)
         policy.eval()
         ref_chosen, ref_rejected = torch.zeros(len(data)), torch.zeros(len(data))
-        with torch.no_grad():  # the reference is the SFT model, i.e. the policy before any update (same precision, same forward)
+        with (
+            torch.no_grad()
+        ):  # the reference is the SFT model, i.e. the policy before any update (same precision, same forward)
             for start in range(0, len(data), cfg.micro_batch_size):
-                c, r = sequence_logps(policy, data[start : start + cfg.micro_batch_size], tokenizer.pad_token_id, device)
-                ref_chosen[start : start + len(c)], ref_rejected[start : start + len(r)] = c.float().cpu(), r.float().cpu()
+                c, r = sequence_logps(
+                    policy, data[start : start + cfg.micro_batch_size], tokenizer.pad_token_id, device
+                )
+                ref_chosen[start : start + len(c)], ref_rejected[start : start + len(r)] = (
+                    c.float().cpu(),
+                    r.float().cpu(),
+                )
         policy.train()
         log = MetricsLog(ctx.run_dir / "metrics.jsonl")
         log.truncate_after(0)  # a rerun of an unfinished method starts over: DPO keeps no checkpoints
@@ -160,7 +185,9 @@ class DPO(Method):
                 for m in range(0, len(idx), cfg.micro_batch_size):
                     micro = idx[m : m + cfg.micro_batch_size]
                     pc, pr = sequence_logps(policy, [data[i] for i in micro], tokenizer.pad_token_id, device)
-                    losses, rc, rr = dpo_loss(pc.float(), pr.float(), ref_chosen[micro].to(device), ref_rejected[micro].to(device), cfg.beta)
+                    losses, rc, rr = dpo_loss(
+                        pc.float(), pr.float(), ref_chosen[micro].to(device), ref_rejected[micro].to(device), cfg.beta
+                    )
                     acc.backward(losses.sum() / len(idx))
                     sums["loss"] += losses.sum().item()
                     sums["rc"] += rc.sum().item()
@@ -173,21 +200,39 @@ class DPO(Method):
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
                 n = len(idx)
-                row = {"step": step, "epoch": epoch, "loss/dpo": sums["loss"] / n, "dpo/reward_chosen": sums["rc"] / n,
-                       "dpo/reward_rejected": sums["rr"] / n, "dpo/reward_margin": (sums["rc"] - sums["rr"]) / n, "dpo/accuracy": sums["acc"] / n,
-                       "dpo/logp_chosen": sums["lc"] / n, "dpo/logp_rejected": sums["lr_"] / n, "dpo/grad_norm": float(grad_norm),
-                       "time/step": time.time() - t0}
+                row = {
+                    "step": step,
+                    "epoch": epoch,
+                    "loss/dpo": sums["loss"] / n,
+                    "dpo/reward_chosen": sums["rc"] / n,
+                    "dpo/reward_rejected": sums["rr"] / n,
+                    "dpo/reward_margin": (sums["rc"] - sums["rr"]) / n,
+                    "dpo/accuracy": sums["acc"] / n,
+                    "dpo/logp_chosen": sums["lc"] / n,
+                    "dpo/logp_rejected": sums["lr_"] / n,
+                    "dpo/grad_norm": float(grad_norm),
+                    "time/step": time.time() - t0,
+                }
                 log.append(row)
                 tracker.log(row, step)
                 history.append(row)
                 bar.update(1)
-                bar.set_postfix(loss=f"{row['loss/dpo']:.3f}", margin=f"{row['dpo/reward_margin']:+.3f}", acc=f"{row['dpo/accuracy']:.2f}")
+                bar.set_postfix(
+                    loss=f"{row['loss/dpo']:.3f}",
+                    margin=f"{row['dpo/reward_margin']:+.3f}",
+                    acc=f"{row['dpo/accuracy']:.2f}",
+                )
         bar.close()
         tracker.close()
         k = max(1, len(history) // 10)
-        ctx.summary.update({
-            "dpo/pairs": len(data), "dpo/steps": step,
-            "dpo/loss_first": sum(r["loss/dpo"] for r in history[:k]) / k, "dpo/loss_last": sum(r["loss/dpo"] for r in history[-k:]) / k,
-            "dpo/margin_last": sum(r["dpo/reward_margin"] for r in history[-k:]) / k, "dpo/accuracy_last": sum(r["dpo/accuracy"] for r in history[-k:]) / k,
-        })
+        ctx.summary.update(
+            {
+                "dpo/pairs": len(data),
+                "dpo/steps": step,
+                "dpo/loss_first": sum(r["loss/dpo"] for r in history[:k]) / k,
+                "dpo/loss_last": sum(r["loss/dpo"] for r in history[-k:]) / k,
+                "dpo/margin_last": sum(r["dpo/reward_margin"] for r in history[-k:]) / k,
+                "dpo/accuracy_last": sum(r["dpo/accuracy"] for r in history[-k:]) / k,
+            }
+        )
         return acc.unwrap_model(policy).eval(), tokenizer

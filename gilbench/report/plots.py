@@ -25,8 +25,12 @@ from pathlib import Path
 from gilbench.report import store
 from gilbench.report.stability import frontier
 
-CURVES = (("objective/score", "reward-model score"), ("objective/kl", "KL to reference (nats)"),
-          ("completions/mean_length", "mean length (tokens)"), ("objective/entropy", "entropy (nats / token)"))
+CURVES = (
+    ("objective/score", "reward-model score"),
+    ("objective/kl", "KL to reference (nats)"),
+    ("completions/mean_length", "mean length (tokens)"),
+    ("objective/entropy", "entropy (nats / token)"),
+)
 # Okabe & Ito's palette: distinguishable with the common colour-vision deficiencies, and in greyscale by lightness.
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442"]
 OUTCOME_COLORS = {"win": "#0072B2", "tie": "#BBBBBB", "lose": "#E69F00"}  # blue / grey / orange, not red / green
@@ -58,12 +62,18 @@ def band(per_seed: list[tuple[list[int], list[float]]]) -> tuple[list[int], list
         for s, v in zip(steps, values):
             by_step.setdefault(s, []).append(v)
     steps = sorted(by_step)
-    return steps, [float(np.mean(by_step[s])) for s in steps], [float(np.std(by_step[s], ddof=1)) if len(by_step[s]) > 1 else 0.0 for s in steps]
+    return (
+        steps,
+        [float(np.mean(by_step[s])) for s in steps],
+        [float(np.std(by_step[s], ddof=1)) if len(by_step[s]) > 1 else 0.0 for s in steps],
+    )
 
 
 def _plot_band(ax, steps, mean, sd, color, label, **kw):
     ax.plot(steps, mean, color=color, label=label, lw=1.6, **kw)
-    ax.fill_between(steps, [m - s for m, s in zip(mean, sd)], [m + s for m, s in zip(mean, sd)], color=color, alpha=0.18, lw=0)
+    ax.fill_between(
+        steps, [m - s for m, s in zip(mean, sd)], [m + s for m, s in zip(mean, sd)], color=color, alpha=0.18, lw=0
+    )
 
 
 def family(method: str) -> str:
@@ -93,7 +103,9 @@ def plot_curves(runs: dict[str, list[list[dict]]], task: str, path: Path) -> Pat
     if not runs:
         return None
     colors, fams = _colors(list(runs)), families(list(runs))
-    means = {(m, name): band([store.series(rows, name) for rows in seeds]) for m, seeds in runs.items() for name, _ in CURVES}
+    means = {
+        (m, name): band([store.series(rows, name) for rows in seeds]) for m, seeds in runs.items() for name, _ in CURVES
+    }
     fig, axes = _figure(len(fams), len(CURVES), PAGE_WIDTH + 1.6, 0.9 + 1.75 * len(fams), sharex=True, sharey="col")
     for row, members in enumerate(fams.values()):
         for col, (name, label) in enumerate(CURVES):
@@ -113,15 +125,23 @@ def plot_curves(runs: dict[str, list[list[dict]]], task: str, path: Path) -> Pat
             if row == len(fams) - 1:
                 ax.set_xlabel("PPO step", fontsize=8)
         _legend_right(axes[row, -1])
-    fig.suptitle(f"{task}: training curves by method family, mean ± SD over seeds (grey: the other families' means)", fontsize=9)
+    fig.suptitle(
+        f"{task}: training curves by method family, mean ± SD over seeds (grey: the other families' means)", fontsize=9
+    )
     return _save(fig, path)
 
 
 def _ranked_groups(rows: list[dict]) -> list[tuple[list[int], list[float]]]:
     out: list[tuple[list[int], list[float]]] = []
     for r in rows:
-        scores = sorted((v for k, v in r.items() if k.startswith("group/") and k.endswith("/score") and k.count("/") == 2 and v is not None),
-                        reverse=True)
+        scores = sorted(
+            (
+                v
+                for k, v in r.items()
+                if k.startswith("group/") and k.endswith("/score") and k.count("/") == 2 and v is not None
+            ),
+            reverse=True,
+        )
         for g, v in enumerate(scores):
             while len(out) <= g:
                 out.append(([], []))
@@ -137,7 +157,7 @@ def plot_groups(runs: dict[str, list[list[dict]]], task: str, path: Path) -> Pat
     cols = min(2, len(runs))
     rows_n = (len(runs) + cols - 1) // cols
     fig, axes = _figure(rows_n, cols, PAGE_WIDTH, 0.9 + 2.6 * rows_n, sharex=True, sharey=True)
-    for ax in axes.flat[len(runs):]:
+    for ax in axes.flat[len(runs) :]:
         ax.set_visible(False)
     for ax, (m, seeds) in zip(axes.flat, runs.items()):
         per_seed = [_ranked_groups(rows) for rows in seeds]
@@ -167,14 +187,20 @@ def plot_frontier(runs: dict[str, list[list[dict]]], task: str, path: Path) -> P
     colors, fams = _colors(list(runs)), families(list(runs))
     cols = min(3, len(fams))
     rows_n = (len(fams) + cols - 1) // cols
-    fig, axes = _figure(rows_n, cols, PAGE_WIDTH, 1.2 + 3.0 * rows_n, sharey=True)  # KL scales differ: one family must not squash another
-    for ax in axes.flat[len(fams):]:
+    fig, axes = _figure(
+        rows_n, cols, PAGE_WIDTH, 1.2 + 3.0 * rows_n, sharey=True
+    )  # KL scales differ: one family must not squash another
+    for ax in axes.flat[len(fams) :]:
         ax.set_visible(False)
     for ax, (fam, members) in zip(axes.flat, fams.items()):
         for m in members:
             seeds = runs[m]
             for rows in seeds:
-                pts = [(r["objective/kl"], r["objective/score"]) for r in rows if r.get("objective/kl") is not None and r.get("objective/score") is not None]
+                pts = [
+                    (r["objective/kl"], r["objective/score"])
+                    for r in rows
+                    if r.get("objective/kl") is not None and r.get("objective/score") is not None
+                ]
                 ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=6, alpha=0.25, color=colors[m], lw=0)
             _, kl, _ = band([store.series(rows, "objective/kl") for rows in seeds])
             _, score, _ = band([store.series(rows, "objective/score") for rows in seeds])
@@ -186,7 +212,9 @@ def plot_frontier(runs: dict[str, list[list[dict]]], task: str, path: Path) -> P
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), fontsize=7, frameon=False)
-    fig.suptitle(f"{task}: reward vs KL (line: mean over seeds at each step, ● last step; dots: each seed's steps)", fontsize=9)
+    fig.suptitle(
+        f"{task}: reward vs KL (line: mean over seeds at each step, ● last step; dots: each seed's steps)", fontsize=9
+    )
     return _save(fig, path)
 
 
@@ -201,8 +229,15 @@ def plot_judge_curves(curves: dict[str, list[list[dict]]], task: str, path: Path
     for row, members in enumerate(fams.values()):
         for m in members:
             for ax, key in zip(axes[row], ("rm_score", "win")):
-                steps, mean, sd = band([([p["step"] for p in c if p.get(key) is not None], [p[key] for p in c if p.get(key) is not None])
-                                        for c in curves[m]])
+                steps, mean, sd = band(
+                    [
+                        (
+                            [p["step"] for p in c if p.get(key) is not None],
+                            [p[key] for p in c if p.get(key) is not None],
+                        )
+                        for c in curves[m]
+                    ]
+                )
                 _plot_band(ax, steps, mean, sd, colors[m], f"{m} (n={len(curves[m])})", marker="o", ms=3)
         axes[row, 1].axhline(0.5, color="black", lw=0.8, ls=":")
         for ax in axes[row]:
@@ -213,17 +248,23 @@ def plot_judge_curves(curves: dict[str, list[list[dict]]], task: str, path: Path
     axes[0, 1].set_title(f"judge win rate against the starting policy (judge {', '.join(judges)})", fontsize=8)
     for ax in axes[-1]:
         ax.set_xlabel("PPO step", fontsize=8)
-    fig.suptitle(f"{task}: does the judge agree with the reward model along training? (mean ± SD over seeds)", fontsize=9)
+    fig.suptitle(
+        f"{task}: does the judge agree with the reward model along training? (mean ± SD over seeds)", fontsize=9
+    )
     return _save(fig, path)
 
 
 def stored_pairs(output_dir, task: str, methods: list[str] | None) -> list[tuple[str, str]]:
     folder = Path(output_dir) / task / "compare"
-    pairs = [tuple(d.name.split("_vs_", 1)) for d in sorted(folder.glob("*_vs_*")) if d.is_dir()] if folder.is_dir() else []
+    pairs = (
+        [tuple(d.name.split("_vs_", 1)) for d in sorted(folder.glob("*_vs_*")) if d.is_dir()] if folder.is_dir() else []
+    )
     return [(a, b) for a, b in pairs if methods is None or a in methods]
 
 
-def plot_winrates(output_dir, task: str, methods: list[str] | None, path: Path, judge: str | None = None) -> Path | None:
+def plot_winrates(
+    output_dir, task: str, methods: list[str] | None, path: Path, judge: str | None = None
+) -> Path | None:
     pairs = stored_pairs(output_dir, task, methods)
     counts = Counter(j for a, b in pairs for j in store.judges_for(output_dir, task, a, b))
     judge = store.judge_id(judge) or (min(counts, key=lambda j: (-counts[j], j)) if counts else None)
@@ -232,7 +273,9 @@ def plot_winrates(output_dir, task: str, methods: list[str] | None, path: Path, 
     if not results:
         return None
     dists = [d for d in ("id", "ood") if any(d in r["distributions"] for _, _, r in results)]
-    fig, axes = _figure(1, len(dists), PAGE_WIDTH + 2.5, 1.2 + 0.4 * len(results))  # own y labels: N differs by distribution
+    fig, axes = _figure(
+        1, len(dists), PAGE_WIDTH + 2.5, 1.2 + 0.4 * len(results)
+    )  # own y labels: N differs by distribution
     for ax, dist in zip(axes[0], dists):
         labels = []
         for i, (a, b, r) in enumerate(results):
@@ -243,33 +286,66 @@ def plot_winrates(output_dir, task: str, methods: list[str] | None, path: Path, 
                 v = 100 * (e.get(k) or 0.0)
                 ax.barh(i, v, left=left, height=0.62, color=OUTCOME_COLORS[k], label=k if i == 0 else None)
                 if v >= 8:
-                    ax.text(left + v / 2, i + 0.04, f"{v:.0f}", ha="center", va="center", fontsize=8, color="white" if k == "win" else "black")
+                    ax.text(
+                        left + v / 2,
+                        i + 0.04,
+                        f"{v:.0f}",
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white" if k == "win" else "black",
+                    )
                 left += v
             if e.get("win_ci"):
                 lo, hi = (100 * x for x in e["win_ci"])
-                ax.errorbar(100 * e["win"], i - 0.4, xerr=[[100 * e["win"] - lo], [hi - 100 * e["win"]]], color="black", capsize=2.5, lw=1)
+                ax.errorbar(
+                    100 * e["win"],
+                    i - 0.4,
+                    xerr=[[100 * e["win"] - lo], [hi - 100 * e["win"]]],
+                    color="black",
+                    capsize=2.5,
+                    lw=1,
+                )
         ax.set_yticks(range(len(results)), labels, fontsize=8)
         ax.invert_yaxis()
-        ax.set(xlim=(0, 100), xlabel="% of judged pairs (whisker: 95 % CI of the win rate)", title=f"{dist.upper()} prompts")
+        ax.set(
+            xlim=(0, 100),
+            xlabel="% of judged pairs (whisker: 95 % CI of the win rate)",
+            title=f"{dist.upper()} prompts",
+        )
     handles, names = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, [f"{n} (first method)" if n != "tie" else n for n in names], loc="outside lower center", ncols=3, fontsize=8)
+    fig.legend(
+        handles,
+        [f"{n} (first method)" if n != "tie" else n for n in names],
+        loc="outside lower center",
+        ncols=3,
+        fontsize=8,
+    )
     fig.suptitle(f"{task}: win / tie / lose of the first method, judge {judge}")
     return _save(fig, path)
 
 
-def make_plots(output_dir, task: str, methods: list[str] | None = None, out_dir="results/plots", judge: str | None = None,
-               log=print) -> list[Path]:
+def make_plots(
+    output_dir,
+    task: str,
+    methods: list[str] | None = None,
+    out_dir="results/plots",
+    judge: str | None = None,
+    log=print,
+) -> list[Path]:
     names = methods or store.method_names(output_dir, task)
     runs = {m: [store.read_metrics(d) for d in store.seed_dirs(output_dir, task, m)] for m in names}
     runs = {m: r for m, r in runs.items() if r}
     curves = {m: [store.read_judge_curve(d) for d in store.seed_dirs(output_dir, task, m)] for m in names}
     out = Path(out_dir)
     written = []
-    for kind, made in (("curves", plot_curves(runs, task, out / f"{task}_curves.png")),
-                       ("groups", plot_groups(runs, task, out / f"{task}_groups.png")),
-                       ("frontier", plot_frontier(runs, task, out / f"{task}_frontier.png")),
-                       ("winrates", plot_winrates(output_dir, task, methods, out / f"{task}_winrates.png", judge)),
-                       ("judge curve", plot_judge_curves(curves, task, out / f"{task}_judge_curve.png"))):
+    for kind, made in (
+        ("curves", plot_curves(runs, task, out / f"{task}_curves.png")),
+        ("groups", plot_groups(runs, task, out / f"{task}_groups.png")),
+        ("frontier", plot_frontier(runs, task, out / f"{task}_frontier.png")),
+        ("winrates", plot_winrates(output_dir, task, methods, out / f"{task}_winrates.png", judge)),
+        ("judge curve", plot_judge_curves(curves, task, out / f"{task}_judge_curve.png")),
+    ):
         if made is None:
             log(f"[gilbench] plot {kind}: no data for task {task} under {output_dir}; skipped")
         else:

@@ -58,8 +58,12 @@ def _labels(table: Table) -> list[str]:
 
 def to_markdown(table: Table) -> str:
     esc = lambda s: s.replace("|", "\\|")  # noqa: E731
-    lines = [f"**{table.title}**", "", "| " + " | ".join(esc(c) for c in _labels(table)) + " |",
-             "|" + "|".join(":---" if i < table.n_label_columns else "---:" for i in range(len(table.columns))) + "|"]
+    lines = [
+        f"**{table.title}**",
+        "",
+        "| " + " | ".join(esc(c) for c in _labels(table)) + " |",
+        "|" + "|".join(":---" if i < table.n_label_columns else "---:" for i in range(len(table.columns))) + "|",
+    ]
     lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in table.rows if row is not None]
     if table.notes:
         lines += [""] + [f"- {n}" for n in table.notes]
@@ -74,10 +78,32 @@ def to_csv(table: Table) -> str:
     return buf.getvalue()
 
 
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
-                  "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-_LATEX_UNICODE = {"±": r"$\pm$", DAGGER: r"$^{\dagger}$", DASH: "---", "−": "$-$", "Δ": r"$\Delta$", "×": r"$\times$", "≥": r"$\geq$", "–": "--", "↓": r"$\downarrow$", "↑": r"$\uparrow$",
-                  "<": r"$<$", ">": r"$>$"}
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+_LATEX_UNICODE = {
+    "±": r"$\pm$",
+    DAGGER: r"$^{\dagger}$",
+    DASH: "---",
+    "−": "$-$",
+    "Δ": r"$\Delta$",
+    "×": r"$\times$",
+    "≥": r"$\geq$",
+    "–": "--",
+    "↓": r"$\downarrow$",
+    "↑": r"$\uparrow$",
+    "<": r"$<$",
+    ">": r"$>$",
+}
 
 
 def latex_escape(text: str) -> str:
@@ -89,8 +115,14 @@ def latex_escape(text: str) -> str:
 def to_latex(table: Table) -> str:
     n = len(table.columns)
     spec = "l" * table.n_label_columns + "r" * (n - table.n_label_columns)
-    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{latex_escape(table.title)}}}",
-             rf"\label{{tab:{re.sub(r'[^A-Za-z0-9:-]+', '-', table.name)}}}", rf"\begin{{tabular}}{{{spec}}}", r"\toprule"]
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\caption{{{latex_escape(table.title)}}}",
+        rf"\label{{tab:{re.sub(r'[^A-Za-z0-9:-]+', '-', table.name)}}}",
+        rf"\begin{{tabular}}{{{spec}}}",
+        r"\toprule",
+    ]
     if any(g for g, _ in table.columns):
         spans, i = [], 0
         while i < n:
@@ -99,8 +131,13 @@ def to_latex(table: Table) -> str:
                 j += 1
             spans.append((table.columns[i][0], i + 1, j + 1))
             i = j + 1
-        lines.append(" & ".join(rf"\multicolumn{{{b - a + 1}}}{{c}}{{{latex_escape(g)}}}" if b > a else latex_escape(g)
-                                for g, a, b in spans) + r" \\")
+        lines.append(
+            " & ".join(
+                rf"\multicolumn{{{b - a + 1}}}{{c}}{{{latex_escape(g)}}}" if b > a else latex_escape(g)
+                for g, a, b in spans
+            )
+            + r" \\"
+        )
         lines.append("".join(rf"\cmidrule(lr){{{a}-{b}}}" for g, a, b in spans if g))
     lines.append(" & ".join(latex_escape(c) for _, c in table.columns) + r" \\")
     lines.append(r"\midrule")
@@ -111,7 +148,11 @@ def to_latex(table: Table) -> str:
         lines.append(r"\midrule" if row is None else " & ".join(latex_escape(c) for c in row) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     if table.notes:
-        lines.append(r"\par\smallskip{\footnotesize\raggedright " + r"\par ".join(latex_escape(x) for x in table.notes) + r"\par}")
+        lines.append(
+            r"\par\smallskip{\footnotesize\raggedright "
+            + r"\par ".join(latex_escape(x) for x in table.notes)
+            + r"\par}"
+        )
     lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
 

@@ -14,7 +14,11 @@ def tasks_of(spec: TableSpec, output_dir) -> list[str]:
         return list(spec.tasks)
     tasks = store.task_names(output_dir)
     if spec.methods == "auto":
-        return [t for t in tasks if any(store.finished_seed_dirs(output_dir, t, m) for m in store.method_names(output_dir, t))]
+        return [
+            t
+            for t in tasks
+            if any(store.finished_seed_dirs(output_dir, t, m) for m in store.method_names(output_dir, t))
+        ]
     return [t for t in tasks if any(store.finished_seed_dirs(output_dir, t, m) for m in spec.methods)]
 
 

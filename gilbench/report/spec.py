@@ -34,8 +34,17 @@ KIND_COLUMNS = {
     "groups": ["groups", "worst", "gap", "nmi", "purity"],
 }
 DEFAULT_COLUMNS = {"winrate": ["win", "tie", "lose", "n"], **{k: v for k, v in KIND_COLUMNS.items() if k != "winrate"}}
-DEFAULT_LABELS = {"sft": "SFT", "ppo": "PPO", "ppo-kl": "PPO w/ KL", "ppo-ptx": "PPO-ptx", "dpo": "DPO", "gil": "GIL",
-                  "gil-fixed-kl": "GIL w/o dynamic KL", "gil-no-inv": "GIL w/o invariant learning", "gil-oracle": "GIL, oracle groups"}
+DEFAULT_LABELS = {
+    "sft": "SFT",
+    "ppo": "PPO",
+    "ppo-kl": "PPO w/ KL",
+    "ppo-ptx": "PPO-ptx",
+    "dpo": "DPO",
+    "gil": "GIL",
+    "gil-fixed-kl": "GIL w/o dynamic KL",
+    "gil-no-inv": "GIL w/o invariant learning",
+    "gil-oracle": "GIL, oracle groups",
+}
 
 
 @dataclass
@@ -64,7 +73,9 @@ def _list(value, key: str, name: str, allow_auto: bool = False):
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, (str, int)) for v in value):
-        raise GilbenchError(f"table spec {name}: '{key}' must be a list of names{' or auto' if allow_auto else ''}, got {value!r}")
+        raise GilbenchError(
+            f"table spec {name}: '{key}' must be a list of names{' or auto' if allow_auto else ''}, got {value!r}"
+        )
     return [str(v) for v in value]
 
 
@@ -87,7 +98,9 @@ def parse_spec(data: dict, name: str) -> TableSpec:
             setattr(spec, key, _list(data[key] or [], key, name))
     bad = sorted(set(spec.columns) - set(KIND_COLUMNS[kind]))
     if bad:
-        raise GilbenchError(f"table spec {name}: columns {bad} do not exist for kind {kind}; choose from {KIND_COLUMNS[kind]}")
+        raise GilbenchError(
+            f"table spec {name}: columns {bad} do not exist for kind {kind}; choose from {KIND_COLUMNS[kind]}"
+        )
     spec.columns = spec.columns or list(DEFAULT_COLUMNS[kind])
     spec.judge = None if data.get("judge") in (None, "", "auto") else str(data["judge"])
     spec.labels = {str(k): str(v) for k, v in (data.get("labels") or {}).items()}
@@ -113,8 +126,10 @@ def load_spec(name_or_file: str) -> TableSpec:
     if not (path.suffix in (".yaml", ".yml") and path.exists()):
         path = next((d / f"{name_or_file}.yaml" for d in spec_dirs() if (d / f"{name_or_file}.yaml").exists()), None)
     if path is None:
-        raise GilbenchError(f"no table spec '{name_or_file}': give a .yaml file or one of {', '.join(available_specs()) or '(none found)'} "
-                            f"(looked in {', '.join(str(d) for d in spec_dirs())})")
+        raise GilbenchError(
+            f"no table spec '{name_or_file}': give a .yaml file or one of {', '.join(available_specs()) or '(none found)'} "
+            f"(looked in {', '.join(str(d) for d in spec_dirs())})"
+        )
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:

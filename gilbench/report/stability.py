@@ -31,8 +31,13 @@ from pathlib import Path
 from gilbench.errors import GilbenchError
 from gilbench.report.store import finished_seed_dirs, read_judge_curve, read_metrics, series
 
-SCORE, KL, LENGTH, REPETITION, EV = ("objective/score", "objective/kl", "completions/mean_length",
-                                     "completions/repetition_rate", "val/explained_var")
+SCORE, KL, LENGTH, REPETITION, EV = (
+    "objective/score",
+    "objective/kl",
+    "completions/mean_length",
+    "completions/repetition_rate",
+    "val/explained_var",
+)
 FLAGS = ("length", "repetition", "kl", "judge")
 NUMBERS = ("final_score", "best_score", "best_step", "max_kl", "ev_final", "ev_mean")
 
@@ -124,8 +129,13 @@ def detect_judge(rows: list[dict], curve: list[dict] | None, th: Thresholds) -> 
     hits = [False]
     for j in range(1, len(curve)):
         best = max(curve[:j], key=lambda c: c["win"])
-        drop = max(th.judge_drop, th.judge_z * math.hypot(_win_se(best), _win_se(curve[j])))  # not a fall that noise explains
-        now, then = _score_at(steps, scores, curve[j]["step"], th.smooth), _score_at(steps, scores, best["step"], th.smooth)
+        drop = max(
+            th.judge_drop, th.judge_z * math.hypot(_win_se(best), _win_se(curve[j]))
+        )  # not a fall that noise explains
+        now, then = (
+            _score_at(steps, scores, curve[j]["step"], th.smooth),
+            _score_at(steps, scores, best["step"], th.smooth),
+        )
         hits.append(curve[j]["win"] <= best["win"] - drop and None not in (now, then) and now - then > th.score_rise)
     fired = _sustained([c["step"] for c in curve], hits, th.patience)
     return _flag(fired, status="fired" if fired is not None else "ok")
@@ -147,16 +157,27 @@ def analyse_run(rows: list[dict], judge_curve: list[dict] | None = None, th: Thr
     if not scores:
         return None
     k = max(1, th.smooth)
-    trailing = [sum(scores[max(0, i - k + 1) : i + 1]) / len(scores[max(0, i - k + 1) : i + 1]) for i in range(len(scores))]
+    trailing = [
+        sum(scores[max(0, i - k + 1) : i + 1]) / len(scores[max(0, i - k + 1) : i + 1]) for i in range(len(scores))
+    ]
     best = max(range(len(trailing)), key=lambda i: (trailing[i], -i))
     _, kls = series(rows, KL)
     _, ev = series(rows, EV)
     return {
-        "steps": steps[-1], "final_score": trailing[-1], "best_score": trailing[best], "best_step": steps[best],
-        "max_kl": max(kls) if kls else None, "ev_final": sum(ev[-k:]) / len(ev[-k:]) if ev else None,
-        "ev_mean": sum(ev) / len(ev) if ev else None, "frontier": frontier(rows),
-        "flags": {"length": detect_length(rows, th), "repetition": detect_repetition(rows, th), "kl": detect_kl(rows, th),
-                  "judge": detect_judge(rows, judge_curve, th)},
+        "steps": steps[-1],
+        "final_score": trailing[-1],
+        "best_score": trailing[best],
+        "best_step": steps[best],
+        "max_kl": max(kls) if kls else None,
+        "ev_final": sum(ev[-k:]) / len(ev[-k:]) if ev else None,
+        "ev_mean": sum(ev) / len(ev) if ev else None,
+        "frontier": frontier(rows),
+        "flags": {
+            "length": detect_length(rows, th),
+            "repetition": detect_repetition(rows, th),
+            "kl": detect_kl(rows, th),
+            "judge": detect_judge(rows, judge_curve, th),
+        },
     }
 
 
@@ -164,7 +185,11 @@ def mean_sd(values: list[float]) -> dict:
     values = [v for v in values if v is not None]
     if not values:
         return {"mean": None, "sd": None, "n": 0}
-    return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else None, "n": len(values)}
+    return {
+        "mean": statistics.fmean(values),
+        "sd": statistics.stdev(values) if len(values) > 1 else None,
+        "n": len(values),
+    }
 
 
 def aggregate(per_run: list[dict]) -> dict:
@@ -173,8 +198,12 @@ def aggregate(per_run: list[dict]) -> dict:
     for name in FLAGS:
         applicable = [r["flags"][name] for r in per_run if r["flags"][name]["fired"] is not None]
         fired = [f["step"] for f in applicable if f["fired"]]
-        out["flags"][name] = {"fired": len(fired), "n": len(applicable), "steps": fired,
-                              "mean_step": statistics.fmean(fired) if fired else None}
+        out["flags"][name] = {
+            "fired": len(fired),
+            "n": len(applicable),
+            "steps": fired,
+            "mean_step": statistics.fmean(fired) if fired else None,
+        }
     return out
 
 

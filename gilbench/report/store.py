@@ -105,10 +105,19 @@ def flip(r: dict) -> dict:
     """B_vs_A results seen from A: win and lose (and their CIs, the sign test counts) swap; the gap CI is lost."""
     rm = r.get("reward_model_score") or {}
     swap = lambda v: {"a": v["b"], "b": v["a"]}  # noqa: E731
-    return {**r, "a": r["b"], "b": r["a"], "flipped": True, "gap_id_minus_ood": None,
-            "splits": [_flip_entry(s) | {"groups": {g: _flip_entry(v) for g, v in s.get("groups", {}).items()}} for s in r["splits"]],
-            "distributions": {d: _flip_entry(v) for d, v in r["distributions"].items()},
-            "reward_model_score": {k: {n: swap(v) for n, v in rm.get(k, {}).items()} for k in ("splits", "distributions")}}
+    return {
+        **r,
+        "a": r["b"],
+        "b": r["a"],
+        "flipped": True,
+        "gap_id_minus_ood": None,
+        "splits": [
+            _flip_entry(s) | {"groups": {g: _flip_entry(v) for g, v in s.get("groups", {}).items()}}
+            for s in r["splits"]
+        ],
+        "distributions": {d: _flip_entry(v) for d, v in r["distributions"].items()},
+        "reward_model_score": {k: {n: swap(v) for n, v in rm.get(k, {}).items()} for k in ("splits", "distributions")},
+    }
 
 
 def select(results: dict, selector: str) -> dict | None:
@@ -128,7 +137,9 @@ def summary_score(summary: dict, selector: str) -> float | None:
     evals = summary.get("eval") or {}
     if selector in evals:
         return evals[selector].get("mean")
-    parts = [e for e in evals.values() if e.get("distribution") == selector and e.get("mean") is not None and e.get("n")]
+    parts = [
+        e for e in evals.values() if e.get("distribution") == selector and e.get("mean") is not None and e.get("n")
+    ]
     if not parts:
         return None
     return sum(e["mean"] * e["n"] for e in parts) / sum(e["n"] for e in parts)

@@ -19,8 +19,12 @@ from gilbench.report.stability import mean_sd as stat_mean_sd
 from gilbench.report.tables_runs import build_groups, build_stability
 from gilbench.store import DEFAULT_OUTPUT_DIR
 
-HEALTH = (("position_flip_rate", "position flips"), ("first_position_win_rate", "first-position wins"),
-          ("longer_wins_rate", "longer wins"), ("invalid_rate", "invalid verdicts"))
+HEALTH = (
+    ("position_flip_rate", "position flips"),
+    ("first_position_win_rate", "first-position wins"),
+    ("longer_wins_rate", "longer wins"),
+    ("invalid_rate", "invalid verdicts"),
+)
 
 
 def sel_label(selector: str) -> str:
@@ -36,7 +40,9 @@ class Comparisons:
         self.judge = store.judge_id(spec.judge) or (min(counts, key=lambda j: (-counts[j], j)) if counts else None)
         if not spec.judge and len(counts) > 1:
             others = ", ".join(j for j in sorted(counts) if j != self.judge)
-            self.notes.append(f"Judge {self.judge} (the most common; also stored: {others}; set judge: in the spec to choose).")
+            self.notes.append(
+                f"Judge {self.judge} (the most common; also stored: {others}; set judge: in the spec to choose)."
+            )
 
     def get(self, task: str, a: str, b: str) -> dict | None:
         r = store.load_compare(self.output_dir, task, a, b, self.judge) if self.judge else None
@@ -58,14 +64,21 @@ class Comparisons:
 
     def finish(self, table: Table) -> None:
         if self.judge and self.used:
-            table.notes.append(f"Judge {self.judge}; seeds paired: {', '.join(sorted({str(r.get('seeds')) for r in self.used}))}.")
+            table.notes.append(
+                f"Judge {self.judge}; seeds paired: {', '.join(sorted({str(r.get('seeds')) for r in self.used}))}."
+            )
         table.notes.extend(self.notes)
         if self.flipped:
-            table.notes.append("Read from the opposite comparison (win and lose swapped; no gap CI): " + "; ".join(self.flipped) + ".")
+            table.notes.append(
+                "Read from the opposite comparison (win and lose swapped; no gap CI): " + "; ".join(self.flipped) + "."
+            )
         if self.missing:
             which = f" (the judge stored here as {self.judge})" if self.judge else ""
-            table.notes.append(f"{DASH} not stored, not estimated: " + "; ".join(self.missing)
-                               + f". Make one with `gilbench compare A B --task T --judge J`{which}.")
+            table.notes.append(
+                f"{DASH} not stored, not estimated: "
+                + "; ".join(self.missing)
+                + f". Make one with `gilbench compare A B --task T --judge J`{which}."
+            )
 
 
 def health_note(entries: list[dict]) -> str | None:
@@ -90,12 +103,19 @@ def rate_cells(e: dict | None, columns: list[str], alpha: float) -> list[str]:
 
 def build_winrate(spec: TableSpec, output_dir) -> Table:
     tasks = tasks_of(spec, output_dir)
-    plan = {t: [(m, b) for m in methods_of(spec, output_dir, t, ["gil"]) for b in spec.baselines if b != m] for t in tasks}
+    plan = {
+        t: [(m, b) for m in methods_of(spec, output_dir, t, ["gil"]) for b in spec.baselines if b != m] for t in tasks
+    }
     comps = Comparisons(spec, output_dir, [(t, m, b) for t in tasks for m, b in plan[t]])
     show_method = len({m for t in tasks for m, _ in plan[t]}) > 1
     names = {"win": "Win", "tie": "Tie", "lose": "Lose", "n": "N", "p": "p"}
     lead = [("", "Task")] + ([("", "Method")] if show_method else []) + [("", "vs")]
-    table = Table(spec.name, spec.title, lead + [(sel_label(s), names[c]) for s in spec.splits for c in spec.columns], n_label_columns=len(lead))
+    table = Table(
+        spec.name,
+        spec.title,
+        lead + [(sel_label(s), names[c]) for s in spec.splits for c in spec.columns],
+        n_label_columns=len(lead),
+    )
     blocks, entries = [], []
     for t in tasks:
         block = []
@@ -107,8 +127,10 @@ def build_winrate(spec: TableSpec, output_dir) -> Table:
             block.append(row + [c for e in picked for c in rate_cells(e, spec.columns, spec.alpha)])
         blocks.append(block)
     table.rows = with_sections(blocks)
-    table.notes.append("Win / tie / lose: % of N judged pairs (prompts x seeds) for the row's method, each order judged; "
-                       f"[95 % bootstrap CI, prompts resampled]; {DAGGER} two-sided sign test p < {spec.alpha:g} (ties left out).")
+    table.notes.append(
+        "Win / tie / lose: % of N judged pairs (prompts x seeds) for the row's method, each order judged; "
+        f"[95 % bootstrap CI, prompts resampled]; {DAGGER} two-sided sign test p < {spec.alpha:g} (ties left out)."
+    )
     note = health_note(entries)
     if note:
         table.notes.append(note)
@@ -118,33 +140,62 @@ def build_winrate(spec: TableSpec, output_dir) -> Table:
 
 def build_ood(spec: TableSpec, output_dir) -> Table:
     tasks, sels = tasks_of(spec, output_dir), spec.splits
-    plan = {t: [(m, b) for m in methods_of(spec, output_dir, t, ["gil"]) for b in spec.baselines if b != m] for t in tasks}
+    plan = {
+        t: [(m, b) for m in methods_of(spec, output_dir, t, ["gil"]) for b in spec.baselines if b != m] for t in tasks
+    }
     comps = Comparisons(spec, output_dir, [(t, m, b) for t in tasks for m, b in plan[t]])
     first, last = sel_label(sels[0]), sel_label(sels[-1])
-    headers = {"win": [("Win %", sel_label(s)) for s in sels], "gap": [("Win %", f"Δ {first}−{last}")],
-               "rm": [("RM score A−B", sel_label(s)) for s in sels]}
-    table = Table(spec.name, spec.title, [("", "Task"), ("", "Method"), ("", "vs")] + [h for c in spec.columns for h in headers[c]],
-                  n_label_columns=3)
+    headers = {
+        "win": [("Win %", sel_label(s)) for s in sels],
+        "gap": [("Win %", f"Δ {first}−{last}")],
+        "rm": [("RM score A−B", sel_label(s)) for s in sels],
+    }
+    table = Table(
+        spec.name,
+        spec.title,
+        [("", "Task"), ("", "Method"), ("", "vs")] + [h for c in spec.columns for h in headers[c]],
+        n_label_columns=3,
+    )
     blocks = []
     for t in tasks:
         block = []
         for m, b in plan[t]:
             r = comps.get(t, m, b)
             picked = comps.pick(r, sels, f"{m} vs {b} ({t})")
-            cells = {"win": [rate_cells(e, ["win"], spec.alpha)[0] for e in picked], "gap": [DASH], "rm": [DASH] * len(sels)}
-            if r and picked[0] and picked[-1] and picked[0].get("win") is not None and picked[-1].get("win") is not None:
+            cells = {
+                "win": [rate_cells(e, ["win"], spec.alpha)[0] for e in picked],
+                "gap": [DASH],
+                "rm": [DASH] * len(sels),
+            }
+            if (
+                r
+                and picked[0]
+                and picked[-1]
+                and picked[0].get("win") is not None
+                and picked[-1].get("win") is not None
+            ):
                 gap = r.get("gap_id_minus_ood") if sels[0] == "id" and sels[-1] == "ood" else None
-                cells["gap"] = [pct_ci(gap["win"], gap["ci"], signed=True) if gap else pct(picked[0]["win"] - picked[-1]["win"], signed=True)]
+                cells["gap"] = [
+                    pct_ci(gap["win"], gap["ci"], signed=True)
+                    if gap
+                    else pct(picked[0]["win"] - picked[-1]["win"], signed=True)
+                ]
             if r:
                 rms = [store.select_rm(r, s) for s in sels]
-                cells["rm"] = [mean_sd({"mean": x["a"]["mean"] - x["b"]["mean"]}, signed=True)
-                               if x and x["a"].get("mean") is not None and x["b"].get("mean") is not None else DASH for x in rms]
+                cells["rm"] = [
+                    mean_sd({"mean": x["a"]["mean"] - x["b"]["mean"]}, signed=True)
+                    if x and x["a"].get("mean") is not None and x["b"].get("mean") is not None
+                    else DASH
+                    for x in rms
+                ]
             block.append([t, spec.label(m), spec.label(b)] + [x for c in spec.columns for x in cells[c]])
         blocks.append(block)
     table.rows = with_sections(blocks)
-    table.notes.append(f"Win % of the row's method [95 % bootstrap CI]; Δ {first}−{last}: the win-rate gap in points "
-                       f"(CI from the two bootstrap streams where stored); {DAGGER} sign test p < {spec.alpha:g}. "
-                       "RM score A−B: mean reward-model score difference on the paired prompts (each run's own reward model).")
+    table.notes.append(
+        f"Win % of the row's method [95 % bootstrap CI]; Δ {first}−{last}: the win-rate gap in points "
+        f"(CI from the two bootstrap streams where stored); {DAGGER} sign test p < {spec.alpha:g}. "
+        "RM score A−B: mean reward-model score difference on the paired prompts (each run's own reward model)."
+    )
     comps.finish(table)
     return table
 
@@ -153,10 +204,16 @@ def build_ablation(spec: TableSpec, output_dir) -> Table:
     tasks, sels = tasks_of(spec, output_dir), spec.splits
     plan = {t: methods_of(spec, output_dir, t, GIL_FAMILY) for t in tasks}
     comps = Comparisons(spec, output_dir, [(t, m, b) for t in tasks for m in plan[t] for b in spec.baselines if b != m])
-    headers = {"score": [("RM score", sel_label(s)) for s in sels],
-               "win": [(f"Win % vs {spec.label(b)}", sel_label(s)) for b in spec.baselines for s in sels]}
-    table = Table(spec.name, spec.title, [("", "Task"), ("", "Method"), ("", "Seeds")] + [h for c in spec.columns for h in headers[c]],
-                  n_label_columns=2)
+    headers = {
+        "score": [("RM score", sel_label(s)) for s in sels],
+        "win": [(f"Win % vs {spec.label(b)}", sel_label(s)) for b in spec.baselines for s in sels],
+    }
+    table = Table(
+        spec.name,
+        spec.title,
+        [("", "Task"), ("", "Method"), ("", "Seeds")] + [h for c in spec.columns for h in headers[c]],
+        n_label_columns=2,
+    )
     blocks, absent = [], []
     for t in tasks:
         block = []
@@ -164,15 +221,22 @@ def build_ablation(spec: TableSpec, output_dir) -> Table:
             summaries = [s for s in (store.read_summary(d) for d in store.seed_dirs(output_dir, t, m)) if s]
             if not summaries:
                 absent.append(f"{m} ({t})")
-            cells = {"score": [mean_sd(stat_mean_sd([store.summary_score(s, sel) for s in summaries])) for sel in sels], "win": []}
+            cells = {
+                "score": [mean_sd(stat_mean_sd([store.summary_score(s, sel) for s in summaries])) for sel in sels],
+                "win": [],
+            }
             for b in spec.baselines:
                 r = comps.get(t, m, b) if b != m else None
-                cells["win"] += [rate_cells(e, ["win"], spec.alpha)[0] for e in comps.pick(r, sels, f"{m} vs {b} ({t})")]
+                cells["win"] += [
+                    rate_cells(e, ["win"], spec.alpha)[0] for e in comps.pick(r, sels, f"{m} vs {b} ({t})")
+                ]
             block.append([t, spec.label(m), str(len(summaries))] + [x for c in spec.columns for x in cells[c]])
         blocks.append(block)
     table.rows = with_sections(blocks)
-    table.notes.append("RM score: each run's mean reward-model score on the split (ID / OOD: n-weighted over their splits), "
-                       f"mean ± SD across seeds. Win %: [95 % bootstrap CI]; {DAGGER} sign test p < {spec.alpha:g}.")
+    table.notes.append(
+        "RM score: each run's mean reward-model score on the split (ID / OOD: n-weighted over their splits), "
+        f"mean ± SD across seeds. Win %: [95 % bootstrap CI]; {DAGGER} sign test p < {spec.alpha:g}."
+    )
     if absent:
         table.notes.append(f"{DASH} no finished runs (summary.json): " + "; ".join(absent) + ".")
     comps.finish(table)
@@ -180,12 +244,23 @@ def build_ablation(spec: TableSpec, output_dir) -> Table:
 
 
 def build_table(spec: TableSpec, output_dir: str | Path) -> Table:
-    builders = {"winrate": build_winrate, "ood": build_ood, "ablation": build_ablation, "stability": build_stability, "groups": build_groups}
+    builders = {
+        "winrate": build_winrate,
+        "ood": build_ood,
+        "ablation": build_ablation,
+        "stability": build_stability,
+        "groups": build_groups,
+    }
     return builders[spec.kind](spec, output_dir)
 
 
-def render_table(spec_name: str, fmt: str = "md", output_dir: str = DEFAULT_OUTPUT_DIR, tasks: list[str] | None = None,
-                 judge: str | None = None) -> str:
+def render_table(
+    spec_name: str,
+    fmt: str = "md",
+    output_dir: str = DEFAULT_OUTPUT_DIR,
+    tasks: list[str] | None = None,
+    judge: str | None = None,
+) -> str:
     """The table as text; the same stored results always give the same bytes."""
     spec = load_spec(spec_name)
     if tasks:

@@ -12,13 +12,25 @@ from gilbench.report.stability import Thresholds, analyse_method
 from gilbench.report.stability import mean_sd as stat_mean_sd
 
 STABILITY_HEADERS = {
-    "final": ("Score", "final"), "best": ("Score", "best"), "best_step": ("Score", "best step"), "max_kl": ("", "Max KL"),
-    "ev_final": ("Explained var.", "final"), "ev_mean": ("Explained var.", "mean"),
-    "length": ("Collapse flags", "length"), "repetition": ("Collapse flags", "repetition"), "kl": ("Collapse flags", "KL"),
+    "final": ("Score", "final"),
+    "best": ("Score", "best"),
+    "best_step": ("Score", "best step"),
+    "max_kl": ("", "Max KL"),
+    "ev_final": ("Explained var.", "final"),
+    "ev_mean": ("Explained var.", "mean"),
+    "length": ("Collapse flags", "length"),
+    "repetition": ("Collapse flags", "repetition"),
+    "kl": ("Collapse flags", "KL"),
     "judge": ("Collapse flags", "judge↓"),
 }
-STABILITY_NUMBERS = {"final": ("final_score", 3), "best": ("best_score", 3), "best_step": ("best_step", 0), "max_kl": ("max_kl", 2),
-                     "ev_final": ("ev_final", 2), "ev_mean": ("ev_mean", 2)}
+STABILITY_NUMBERS = {
+    "final": ("final_score", 3),
+    "best": ("best_score", 3),
+    "best_step": ("best_step", 0),
+    "max_kl": ("max_kl", 2),
+    "ev_final": ("ev_final", 2),
+    "ev_mean": ("ev_mean", 2),
+}
 
 
 def flag_cell(f: dict) -> str:
@@ -50,19 +62,26 @@ def build_stability(spec: TableSpec, output_dir) -> Table:
     table.rows = with_sections(blocks)
     d = asdict(th)
     table.notes += [
-        (f"Score: reward-model score of the training rollouts, trailing mean over {th.smooth} steps; best step: where the best "
-        "trailing mean ends; max KL: largest per-step sequence KL (nats); explained variance of the critic, final "
-        f"(last {th.smooth} steps) and mean; mean ± SD across seeds."),
-        (f"Collapse flags: seeds fired / seeds @ mean step it fired. length: mean length > {d['length_factor']:g} x its median "
-        f"over the first {th.early_steps} steps; repetition: repeated-3-gram share > {d['repetition']:g}; KL: > {d['kl_max']:g} nats, "
-        f"or window-median rise over {th.kl_window} steps ≥ {d['kl_accel']:g} x max(previous rise, {d['kl_min_rise']:g}); "
-        f"thresholds must hold {th.patience} consecutive steps. judge↓: score up while the judge win rate falls "
-        f"{100 * d['judge_drop']:g} points and {d['judge_z']:g} standard errors below its best point, {th.patience} points running (win rate against the starting policy on the run's own samples, "
-        f"`gilbench judge-curve`); n/a for runs without a judge_curve.jsonl."),
+        (
+            f"Score: reward-model score of the training rollouts, trailing mean over {th.smooth} steps; best step: where the best "
+            "trailing mean ends; max KL: largest per-step sequence KL (nats); explained variance of the critic, final "
+            f"(last {th.smooth} steps) and mean; mean ± SD across seeds."
+        ),
+        (
+            f"Collapse flags: seeds fired / seeds @ mean step it fired. length: mean length > {d['length_factor']:g} x its median "
+            f"over the first {th.early_steps} steps; repetition: repeated-3-gram share > {d['repetition']:g}; KL: > {d['kl_max']:g} nats, "
+            f"or window-median rise over {th.kl_window} steps ≥ {d['kl_accel']:g} x max(previous rise, {d['kl_min_rise']:g}); "
+            f"thresholds must hold {th.patience} consecutive steps. judge↓: score up while the judge win rate falls "
+            f"{100 * d['judge_drop']:g} points and {d['judge_z']:g} standard errors below its best point, {th.patience} points running (win rate against the starting policy on the run's own samples, "
+            f"`gilbench judge-curve`); n/a for runs without a judge_curve.jsonl."
+        ),
     ]
     if empty:
-        table.notes.append(f"{DASH} no per-step rollout metrics (not stored, or a method without rollouts such as SFT or DPO): "
-                           + "; ".join(empty) + ".")
+        table.notes.append(
+            f"{DASH} no per-step rollout metrics (not stored, or a method without rollouts such as SFT or DPO): "
+            + "; ".join(empty)
+            + "."
+        )
     return table
 
 
@@ -73,7 +92,11 @@ def group_summary(rows: list[dict], last: int) -> dict | None:
         return None
     ranked = []
     for r in rows:
-        scores = [v for k, v in r.items() if k.startswith("group/") and k.endswith("/score") and k.count("/") == 2 and v is not None]
+        scores = [
+            v
+            for k, v in r.items()
+            if k.startswith("group/") and k.endswith("/score") and k.count("/") == 2 and v is not None
+        ]
         ranked.append(sorted(scores, reverse=True))
     n_groups = max(len(x) for x in ranked)
     out = {"ranks": [_mean([x[g] for x in ranked if len(x) > g]) for g in range(n_groups)]}
@@ -92,14 +115,28 @@ def build_groups(spec: TableSpec, output_dir) -> Table:
     found: dict[tuple[str, str], list[dict]] = {}
     for t in tasks:
         for m in methods_of(spec, output_dir, t, None):
-            runs = [g for g in (group_summary(store.read_metrics(d), spec.last_steps) for d in store.finished_seed_dirs(output_dir, t, m)) if g]
+            runs = [
+                g
+                for g in (
+                    group_summary(store.read_metrics(d), spec.last_steps)
+                    for d in store.finished_seed_dirs(output_dir, t, m)
+                )
+                if g
+            ]
             if runs or (spec.methods != "auto" or m in GIL_FAMILY):
                 found[(t, m)] = runs
     n_groups = max((len(g["ranks"]) for runs in found.values() for g in runs), default=0)
     names = {"worst": ("", "Worst"), "gap": ("", "Gap"), "nmi": ("Agreement", "NMI"), "purity": ("Agreement", "purity")}
-    headers = {"groups": [("Group score, ranked", f"#{g + 1}") for g in range(n_groups)], **{k: [v] for k, v in names.items()}}
-    table = Table(spec.name, spec.title, [("", "Task"), ("", "Method"), ("", "Seeds")] + [h for c in spec.columns for h in headers[c]],
-                  n_label_columns=2)
+    headers = {
+        "groups": [("Group score, ranked", f"#{g + 1}") for g in range(n_groups)],
+        **{k: [v] for k, v in names.items()},
+    }
+    table = Table(
+        spec.name,
+        spec.title,
+        [("", "Task"), ("", "Method"), ("", "Seeds")] + [h for c in spec.columns for h in headers[c]],
+        n_label_columns=2,
+    )
     blocks, empty = [], []
     for t in tasks:
         block = []
@@ -108,16 +145,24 @@ def build_groups(spec: TableSpec, output_dir) -> Table:
                 continue
             if not runs:
                 empty.append(f"{m} ({t})")
-            cells = {"groups": [mean_sd(stat_mean_sd([g["ranks"][k] if len(g["ranks"]) > k else None for g in runs]))
-                                for k in range(n_groups)]}
+            cells = {
+                "groups": [
+                    mean_sd(stat_mean_sd([g["ranks"][k] if len(g["ranks"]) > k else None for g in runs]))
+                    for k in range(n_groups)
+                ]
+            }
             cells |= {k: [mean_sd(stat_mean_sd([g[k] for g in runs]), 3)] for k in names}
             block.append([t, spec.label(m), str(len(runs))] + [x for c in spec.columns for x in cells[c]])
         blocks.append(block)
     table.rows = with_sections(blocks)
-    table.notes.append(f"Means over the last {spec.last_steps} steps of each run, then mean ± SD across seeds. Group score: reward-model "
-                       "score of each inferred (soft) group, ranked high to low at each step (group numbers are arbitrary per run). "
-                       "Worst / gap: lowest group performance and highest minus lowest (group/worst, group/gap). Agreement of the "
-                       "inferred groups (argmax) with the task's known groups: normalised mutual information and purity.")
+    table.notes.append(
+        f"Means over the last {spec.last_steps} steps of each run, then mean ± SD across seeds. Group score: reward-model "
+        "score of each inferred (soft) group, ranked high to low at each step (group numbers are arbitrary per run). "
+        "Worst / gap: lowest group performance and highest minus lowest (group/worst, group/gap). Agreement of the "
+        "inferred groups (argmax) with the task's known groups: normalised mutual information and purity."
+    )
     if empty:
-        table.notes.append(f"{DASH} no group metrics stored (no runs, or not a GIL-style method): " + "; ".join(empty) + ".")
+        table.notes.append(
+            f"{DASH} no group metrics stored (no runs, or not a GIL-style method): " + "; ".join(empty) + "."
+        )
     return table

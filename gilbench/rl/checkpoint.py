@@ -49,7 +49,11 @@ def save(trainer, run_dir: Path, step: int) -> Path:
                     "kl_ctl": trainer.kl_ctl.state_dict(),
                     "reward_stats": trainer.reward_stats.state_dict(),
                     "method": trainer.method_state(),
-                    "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+                    "rng": {
+                        "torch": torch.get_rng_state(),
+                        "numpy": np.random.get_state(),
+                        "python": random.getstate(),
+                    },
                 },
                 tmp / "trainer.pt",
             )
@@ -73,8 +77,10 @@ def restore(trainer, run_dir: Path) -> int:
         if missing:
             raise ValueError(f"missing {', '.join(missing)}")
     except Exception as e:  # noqa: BLE001  (unpickling a cut or overwritten file fails in many ways; all mean: damaged)
-        raise GilbenchError(f"the checkpoint {folder} is damaged ({type(e).__name__}: {' '.join(str(e).split())[:80]}); delete that folder "
-                            f"and rerun the same command to restart the run from step 0") from None
+        raise GilbenchError(
+            f"the checkpoint {folder} is damaged ({type(e).__name__}: {' '.join(str(e).split())[:80]}); delete that folder "
+            f"and rerun the same command to restart the run from step 0"
+        ) from None
     acc = trainer.acc
     acc.unwrap_model(trainer.policy).load_state_dict(state["policy"])
     trainer.policy_opt.load_state_dict(state["policy_opt"])

@@ -66,9 +66,7 @@ def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> to
     return var
 
 
-def masked_whiten(
-    x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8
-) -> torch.Tensor:
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
     """Scale ``x`` to unit variance over real tokens (and mean 0 unless ``shift_mean`` is False).
 
     Used on advantages so the policy step size does not depend on the reward scale. Statistics
@@ -309,7 +307,9 @@ class _TokenLogprobs(torch.autograd.Function):
         return grad.view(logits.shape), None, None, None
 
 
-def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0, chunk: int = 256) -> torch.Tensor:
+def token_logprobs(
+    logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0, chunk: int = 256
+) -> torch.Tensor:
     """log softmax(logits / temperature)[token] in float32, ``[B, T, V]`` and ``[B, T]`` -> ``[B, T]``.
 
     Equal to ``logprobs_from_logits(logits.float() / temperature, tokens)`` but never materialises the
@@ -325,5 +325,7 @@ def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: floa
 def token_entropy(logits: torch.Tensor, temperature: float = 1.0, chunk: int = 256) -> torch.Tensor:
     """Entropy of softmax(logits / temperature) per position, float32, ``chunk`` rows at a time (no grad)."""
     flat = logits.reshape(-1, logits.shape[-1])
-    out = torch.cat([entropy_from_logits(flat[i : i + chunk].float() / temperature) for i in range(0, flat.shape[0], chunk)])
+    out = torch.cat(
+        [entropy_from_logits(flat[i : i + chunk].float() / temperature) for i in range(0, flat.shape[0], chunk)]
+    )
     return out.view(logits.shape[:-1])

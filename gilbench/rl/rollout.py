@@ -31,7 +31,9 @@ class Rollout:
     kl: torch.Tensor  # per-token KL estimate
     entropy: torch.Tensor
     values: torch.Tensor | None = None  # the critic's values (None: the method has no critic)
-    critic_hidden: torch.Tensor | None = None  # critic hidden state at the last response token [B, H], if the method asked
+    critic_hidden: torch.Tensor | None = (
+        None  # critic hidden state at the last response token [B, H], if the method asked
+    )
     rewards: torch.Tensor | None = None
     advantages: torch.Tensor | None = None
     returns: torch.Tensor | None = None  # value targets (None without a critic)
@@ -41,16 +43,28 @@ class Rollout:
 
     def select(self, idx: torch.Tensor) -> Rollout:
         ids = idx.tolist()
-        fields = {k: (v[idx] if torch.is_tensor(v) else v) for k, v in vars(self).items() if k not in ("prompts", "texts")}
+        fields = {
+            k: (v[idx] if torch.is_tensor(v) else v) for k, v in vars(self).items() if k not in ("prompts", "texts")
+        }
         return Rollout(prompts=[self.prompts[i] for i in ids], texts=[self.texts[i] for i in ids], **fields)
 
 
 def rollout_rows(batch: Rollout, seq_kl: torch.Tensor, step: int) -> list[dict]:
     """rollouts.jsonl rows: what the policy said at this step, with its score, KL and length."""
     lengths, scores, kls = batch.mask.sum(dim=1).tolist(), batch.raw_scores.tolist(), seq_kl.tolist()
-    return [{"step": step, "prompt_id": p.id, "prompt": p.text, "group": p.group, "response": text, "score": score,
-             "kl": kl, "length": int(length)}
-            for p, text, score, kl, length in zip(batch.prompts, batch.texts, scores, kls, lengths)]
+    return [
+        {
+            "step": step,
+            "prompt_id": p.id,
+            "prompt": p.text,
+            "group": p.group,
+            "response": text,
+            "score": score,
+            "kl": kl,
+            "length": int(length),
+        }
+        for p, text, score, kl, length in zip(batch.prompts, batch.texts, scores, kls, lengths)
+    ]
 
 
 def chunks(n: int, size: int) -> list[slice]:
@@ -61,7 +75,9 @@ def chunks(n: int, size: int) -> list[slice]:
 def tokenize_prompts(tokenizer, texts: list[str], max_length: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded, left-truncated prompt ids (the end of a prompt matters most for generation)."""
     tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
-    enc = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt", add_special_tokens=False)
+    enc = tokenizer(
+        texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt", add_special_tokens=False
+    )
     return enc["input_ids"].to(device), enc["attention_mask"].to(device)
 
 
@@ -75,10 +91,24 @@ def response_mask_from_ids(response: torch.Tensor, eos_token_id: int | None) -> 
 
 
 @torch.no_grad()
-def sample(policy, tokenizer, query, query_mask, max_new_tokens: int, temperature: float, top_p: float, stop_at_eos: bool = True):
+def sample(
+    policy,
+    tokenizer,
+    query,
+    query_mask,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    stop_at_eos: bool = True,
+):
     """Sample responses with the KV cache; returns (response ids [B, R], response mask [B, R])."""
     do_sample = temperature > 0
-    kwargs = {"do_sample": do_sample, "max_new_tokens": max_new_tokens, "pad_token_id": tokenizer.pad_token_id, "use_cache": True}
+    kwargs = {
+        "do_sample": do_sample,
+        "max_new_tokens": max_new_tokens,
+        "pad_token_id": tokenizer.pad_token_id,
+        "use_cache": True,
+    }
     if do_sample:
         kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
     if stop_at_eos:
@@ -98,7 +128,9 @@ def full_inputs(query, query_mask, response, response_mask):
     return ids, mask, position_ids_from_mask(mask)
 
 
-def response_logprobs(model, query, query_mask, response, response_mask, temperature: float = 1.0, with_entropy: bool = False):
+def response_logprobs(
+    model, query, query_mask, response, response_mask, temperature: float = 1.0, with_entropy: bool = False
+):
     """Float32 log-probs of the response tokens under ``model`` (logits scaled by the sampling temperature).
 
     One forward; the vocabulary head runs only where it predicts a response token, and the log-softmax is
@@ -106,7 +138,9 @@ def response_logprobs(model, query, query_mask, response, response_mask, tempera
     """
     ids, mask, pos = full_inputs(query, query_mask, response, response_mask)
     # Only the last R+1 positions predict response tokens: skip the LM head (vocab-sized) over the prompt.
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=response.shape[1] + 1).logits[:, :-1]
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=response.shape[1] + 1).logits[
+        :, :-1
+    ]
     temperature = temperature if temperature > 0 else 1.0  # greedy rollouts: the model's own distribution
     logp = token_logprobs(logits, response, temperature)
     return (logp, token_entropy(logits, temperature)) if with_entropy else logp

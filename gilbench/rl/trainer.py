@@ -64,7 +64,11 @@ class StepData:
     metrics: dict = field(default_factory=dict)  # logged with the step
 
     def select(self, idx: torch.Tensor) -> StepData:
-        tensors = {f.name: getattr(self, f.name)[idx] for f in dataclasses.fields(self) if torch.is_tensor(getattr(self, f.name))}
+        tensors = {
+            f.name: getattr(self, f.name)[idx]
+            for f in dataclasses.fields(self)
+            if torch.is_tensor(getattr(self, f.name))
+        }
         return dataclasses.replace(self, **tensors)
 
 
@@ -126,8 +130,10 @@ class RLMethod(Method):
                 f"and that of rl.micro_batch_size ({rl.micro_batch_size})"
             )
         if rl.rollout_batch_size % k:
-            raise GilbenchError(f"{self.registered_name}: rl.rollout_batch_size ({rl.rollout_batch_size}) counts samples and must be a "
-                                f"multiple of the {k} samples per prompt; change one of them with --set")
+            raise GilbenchError(
+                f"{self.registered_name}: rl.rollout_batch_size ({rl.rollout_batch_size}) counts samples and must be a "
+                f"multiple of the {k} samples per prompt; change one of them with --set"
+            )
         seed_everything(self.cfg.seed)
         policy, self.tokenizer = ctx.load_policy()
         critic = self.build_critic(policy) if self.needs_critic else None
@@ -148,7 +154,9 @@ class RLMethod(Method):
         policy_opt = adamw([p for p in policy.parameters() if p.requires_grad], lr=rl.lr)
         if critic is not None:
             critic_opt = adamw([p for p in critic.parameters() if p.requires_grad], lr=rl.critic_lr)
-            self.policy, self.critic, self.policy_opt, self.critic_opt = self.acc.prepare(policy, critic, policy_opt, critic_opt)
+            self.policy, self.critic, self.policy_opt, self.critic_opt = self.acc.prepare(
+                policy, critic, policy_opt, critic_opt
+            )
         else:
             self.policy, self.policy_opt = self.acc.prepare(policy, policy_opt)
             self.critic = self.critic_opt = None
@@ -161,7 +169,9 @@ class RLMethod(Method):
     def build_critic(self, policy) -> ValueModel:
         critic = self._critic_trunk(policy)
         if self.cfg.model.critic_lora:
-            critic.train_adapters_only(self.cfg.model.lora_r, self.cfg.model.lora_alpha, half_dtype(self.acc.mixed_precision))
+            critic.train_adapters_only(
+                self.cfg.model.lora_r, self.cfg.model.lora_alpha, half_dtype(self.acc.mixed_precision)
+            )
         return critic
 
     def _critic_trunk(self, policy) -> ValueModel:
@@ -170,7 +180,9 @@ class RLMethod(Method):
         if self.cfg.model.critic == "reward":
             rm_tok = self.ctx.reward.tokenizer
             if rm_tok.get_vocab() != self.tokenizer.get_vocab():
-                raise GilbenchError("model.critic=reward needs the reward model to share the policy's tokenizer; use model.critic=policy")
+                raise GilbenchError(
+                    "model.critic=reward needs the reward model to share the policy's tokenizer; use model.critic=policy"
+                )
             return ValueModel.from_sequence_classifier(self.ctx.reward.model)
         raise GilbenchError(f"model.critic must be policy or reward, got {self.cfg.model.critic!r}")
 
@@ -184,7 +196,13 @@ class RLMethod(Method):
         if start:
             ctx.log(f"resumed from the checkpoint at step {start}")
         tracker = tracking.open_stage("rl")
-        bar = tqdm(range(start, self.rl.steps), desc=f"{self.registered_name or 'rl'}", initial=start, total=self.rl.steps, dynamic_ncols=True)
+        bar = tqdm(
+            range(start, self.rl.steps),
+            desc=f"{self.registered_name or 'rl'}",
+            initial=start,
+            total=self.rl.steps,
+            dynamic_ncols=True,
+        )
         for step in bar:
             metrics = self.iteration(step)
             metrics_log.append(metrics)
@@ -226,26 +244,30 @@ class RLMethod(Method):
         self.kl_ctl.update(seq_kl.mean().item(), len(batch))
         n_tokens = int(batch.mask.sum().item())
         step_time = time.perf_counter() - t0
-        metrics.update({
-            "step": step + 1,
-            "samples": (step + 1) * len(batch),
-            "objective/score": batch.raw_scores.mean().item(),
-            "objective/kl": seq_kl.mean().item(),
-            "objective/rlhf_reward": batch.rewards.sum(dim=1).mean().item(),
-            "objective/entropy": masked_mean(batch.entropy, batch.mask).item(),
-            "objective/kl_coef": self.kl_ctl.value,
-        })
+        metrics.update(
+            {
+                "step": step + 1,
+                "samples": (step + 1) * len(batch),
+                "objective/score": batch.raw_scores.mean().item(),
+                "objective/kl": seq_kl.mean().item(),
+                "objective/rlhf_reward": batch.rewards.sum(dim=1).mean().item(),
+                "objective/entropy": masked_mean(batch.entropy, batch.mask).item(),
+                "objective/kl_coef": self.kl_ctl.value,
+            }
+        )
         if self.critic is not None:
             metrics["val/explained_var"] = explained_variance(batch.values, batch.returns, batch.mask)
-        metrics.update({
-            "completions/mean_length": batch.mask.sum(dim=1).float().mean().item(),
-            "completions/eos_rate": self._eos_rate(batch),
-            "completions/repetition_rate": repetition_rate(batch.response, batch.mask),
-            "time/rollout": t_rollout,
-            "time/update": t_update,
-            "time/step": step_time,
-            "throughput/tokens_per_s": n_tokens / step_time,
-        })
+        metrics.update(
+            {
+                "completions/mean_length": batch.mask.sum(dim=1).float().mean().item(),
+                "completions/eos_rate": self._eos_rate(batch),
+                "completions/repetition_rate": repetition_rate(batch.response, batch.mask),
+                "time/rollout": t_rollout,
+                "time/update": t_update,
+                "time/step": step_time,
+                "throughput/tokens_per_s": n_tokens / step_time,
+            }
+        )
         return metrics
 
     def sample_prompts(self, step: int) -> list:
@@ -270,7 +292,9 @@ class RLMethod(Method):
         policy.eval()
         # Under the run's mixed precision, as the update's forwards are, so old and new log-probs agree.
         with self.acc.autocast():
-            response, mask = sample(policy, self.tokenizer, query, query_mask, rl.max_new_tokens, rl.temperature, rl.top_p, rl.stop_at_eos)
+            response, mask = sample(
+                policy, self.tokenizer, query, query_mask, rl.max_new_tokens, rl.temperature, rl.top_p, rl.stop_at_eos
+            )
             mask = mask.float()
             logprobs, entropy, ref_logprobs, values, hidden = [], [], [], [], []
             for sl in chunks(len(prompts), rl.forward_batch_size):
@@ -290,9 +314,19 @@ class RLMethod(Method):
         logprobs, ref_logprobs = torch.cat(logprobs), torch.cat(ref_logprobs)
         kl = kl_per_token(logprobs, ref_logprobs, rl.kl_estimator) * mask
         return Rollout(
-            prompts=prompts, query=query, query_mask=query_mask, response=response, mask=mask, texts=response_texts,
-            scores=scores, raw_scores=raw_scores, logprobs=logprobs * mask, ref_logprobs=ref_logprobs * mask, kl=kl,
-            entropy=torch.cat(entropy), values=torch.cat(values) * mask if values else None,
+            prompts=prompts,
+            query=query,
+            query_mask=query_mask,
+            response=response,
+            mask=mask,
+            texts=response_texts,
+            scores=scores,
+            raw_scores=raw_scores,
+            logprobs=logprobs * mask,
+            ref_logprobs=ref_logprobs * mask,
+            kl=kl,
+            entropy=torch.cat(entropy),
+            values=torch.cat(values) * mask if values else None,
             critic_hidden=torch.cat(hidden) if hidden and self.needs_critic_hidden else None,
         )
 
@@ -324,7 +358,12 @@ class RLMethod(Method):
 
     def diverged(self, step: int, what: str, detail: str = "") -> GilbenchError:
         last = checkpoint.latest_step(self.ctx.run_dir)
-        where = (f"the last good checkpoint is step {last} in {self.ctx.run_dir / 'checkpoints'}" if last
-                 else "no checkpoint was written yet")
-        return GilbenchError(f"{what} at step {step + 1}{f' ({detail})' if detail else ''}: training diverged; {where}. "
-                             "Lower rl.lr or set rl.max_grad_norm > 0, then rerun with --overwrite")
+        where = (
+            f"the last good checkpoint is step {last} in {self.ctx.run_dir / 'checkpoints'}"
+            if last
+            else "no checkpoint was written yet"
+        )
+        return GilbenchError(
+            f"{what} at step {step + 1}{f' ({detail})' if detail else ''}: training diverged; {where}. "
+            "Lower rl.lr or set rl.max_grad_norm > 0, then rerun with --overwrite"
+        )

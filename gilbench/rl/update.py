@@ -27,7 +27,9 @@ def update(method, batch: Rollout, data, step: int) -> dict:
     """``rl.ppo_epochs`` passes over the batch; returns the metrics averaged over the micro-steps."""
     rl = method.rl
     gen = torch.Generator().manual_seed(method.step_seed(step) + 1)
-    trained = [(method.policy, method.policy_opt)] + ([(method.critic, method.critic_opt)] if method.critic is not None else [])
+    trained = [(method.policy, method.policy_opt)] + (
+        [(method.critic, method.critic_opt)] if method.critic is not None else []
+    )
     sums: dict[str, float] = {}
     n = 0
     for model, _ in trained:
@@ -52,9 +54,17 @@ def minibatch_backward(method, batch: Rollout, data, mb_idx: torch.Tensor, step:
     each micro-step's metrics."""
     micro = [mb_idx[i : i + method.rl.micro_batch_size] for i in range(0, len(mb_idx), method.rl.micro_batch_size)]
     whole = whole_minibatch_weights(method, batch, data, micro) if method.couples_samples and len(micro) > 1 else None
-    return [micro_step(method, batch.select(idx), data.select(idx), step, len(idx) / len(mb_idx),
-                       None if whole is None else (whole[0][k], whole[1]))
-            for k, idx in enumerate(micro)]
+    return [
+        micro_step(
+            method,
+            batch.select(idx),
+            data.select(idx),
+            step,
+            len(idx) / len(mb_idx),
+            None if whole is None else (whole[0][k], whole[1]),
+        )
+        for k, idx in enumerate(micro)
+    ]
 
 
 def whole_minibatch_weights(method, batch: Rollout, data, micro: list[torch.Tensor]) -> tuple[list[torch.Tensor], dict]:
@@ -66,10 +76,15 @@ def whole_minibatch_weights(method, batch: Rollout, data, micro: list[torch.Tens
     losses.requires_grad_()
     loss, stats = method.loss(losses, batch.select(idx), data.select(idx))
     (weights,) = torch.autograd.grad(loss, losses)
-    return list(weights.split([len(i) for i in micro])), {"loss/policy": loss.item(), **{k: float(v) for k, v in stats.items()}}
+    return list(weights.split([len(i) for i in micro])), {
+        "loss/policy": loss.item(),
+        **{k: float(v) for k, v in stats.items()},
+    }
 
 
-def micro_step(method, mb: Rollout, data, step: int, share: float, whole: tuple[torch.Tensor, dict] | None = None) -> dict:
+def micro_step(
+    method, mb: Rollout, data, step: int, share: float, whole: tuple[torch.Tensor, dict] | None = None
+) -> dict:
     """Forward and backward of one micro-batch, ``share`` of its minibatch; ``whole``: weights and metrics of a
     whole-minibatch loss (see the module docstring)."""
     rl = method.rl
@@ -101,7 +116,13 @@ def micro_step(method, mb: Rollout, data, step: int, share: float, whole: tuple[
     stats = {"loss/policy": policy_loss.item() if whole is None else whole[1]["loss/policy"]}
     if method.critic is not None:
         stats["loss/value"] = value_loss.item()
-    stats.update({"policy/approx_kl": pstats["approx_kl"], "policy/clipfrac": pstats["clipfrac"], "policy/ratio_mean": pstats["ratio_mean"]})
+    stats.update(
+        {
+            "policy/approx_kl": pstats["approx_kl"],
+            "policy/clipfrac": pstats["clipfrac"],
+            "policy/ratio_mean": pstats["ratio_mean"],
+        }
+    )
     if method.critic is not None:
         stats["val/clipfrac"] = vstats["clipfrac"]
     stats.update({k: float(v) for k, v in policy_stats.items()})

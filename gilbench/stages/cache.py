@@ -32,7 +32,12 @@ def reward_backbone(cfg: RunConfig) -> str:
 def data_key(cfg: RunConfig) -> dict:
     """What the cached stages (SFT, reward model) depend on besides their own config: the data, and the
     precision they trained in when it is not float32 (so float32 keys are those of earlier versions)."""
-    key = {"task": cfg.task, "limit": cfg.limit, "data_dir": os.path.abspath(cfg.data_dir) if cfg.data_dir else "", "split_seed": cfg.split_seed}
+    key = {
+        "task": cfg.task,
+        "limit": cfg.limit,
+        "data_dir": os.path.abspath(cfg.data_dir) if cfg.data_dir else "",
+        "split_seed": cfg.split_seed,
+    }
     precision = resolve_mixed_precision(cfg.mixed_precision, cfg.device)
     return key | ({"mixed_precision": precision} if precision != "no" else {})
 
@@ -68,7 +73,9 @@ def check_stage_dir(path: Path, what: str) -> Path:
                 for name in f.keys():
                     f.get_tensor(name)
     except Exception as e:  # noqa: BLE001  (safetensors, json and OS errors all mean the same: the files are damaged)
-        raise GilbenchError(f"{what} in {path} is damaged ({type(e).__name__}: {' '.join(str(e).split())[:80]}); {fix}") from None
+        raise GilbenchError(
+            f"{what} in {path} is damaged ({type(e).__name__}: {' '.join(str(e).split())[:80]}); {fix}"
+        ) from None
     return path
 
 
@@ -83,7 +90,9 @@ def sft_stage(cfg: RunConfig, task, accelerator, log) -> tuple[Path, dict]:
     path = sft_stage_dir(cfg)
     if is_done(path):
         log(f"[gilbench] SFT model cached: {path}")
-        return check_stage_dir(path, "SFT policy"), read_json(path / "stats.json", f"delete {path} and rerun the same command")
+        return check_stage_dir(path, "SFT policy"), read_json(
+            path / "stats.json", f"delete {path} and rerun the same command"
+        )
     model, tokenizer = load_causal_lm(cfg.model.policy)
     stats: dict = {"sft/enabled": cfg.sft.enabled}
     if cfg.sft.enabled:
@@ -110,7 +119,9 @@ def reward_stage(cfg: RunConfig, task, accelerator, log) -> tuple[RewardScorer, 
         check_stage_dir(path, "reward model")
         model, tokenizer = load_sequence_classifier(str(path))
         stats = read_json(path / "stats.json", f"delete {path} and rerun the same command")
-        return RewardScorer(model.to(accelerator.device).eval(), tokenizer, cfg.rm.max_length), stats | {"rm/path": str(path)}
+        return RewardScorer(model.to(accelerator.device).eval(), tokenizer, cfg.rm.max_length), stats | {
+            "rm/path": str(path)
+        }
     torch.manual_seed(cfg.seed)
     model, tokenizer = load_sequence_classifier(backbone)
     pooling = set_reward_pooling(model, cfg.rm.pooling)  # saved in its config.json: a reloaded copy scores the same way
@@ -119,7 +130,9 @@ def reward_stage(cfg: RunConfig, task, accelerator, log) -> tuple[RewardScorer, 
     log(f"[gilbench] reward model ({backbone}) on {len(pairs)} pairs, {len(task.pairs_val)} held out")
     stats = train_reward_model(scorer, pairs, task.pairs_val, cfg.rm, accelerator, cfg.seed)
     stats["rm/backbone"], stats["rm/pooling"] = backbone, pooling
-    log(f"[gilbench] reward model held-out pairwise accuracy {stats['rm/val_accuracy']:.3f} (before training {stats['rm/val_accuracy_before']:.3f})")
+    log(
+        f"[gilbench] reward model held-out pairwise accuracy {stats['rm/val_accuracy']:.3f} (before training {stats['rm/val_accuracy_before']:.3f})"
+    )
     with atomic_dir(path) as tmp:
         scorer.model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)

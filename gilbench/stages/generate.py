@@ -11,7 +11,9 @@ from gilbench.data.format import format_prompt
 from gilbench.rl.rollout import sample, tokenize_prompts
 
 
-def generate_split(policy, tokenizer, prompts, cfg, prompt_format: str, device, max_prompt_length: int, seed: int) -> list[dict]:
+def generate_split(
+    policy, tokenizer, prompts, cfg, prompt_format: str, device, max_prompt_length: int, seed: int
+) -> list[dict]:
     torch.manual_seed(seed)
     policy.eval()
     rows = []

@@ -20,15 +20,31 @@ def pairwise_accuracy(scorer: RewardScorer, pairs: list[PreferencePair]) -> floa
 
 
 def bradley_terry_loss(scorer: RewardScorer, model, batch: list[PreferencePair]) -> torch.Tensor:
-    scores = scorer.logits([p.prompt for p in batch] * 2, [p.chosen for p in batch] + [p.rejected for p in batch], model=model)
+    scores = scorer.logits(
+        [p.prompt for p in batch] * 2, [p.chosen for p in batch] + [p.rejected for p in batch], model=model
+    )
     chosen, rejected = scores.chunk(2)
     return -F.logsigmoid(chosen - rejected).mean()
 
 
-def train_reward_model(scorer: RewardScorer, pairs: list[PreferencePair], val_pairs: list[PreferencePair], cfg, accelerator, seed: int) -> dict:
+def train_reward_model(
+    scorer: RewardScorer, pairs: list[PreferencePair], val_pairs: list[PreferencePair], cfg, accelerator, seed: int
+) -> dict:
     """Train ``scorer.model`` in place on -log sigmoid(r_chosen - r_rejected)."""
-    stats = {"rm/val_accuracy_before": pairwise_accuracy(scorer, val_pairs), "rm/train_pairs": len(pairs), "rm/val_pairs": len(val_pairs)}
-    model, losses = fit(scorer.model, pairs, lambda m, batch: bradley_terry_loss(scorer, m, batch), cfg, accelerator, seed, "reward model")
+    stats = {
+        "rm/val_accuracy_before": pairwise_accuracy(scorer, val_pairs),
+        "rm/train_pairs": len(pairs),
+        "rm/val_pairs": len(val_pairs),
+    }
+    model, losses = fit(
+        scorer.model,
+        pairs,
+        lambda m, batch: bradley_terry_loss(scorer, m, batch),
+        cfg,
+        accelerator,
+        seed,
+        "reward model",
+    )
     scorer.model = accelerator.unwrap_model(model)
     scorer.model.eval()
     stats["rm/val_accuracy"] = pairwise_accuracy(scorer, val_pairs)

@@ -9,7 +9,9 @@ from gilbench.data.types import SFTExample
 from gilbench.stages.fit import fit, start_end
 
 
-def encode_sft(tokenizer, examples: list[SFTExample], prompt_format: str, max_length: int) -> list[tuple[list[int], int]]:
+def encode_sft(
+    tokenizer, examples: list[SFTExample], prompt_format: str, max_length: int
+) -> list[tuple[list[int], int]]:
     """(token ids, number of prompt tokens) per example; the loss covers the tokens after the prompt."""
     out = []
     for ex in examples:
@@ -18,7 +20,9 @@ def encode_sft(tokenizer, examples: list[SFTExample], prompt_format: str, max_le
         tail_ids = tokenizer(tail, add_special_tokens=False)["input_ids"]
         # Keep the response: cut the prompt from the left (its end matters most), then the response's tail.
         tail_ids = tail_ids[:max_length]
-        head_ids = head_ids[max(0, len(head_ids) - (max_length - len(tail_ids))) :] if len(tail_ids) < max_length else []
+        head_ids = (
+            head_ids[max(0, len(head_ids) - (max_length - len(tail_ids))) :] if len(tail_ids) < max_length else []
+        )
         if tail_ids:
             out.append((head_ids + tail_ids, len(head_ids)))
     return out
@@ -43,6 +47,14 @@ def train_sft(model, tokenizer, examples: list[SFTExample], cfg, prompt_format: 
     encoded = encode_sft(tokenizer, examples, prompt_format, cfg.max_length)
     if not encoded:
         return {"sft/examples": 0}
-    _, losses = fit(model, encoded, lambda m, batch: lm_loss(m, batch, tokenizer.pad_token_id, accelerator.device), cfg, accelerator, seed, "sft")
+    _, losses = fit(
+        model,
+        encoded,
+        lambda m, batch: lm_loss(m, batch, tokenizer.pad_token_id, accelerator.device),
+        cfg,
+        accelerator,
+        seed,
+        "sft",
+    )
     first, last = start_end(losses)
     return {"sft/examples": len(encoded), "sft/loss_start": first, "sft/loss_end": last, "sft/steps": len(losses)}
