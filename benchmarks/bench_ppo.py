@@ -149,7 +149,8 @@ def peer_model_and_prompts(folder: Path, n_prompts: int, prompt_len: int, seed: 
 def bench_config(config: str, method: str, tiny_micro: int, overrides: list[str]):
     """The RunConfig of one benchmark configuration, its sizes (B, R, epochs) and prompt format."""
     from gilbench import registry
-    from gilbench.config import RunConfig, config_for_method, nest, parse_cli_value, update_dataclass
+    from gilbench.config import RunConfig, nest, parse_cli_value, update_dataclass
+    from gilbench.resolve import config_for_method
 
     if config == "tiny":
         cfg = RunConfig(method=method, device="cpu", mixed_precision="no")
