@@ -12,21 +12,28 @@ from gilbench.eval.judges import ScoreJudge
 from gilbench.registry import register_judge
 
 
-@register_judge("gold")
-def gold_judge(arg: str | None, ctx=None):
-    """The chitchat preference function as a judge (``gold[:TIE_MARGIN]``), independent of any trained reward
-    model, as in reward-overoptimisation studies: the policy is trained on the learned RM, judged by this."""
+def gold_judge_setup(name: str, arg: str | None, ctx, task_family: str) -> float:
+    """The tie margin of a gold judge (``NAME[:TIE_MARGIN]``, default 0.05), after checking that the run's task
+    is the family whose documented function the judge computes."""
     try:
         margin = float(arg) if arg else 0.05
     except ValueError:
         margin = -1.0
     if not 0 <= margin < float("inf"):
-        raise GilbenchError(f"--judge gold:{arg}: the tie margin must be a number >= 0, e.g. gold:0.05")
+        raise GilbenchError(f"--judge {name}:{arg}: the tie margin must be a number >= 0, e.g. {name}:0.05")
     task = getattr(ctx, "task", "") or ""
-    if task and not task.startswith("chitchat"):
+    if task and not task.startswith(task_family):
         raise GilbenchError(
-            f"the gold judge scores chitchat conversations only, not task {task}; use --judge rm:auto or openai:MODEL"
+            f"the {name} judge scores the {task_family} tasks only, not task {task}; use --judge rm:auto or openai:MODEL"
         )
+    return margin
+
+
+@register_judge("gold")
+def gold_judge(arg: str | None, ctx=None):
+    """The chitchat preference function as a judge (``gold[:TIE_MARGIN]``), independent of any trained reward
+    model, as in reward-overoptimisation studies: the policy is trained on the learned RM, judged by this."""
+    margin = gold_judge_setup("gold", arg, ctx, task_family="chitchat")
     scorer = chitchat.PreferenceScorer(relevance=True)
     return ScoreJudge(
         score_batch=lambda prompts, responses: scorer.score(

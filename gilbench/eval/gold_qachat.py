@@ -7,7 +7,7 @@ from the run; the policy trains on a learned reward model and is judged by this 
 from __future__ import annotations
 
 from gilbench.data import qachat
-from gilbench.errors import GilbenchError
+from gilbench.eval.gold import gold_judge_setup
 from gilbench.eval.judges import ScoreJudge
 from gilbench.registry import register_judge
 
@@ -15,17 +15,7 @@ from gilbench.registry import register_judge
 @register_judge("qa-chat-gold")
 def qa_chat_gold_judge(arg: str | None, ctx=None):
     """The qa-chat gold function as a judge (``qa-chat-gold[:TIE_MARGIN]``, default 0.05)."""
-    try:
-        margin = float(arg) if arg else 0.05
-    except ValueError:
-        margin = -1.0
-    if not 0 <= margin < float("inf"):
-        raise GilbenchError(f"--judge qa-chat-gold:{arg}: the tie margin must be a number >= 0, e.g. qa-chat-gold:0.05")
-    task = getattr(ctx, "task", "") or ""
-    if task and not task.startswith("qa-chat"):
-        raise GilbenchError(
-            f"the qa-chat-gold judge scores the qa-chat task only, not task {task}; use --judge rm:auto or gold"
-        )
+    margin = gold_judge_setup("qa-chat-gold", arg, ctx, task_family="qa-chat")
     qa = qachat.read_qa()
     gold = qachat.GoldFunction({**qa["trivia"], **qa["chatterbot-qa"]}, semantic=True)
     return ScoreJudge(
