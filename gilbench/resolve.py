@@ -23,10 +23,10 @@ from gilbench.config import (
     parse_cli_value,
     resolve_set_key,
     update_dataclass,
-    validate_config,
 )
 from gilbench.data.tasks import TaskSpec, as_task_spec
 from gilbench.errors import GilbenchError
+from gilbench.validation import validate_config
 
 
 @dataclass(frozen=True)

@@ -31,10 +31,11 @@ from typing import Any
 
 import yaml
 
-from gilbench.config import RunConfig, nest, update_dataclass, validate_config, yaml_load
+from gilbench.config import RunConfig, nest, update_dataclass, yaml_load
 from gilbench.data.types import TaskData
 from gilbench.errors import GilbenchError
 from gilbench.registry import register_task
+from gilbench.validation import validate_config
 
 REQUIRED_FIELDS = {"name": str, "description": str, "loader": str}
 OPTIONAL_FIELDS = {
