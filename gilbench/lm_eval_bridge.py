@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from gilbench.errors import GilbenchError, require
-from gilbench.store import DONE, atomic_write_json
+from gilbench.files import DONE, atomic_write_json
 
 RESULT_FILE = "lm_eval.json"
 

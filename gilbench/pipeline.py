@@ -17,6 +17,16 @@ import torch
 from gilbench import registry, tracking
 from gilbench.config import RunConfig
 from gilbench.errors import GilbenchError
+from gilbench.files import (
+    MetricsLog,
+    atomic_dir,
+    atomic_write_json,
+    atomic_write_text,
+    atomic_write_yaml,
+    clean_stale_temps,
+    is_done,
+    mark_done,
+)
 from gilbench.method import RunContext
 from gilbench.models.precision import resolve_mixed_precision
 from gilbench.models.reward import RewardScorer
@@ -24,18 +34,7 @@ from gilbench.resolve import ResolvedRun, resolve_config
 from gilbench.rl import checkpoint
 from gilbench.stages.cache import check_stage_dir, reward_backbone, reward_stage, sft_stage
 from gilbench.stages.generate import generate_split, summarise_scores
-from gilbench.store import (
-    MetricsLog,
-    RunStore,
-    atomic_dir,
-    atomic_write_json,
-    atomic_write_text,
-    atomic_write_yaml,
-    clean_stale_temps,
-    environment_record,
-    is_done,
-    mark_done,
-)
+from gilbench.store import RunStore, environment_record
 
 
 def make_accelerator(cfg: RunConfig):

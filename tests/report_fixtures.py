@@ -17,16 +17,9 @@ from pathlib import Path
 from gilbench import registry
 from gilbench.config import build_method_config
 from gilbench.eval.compare import aggregate
+from gilbench.files import MetricsLog, atomic_write_json, atomic_write_text, atomic_write_yaml, dumps, mark_done
 from gilbench.resolve import config_for_method
-from gilbench.store import (
-    MetricsLog,
-    RunStore,
-    atomic_write_json,
-    atomic_write_text,
-    atomic_write_yaml,
-    dumps,
-    mark_done,
-)
+from gilbench.store import RunStore
 
 TASK = "chitchat-ood"
 SPLITS = (("id:test", "id"), ("ood:hypotheticals", "ood"), ("ood:chatterbot", "ood"))

@@ -227,9 +227,9 @@ def test_rm_auto_uses_run_a_reward_model(tmp_path, tiny_cfg, capsys):
     """rm:auto finds the reward model the pipeline would have cached for run A, loads it and judges."""
     import yaml
 
+    from gilbench.files import mark_done
     from gilbench.models.presets import load_sequence_classifier
     from gilbench.stages.cache import rm_stage_dir
-    from gilbench.store import mark_done
 
     cfg = tiny_cfg()
     cfg.method = "gil"

@@ -11,9 +11,9 @@ import pytest
 
 from gilbench.cli.lm_eval import add_lm_eval_parser
 from gilbench.errors import GilbenchError, MissingDependency
+from gilbench.files import mark_done
 from gilbench.lm_eval_bridge import format_results, parse_model_args, run_lm_eval
 from gilbench.models.presets import load_causal_lm
-from gilbench.store import mark_done
 
 TASK_YAML = """\
 task: gilbench_tiny_mc

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from gilbench.errors import GilbenchError
+from gilbench.files import atomic_write_text
 from gilbench.report import render_table
 from gilbench.report.render import DAGGER, DASH, pct_ci
 from gilbench.report.spec import available_specs, load_spec, parse_spec
 from gilbench.report.stability import Thresholds, aggregate, analyse_method, analyse_run, detect_judge, frontier
 from gilbench.report.store import load_compare, read_json
-from gilbench.store import atomic_write_text
 
 sys.path.insert(0, str(Path(__file__).parent))
 from report_fixtures import TASK, curve, make_store, write_run  # noqa: E402

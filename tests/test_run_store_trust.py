@@ -12,8 +12,8 @@ import pytest
 import gilbench.rl.trainer as trainer_module
 from gilbench.cli import main
 from gilbench.errors import GilbenchError
+from gilbench.files import UMASK, atomic_dir, atomic_write_text, clean_stale_temps
 from gilbench.pipeline import run
-from gilbench.store import UMASK, atomic_dir, atomic_write_text, clean_stale_temps
 
 
 def quiet(*_):
@@ -166,7 +166,7 @@ def test_damaged_files_are_reported_with_the_fix(finished, tmp_path, damage, mes
 
 
 def test_missing_middle_row(tmp_path):
-    from gilbench.store import MetricsLog
+    from gilbench.files import MetricsLog
 
     log = MetricsLog(tmp_path / "metrics.jsonl")
     log.extend([{"step": 1}, {"step": 3}])

@@ -24,7 +24,7 @@ from gilbench.cli.sweep import (
     waves,
     worker_env,
 )
-from gilbench.store import atomic_write_json, mark_done
+from gilbench.files import atomic_write_json, mark_done
 
 sys.path.insert(0, str(Path(__file__).parent))
 from report_fixtures import curve, write_run  # noqa: E402

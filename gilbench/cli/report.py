@@ -52,7 +52,7 @@ def add_table_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    from gilbench.store import atomic_write_text
+    from gilbench.files import atomic_write_text
 
     require_store(args.output_dir)
     text = render_table(args.spec, args.format, args.output_dir, _names(args.tasks), args.judge)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gilbench.errors import GilbenchError
-from gilbench.store import dumps
+from gilbench.files import dumps
 
 CHARS_PER_TOKEN = 4.0
 

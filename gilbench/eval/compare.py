@@ -28,7 +28,7 @@ from gilbench.eval.client import CostMeter
 from gilbench.eval.length_control import length_controlled
 from gilbench.eval.protocol import ORDERS, POLICIES, combine, order_texts
 from gilbench.eval.runs import load_generations, pair_generations
-from gilbench.store import atomic_write_json, atomic_write_text, dumps
+from gilbench.files import atomic_write_json, atomic_write_text, dumps
 
 
 def judge_item(judge: Judge, item: dict, policy: str) -> dict:

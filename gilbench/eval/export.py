@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 from gilbench.errors import GilbenchError
-from gilbench.store import atomic_write_text
+from gilbench.files import atomic_write_text
 
 FORMATS = ("alpaca-eval", "arena-hard")
 

@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 
 from gilbench.errors import GilbenchError
-from gilbench.store import atomic_write_json, atomic_write_text, read_json
+from gilbench.files import atomic_write_json, atomic_write_text, read_json
 
 TEXT_FIELDS = ("prompt", "instruction")
 ID_FIELDS = ("id", "question_id")

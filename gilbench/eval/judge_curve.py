@@ -22,7 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gilbench.errors import GilbenchError
-from gilbench.store import DEFAULT_OUTPUT_DIR, JUDGE_CURVE, ROLLOUTS, atomic_write_text, dumps, is_done
+from gilbench.files import atomic_write_text, dumps, is_done
+from gilbench.store import DEFAULT_OUTPUT_DIR, JUDGE_CURVE, ROLLOUTS
 
 
 def read_rollouts(run: Path) -> list[dict]:

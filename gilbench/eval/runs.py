@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 from gilbench.errors import GilbenchError
-from gilbench.store import RunDir, RunStore, is_done
+from gilbench.files import is_done
+from gilbench.store import RunDir, RunStore
 
 
 def seeds_on_disk(output_dir: str | Path, task: str, method: str) -> list[int]:

@@ -33,10 +33,10 @@ from gilbench import register_method, tracking
 from gilbench.data.format import format_example
 from gilbench.data.types import PreferencePair
 from gilbench.errors import GilbenchError
+from gilbench.files import MetricsLog
 from gilbench.method import Method, RunContext
 from gilbench.rl.model_setup import disable_dropout
 from gilbench.rl.rollout import response_logprobs
-from gilbench.store import MetricsLog
 
 
 @dataclass

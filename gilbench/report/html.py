@@ -235,7 +235,7 @@ def build_report(output_dir: str | Path, task: str) -> str:
 
 
 def write_report(output_dir: str | Path, task: str, out: str | Path | None = None) -> Path:
-    from gilbench.store import atomic_write_text
+    from gilbench.files import atomic_write_text
 
     path = Path(out) if out else Path("results/report") / f"{task}.html"
     atomic_write_text(path, build_report(output_dir, task))

@@ -11,7 +11,8 @@ import math
 from pathlib import Path
 
 from gilbench.eval.base import slug
-from gilbench.store import JUDGE_CURVE, MetricsLog, RunDir, RunStore, read_json  # noqa: F401  (JUDGE_CURVE: re-exported)
+from gilbench.files import MetricsLog, read_json
+from gilbench.store import RunDir, RunStore
 
 
 def task_names(output_dir: str | Path) -> list[str]:

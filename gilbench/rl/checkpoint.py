@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from gilbench.errors import GilbenchError
-from gilbench.store import atomic_dir, is_done, mark_done
+from gilbench.files import atomic_dir, is_done, mark_done
 
 STATE_KEYS = ("step", "policy", "critic", "policy_opt", "critic_opt", "kl_ctl", "reward_stats", "method", "rng")
 

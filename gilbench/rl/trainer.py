@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from gilbench import tracking
 from gilbench.errors import GilbenchError
+from gilbench.files import MetricsLog
 from gilbench.method import Method, RunContext
 from gilbench.models.heads import ValueModel
 from gilbench.models.precision import half_dtype
@@ -52,7 +53,7 @@ from gilbench.rl.rollout import (
     tokenize_prompts,
 )
 from gilbench.rl.update import update
-from gilbench.store import ROLLOUTS, MetricsLog
+from gilbench.store import ROLLOUTS
 
 
 @dataclass

@@ -16,11 +16,12 @@ import torch
 
 from gilbench.config import RunConfig, stable_hash
 from gilbench.errors import GilbenchError
+from gilbench.files import atomic_dir, atomic_write_json, is_done, mark_done, read_json
 from gilbench.models.precision import resolve_mixed_precision
 from gilbench.models.reward import RewardScorer, set_reward_pooling
 from gilbench.stages.reward import train_reward_model
 from gilbench.stages.sft import train_sft
-from gilbench.store import RunStore, atomic_dir, atomic_write_json, is_done, mark_done, read_json
+from gilbench.store import RunStore
 
 
 def reward_backbone(cfg: RunConfig) -> str:
