@@ -55,13 +55,6 @@ def add_compare_parser(subparsers) -> argparse.ArgumentParser:
         metavar="NAME",
         help="judge only this split, e.g. the NAME of `gilbench generate` prompts (repeatable; default every shared split)",
     )
-    p.add_argument("--concurrency", type=int, default=8, help="judge requests in flight at once (default 8)")
-    p.add_argument(
-        "--policy",
-        choices=["conservative", "average"],
-        default="conservative",
-        help="combining the two orders: conservative (disagreement is a tie) or average (each order counts half)",
-    )
     add_judge_options(p)
     s = p.add_argument_group("statistics")
     s.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")

@@ -49,6 +49,14 @@ def add_include(p: argparse.ArgumentParser, what: str = "") -> None:
 
 
 def add_judge_options(p: argparse.ArgumentParser) -> None:
+    """Flags of every command that judges pairs: how many requests at once, how the two orders combine, the judge's own."""
+    p.add_argument("--concurrency", type=int, default=8, help="judge requests in flight at once (default 8)")
+    p.add_argument(
+        "--policy",
+        choices=["conservative", "average"],
+        default="conservative",
+        help="combining the two orders: conservative (disagreement is a tie) or average (each order counts half)",
+    )
     j = p.add_argument_group("judge options")
     j.add_argument(
         "--base-url", help="OpenAI-compatible endpoint (default $OPENAI_BASE_URL or https://api.openai.com/v1)"

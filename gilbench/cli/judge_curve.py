@@ -34,13 +34,6 @@ def add_judge_curve_parser(subparsers) -> argparse.ArgumentParser:
         default=DEFAULT_OUTPUT_DIR,
         help=f"run store root, for the SFT and reference caches (default {DEFAULT_OUTPUT_DIR})",
     )
-    p.add_argument("--concurrency", type=int, default=8, help="judge requests in flight at once (default 8)")
-    p.add_argument(
-        "--policy",
-        choices=["conservative", "average"],
-        default="conservative",
-        help="combining the two orders (as in compare)",
-    )
     add_judge_options(p)
     add_include(p, " (judges too)")
     p.set_defaults(func=cmd_judge_curve)
