@@ -275,6 +275,10 @@ def make_store(root: Path, seeds=(0, 1, 2), steps: int = 40) -> Path:
                         "tie": 0.1,
                         "rm_score": lift * t / steps,
                         "judge": "gold-test",
+                        "first_step": t - steps // 4 + 1,
+                        "judge_score": 0.9 + 0.4 * t / steps - (fall + 0.1) * 2 * (t / steps) ** 2,
+                        "reference_judge_score": 0.9,
+                        "judge_score_groups": {"computers": 1.0 + 0.1 * t / steps, "personal": 0.7},
                     }
                     for t in range(steps // 4, steps + 1, steps // 4)
                 ]

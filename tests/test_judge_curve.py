@@ -40,6 +40,11 @@ def test_curve_points_pool_windows_of_steps_and_carry_both_scores(trained):
     logged = [json.loads(line) for line in (run_dir / "rollouts.jsonl").read_text().splitlines()]
     first = [len(r["response"].strip()) for r in logged if r["step"] in (1, 2)]
     assert curve[0]["judge_score"] == pytest.approx(sum(first) / len(first))
+    groups = sorted({r["group"] for r in logged if r["step"] in (1, 2)})
+    assert len(groups) > 1  # the judge's score per prompt group
+    for g in groups:
+        mine = [len(r["response"].strip()) for r in logged if r["step"] in (1, 2) and r["group"] == g]
+        assert curve[0]["judge_score_groups"][g] == pytest.approx(sum(mine) / len(mine))
     assert read_judge_curve(run_dir)[-1]["step"] == 4  # written where the stability analysis reads it
 
 

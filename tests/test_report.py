@@ -157,7 +157,9 @@ def test_table_and_plot_commands(store, tmp_path):
     args = parser.parse_args(["plot", "--task", TASK, "--output-dir", str(store), "--out-dir", str(tmp_path / "plots")])
     assert args.func(args) == 0
     pngs = sorted(p.name for p in (tmp_path / "plots").glob("*.png"))
-    assert pngs == [f"{TASK}_{k}.png" for k in ("curves", "frontier", "groups", "judge_curve", "winrates")]
+    assert pngs == [
+        f"{TASK}_{k}.png" for k in ("curves", "frontier", "gold_frontier", "groups", "judge_curve", "winrates")
+    ]
     for p in (tmp_path / "plots").glob("*.png"):
         data = p.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000

@@ -7,7 +7,8 @@ Every RL run logs what its policy said at each step (``rollouts.jsonl``, see ``r
 each logged response with a response of the run's *starting* policy (its SFT model) to the same prompt, sampled with
 the training settings, judges each pair in both orders, and writes one point per window of logged steps to
 ``<run>/judge_curve.jsonl``: win / tie / lose of the policy against its starting point, the reward-model score the
-policy was trained on, and for score judges (gold, rm) the judge's own mean score. A reward model being gamed shows
+policy was trained on, and for score judges (gold, rm) the judge's own mean score (overall, for the starting
+policy's responses, and per prompt group). A reward model being gamed shows
 as the score rising while the win rate falls; ``gilbench table --spec stability`` flags it and ``gilbench plot``
 draws it. The starting policy's responses are generated once per (starting model, prompts, sampling settings) and
 cached under ``<output-dir>/cache/reference``.
@@ -150,6 +151,7 @@ def judge_curve(
                 "split": "train",
                 "seed": cfg.seed,
                 "rm_score": r["score"],
+                "group": r.get("group"),
             }
         )
     records = run_judging(judge, items, policy, concurrency, progress=progress)
@@ -171,6 +173,12 @@ def judge_curve(
         if isinstance(judge, ScoreJudge):
             point["judge_score"] = _mean([judge.score(r["prompt"], r["response_a"]) for r in recs])
             point["reference_judge_score"] = _mean([judge.score(r["prompt"], r["response_b"]) for r in recs])
+            groups = sorted({r["group"] for r in recs if r.get("group")})
+            if len(groups) > 1:  # the gold per prompt group: does the gap between easy and hard groups persist?
+                point["judge_score_groups"] = {
+                    g: _mean([judge.score(r["prompt"], r["response_a"]) for r in recs if r.get("group") == g])
+                    for g in groups
+                }
         curve.append(point)
     atomic_write_text(run / JUDGE_CURVE, "".join(dumps(p, sort_keys=True) + "\n" for p in curve))
     return curve

@@ -9,6 +9,8 @@
 * ``<task>_frontier.png`` reward vs KL, one panel per family: each method's path through training (mean KL and score
   over seeds at each step, the last step marked) over every step of every seed (dots);
 * ``<task>_winrates.png`` win / tie / lose bars of each stored comparison, ID and OOD side by side;
+* ``<task>_gold_frontier.png`` runs whose judge curve has a score judge (gold): gold and proxy score against √KL,
+  each method's mean path over seeds with a ± SD band, the starting policy at √KL 0 (gilbench/report/gold_frontier.py);
 * ``<task>_judge_curve.png`` runs with a ``judge_curve.jsonl`` (``gilbench judge-curve``): the reward-model score the
   policy was trained on next to the judge's win rate against the starting policy on the same samples, per method,
   mean ± SD over seeds -- reward hacking shows as the first rising while the second falls.
@@ -23,6 +25,7 @@ from collections import Counter
 from pathlib import Path
 
 from gilbench.report import store
+from gilbench.report.gold_frontier import method_paths, start_gold
 from gilbench.report.stability import frontier
 
 CURVES = (
@@ -254,6 +257,40 @@ def plot_judge_curves(curves: dict[str, list[list[dict]]], task: str, path: Path
     return _save(fig, path)
 
 
+def plot_gold_frontier(paths: dict[str, list[list[dict]]], task: str, path: Path) -> Path | None:
+    """Gold and proxy score against √KL in two panels: each method's mean path over seeds, ± SD band."""
+    import numpy as np
+
+    paths = {m: seeds for m, seeds in paths.items() if seeds}
+    if not paths:
+        return None
+    fig, axes = _figure(1, 2, PAGE_WIDTH + 1.6, 3.2, sharex=True)
+    for i, (m, seeds) in enumerate(paths.items()):
+        n = min(len(p) for p in seeds)  # seeds share their windows; one still in flight is cut to the shortest
+        x = np.array([[0.0] + [p["sqrt_kl"] or 0.0 for p in seeds_path[:n]] for seeds_path in seeds]).mean(0)
+        for ax, key in zip(axes[0], ("gold", "proxy")):
+            first = [start_gold(sp) if key == "gold" else None for sp in seeds]
+            y = np.array(
+                [[np.nan if f is None else f] + [p[key] for p in sp[:n]] for f, sp in zip(first, seeds)], float
+            )
+            keep = ~np.isnan(y).all(0)
+            mean = np.nanmean(y[:, keep], 0)
+            color = OKABE_ITO[i % len(OKABE_ITO)]
+            ax.plot(x[keep], mean, color=color, lw=1.8, marker="o", ms=3, label=f"{m} (n={len(seeds)})")
+            if len(seeds) > 1:
+                sd = np.nanstd(y[:, keep], 0, ddof=1)
+                ax.fill_between(x[keep], mean - sd, mean + sd, color=color, alpha=0.2, lw=0)
+    axes[0, 0].set_title("gold score of the training samples (the judge)", fontsize=8)
+    axes[0, 1].set_title("reward-model score (the proxy the policy maximises)", fontsize=8)
+    for ax in axes[0]:
+        ax.set_xlabel("√KL to the starting policy (√nats)", fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+    _legend_right(axes[0, 1])
+    fig.suptitle(f"{task}: proxy vs gold along training (mean ± SD over seeds, ● a window of steps)", fontsize=9)
+    return _save(fig, path)
+
+
 def stored_pairs(output_dir, task: str, methods: list[str] | None) -> list[tuple[str, str]]:
     folder = Path(output_dir) / task / "compare"
     pairs = (
@@ -337,6 +374,7 @@ def make_plots(
     runs = {m: [store.read_metrics(d) for d in store.seed_dirs(output_dir, task, m)] for m in names}
     runs = {m: r for m, r in runs.items() if r}
     curves = {m: [store.read_judge_curve(d) for d in store.seed_dirs(output_dir, task, m)] for m in names}
+    gold = {m: method_paths(output_dir, task, m) for m in names}
     out = Path(out_dir)
     written = []
     for kind, made in (
@@ -345,6 +383,7 @@ def make_plots(
         ("frontier", plot_frontier(runs, task, out / f"{task}_frontier.png")),
         ("winrates", plot_winrates(output_dir, task, methods, out / f"{task}_winrates.png", judge)),
         ("judge curve", plot_judge_curves(curves, task, out / f"{task}_judge_curve.png")),
+        ("gold frontier", plot_gold_frontier(gold, task, out / f"{task}_gold_frontier.png")),
     ):
         if made is None:
             log(f"[gilbench] plot {kind}: no data for task {task} under {output_dir}; skipped")

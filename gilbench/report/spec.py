@@ -1,6 +1,6 @@
 """Table specs: small declarative YAML files (``tables/<name>.yaml``) that say what a table shows.
 
-    kind: winrate            # the builder: winrate | ood | ablation | stability | groups
+    kind: winrate            # the builder: winrate | ood | ablation | stability | groups | frontier
     title: GIL against each baseline
     tasks: auto              # task names, or auto (every task where a row method has a finished run)
     methods: [gil]           # rows: these methods ...
@@ -12,6 +12,7 @@
     alpha: 0.05              # sign-test level marked with a dagger
     last_steps: 10           # (groups) the last steps whose metrics are averaged
     thresholds: {}           # (stability) overrides of gilbench.report.stability.Thresholds
+    sqrt_kl: [1, 2, 3]       # (frontier) √KL values where the gold score is read off each run's path
 
 ``NAME`` resolves to ``./tables/NAME.yaml``, then to the ``tables/`` folder shipped next to the package; any path
 to a ``.yaml`` file works too.
@@ -32,6 +33,7 @@ KIND_COLUMNS = {
     "ablation": ["score", "win"],
     "stability": ["final", "best", "best_step", "max_kl", "ev_final", "ev_mean", "length", "repetition", "kl", "judge"],
     "groups": ["groups", "worst", "gap", "nmi", "purity"],
+    "frontier": ["start", "peak", "peak_step", "peak_kl", "end", "drop", "end_proxy", "end_kl", "matched", "gap"],
 }
 DEFAULT_COLUMNS = {"winrate": ["win", "tie", "lose", "n"], **{k: v for k, v in KIND_COLUMNS.items() if k != "winrate"}}
 DEFAULT_LABELS = {
@@ -62,6 +64,7 @@ class TableSpec:
     alpha: float = 0.05
     last_steps: int = 10
     thresholds: dict = field(default_factory=dict)
+    sqrt_kl: list[float] = field(default_factory=lambda: [1.0, 2.0, 3.0])
 
     def label(self, name: str) -> str:
         return self.labels.get(name) or DEFAULT_LABELS.get(name, name)
@@ -108,8 +111,13 @@ def parse_spec(data: dict, name: str) -> TableSpec:
     try:
         spec.alpha = float(data.get("alpha", spec.alpha))
         spec.last_steps = int(data.get("last_steps", spec.last_steps))
+        spec.sqrt_kl = [float(x) for x in data.get("sqrt_kl", spec.sqrt_kl)]
     except (TypeError, ValueError):
-        raise GilbenchError(f"table spec {name}: alpha must be a number and last_steps an integer") from None
+        raise GilbenchError(
+            f"table spec {name}: alpha must be a number, last_steps an integer and sqrt_kl a list of numbers"
+        ) from None
+    if any(not 0 < x < float("inf") for x in spec.sqrt_kl):
+        raise GilbenchError(f"table spec {name}: sqrt_kl values must be positive numbers, got {spec.sqrt_kl}")
     return spec
 
 

@@ -16,7 +16,7 @@ from gilbench.report.render import DAGGER, DASH, RENDERERS, Table, mean_sd, pct,
 from gilbench.report.selection import GIL_FAMILY, methods_of, tasks_of, with_sections
 from gilbench.report.spec import TableSpec, load_spec
 from gilbench.report.stability import mean_sd as stat_mean_sd
-from gilbench.report.tables_runs import build_groups, build_stability
+from gilbench.report.tables_runs import build_frontier, build_groups, build_stability
 from gilbench.store import DEFAULT_OUTPUT_DIR
 
 HEALTH = (
@@ -250,6 +250,7 @@ def build_table(spec: TableSpec, output_dir: str | Path) -> Table:
         "ablation": build_ablation,
         "stability": build_stability,
         "groups": build_groups,
+        "frontier": build_frontier,
     }
     return builders[spec.kind](spec, output_dir)
 

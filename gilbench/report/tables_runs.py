@@ -1,10 +1,12 @@
-"""Tables from the runs' per-step metrics: ``stability`` (collapse flags, frontier numbers) and ``groups`` (GIL's groups)."""
+"""Tables from the runs' per-step metrics: ``stability`` (collapse flags, frontier numbers), ``groups`` (GIL's groups)
+and ``frontier`` (proxy vs gold along training, from the runs' judge curves)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict
 
 from gilbench.report import store
+from gilbench.report.gold_frontier import method_paths, summarise_method
 from gilbench.report.render import DASH, Table, mean_sd, num
 from gilbench.report.selection import GIL_FAMILY, methods_of, tasks_of, with_sections
 from gilbench.report.spec import TableSpec
@@ -165,4 +167,60 @@ def build_groups(spec: TableSpec, output_dir) -> Table:
         table.notes.append(
             f"{DASH} no group metrics stored (no runs, or not a GIL-style method): " + "; ".join(empty) + "."
         )
+    return table
+
+
+FRONTIER_COLUMNS = {  # column -> (header group, header, summary key, digits)
+    "start": ("Gold", "start", "start_gold", 3),
+    "peak": ("Gold", "peak", "peak_gold", 3),
+    "peak_step": ("Gold", "peak step", "peak_step", 0),
+    "peak_kl": ("Gold", "√KL at peak", "peak_sqrt_kl", 2),
+    "end": ("Gold", "end", "end_gold", 3),
+    "drop": ("Gold", "peak − end", "drop", 3),
+    "end_proxy": ("Proxy", "end", "end_proxy", 3),
+    "end_kl": ("", "√KL end", "end_sqrt_kl", 2),
+    "gap": ("Group gap", "first → end", None, 3),
+}
+
+
+def build_frontier(spec: TableSpec, output_dir) -> Table:
+    headers = []
+    for c in spec.columns:
+        if c == "matched":
+            headers += [("Gold at matched KL", f"√KL={x:g}") for x in spec.sqrt_kl]
+        else:
+            headers.append(FRONTIER_COLUMNS[c][:2])
+    table = Table(spec.name, spec.title, [("", "Task"), ("", "Method"), ("", "Seeds")] + headers, n_label_columns=2)
+    blocks, empty = [], []
+    for t in tasks_of(spec, output_dir):
+        block = []
+        for m in methods_of(spec, output_dir, t, None):
+            agg = summarise_method(method_paths(output_dir, t, m), spec.sqrt_kl)
+            if agg is None:
+                if spec.methods != "auto":
+                    empty.append(f"{m} ({t})")
+                    block.append([t, spec.label(m), "0"] + [DASH] * len(headers))
+                continue
+            cells = []
+            for c in spec.columns:
+                if c == "matched":
+                    cells += [mean_sd(agg[f"gold@{x:g}"], 3) for x in spec.sqrt_kl]
+                elif c == "gap":
+                    first, end = mean_sd(agg["gap_first"], 3), mean_sd(agg["gap_end"], 3)
+                    cells.append(DASH if first == end == DASH else f"{first} → {end}")
+                else:
+                    cells.append(mean_sd(agg[FRONTIER_COLUMNS[c][2]], FRONTIER_COLUMNS[c][3]))
+            block.append([t, spec.label(m), str(agg["n"])] + cells)
+        blocks.append(block)
+    table.rows = with_sections(blocks)
+    table.notes.append(
+        "Gold: the judge's mean score of each run's training samples per window of steps (`gilbench judge-curve RUN "
+        "--judge <gold judge>`); start: the starting policy on the same prompts; peak: the best window (its step and "
+        "√KL, KL = the window's mean sequence KL in nats); end: the last window; proxy: the reward-model score the "
+        "policy was trained on. Gold at matched KL: each run's path interpolated at that √KL (— if no seed got that "
+        "far; fewer seeds if some did not). Group gap: highest minus lowest prompt group's gold, first and last "
+        "window. Mean ± SD across seeds."
+    )
+    if empty:
+        table.notes.append(f"{DASH} no judge curve with scores stored: " + "; ".join(empty) + ".")
     return table
