@@ -102,6 +102,26 @@ def test_gap_and_mean_ci():
     assert m["mean"] == 3.0 and m["ci"][0] <= 3.0 <= m["ci"][1] and m["n"] == 4
 
 
+def test_prompt_sign_test_counts_a_prompt_once_whatever_its_seeds():
+    # prompt 0: three seeds won; prompt 1: won, lost, lost (mean < 0); prompt 2: won, lost (mean 0: left out)
+    items = items_from("wwwwllwl", prompts=[0, 0, 0, 1, 1, 1, 2, 2])
+    assert stats.sign_test(items) | {"p": None} == {"wins": 5, "losses": 3, "p": None}
+    st = stats.prompt_sign_test(items)
+    assert (st["wins"], st["losses"], st["n_prompts"]) == (1, 1, 3) and st["p"] == pytest.approx(1.0)
+
+
+def test_paired_score_difference_by_hand():
+    rows = [(0, 1.0, 0.5), (0, 0.8, 0.6), (1, 0.2, 0.4), (2, 0.9, 0.3)]  # (prompt, score A, score B); prompt 0 twice
+    items = [{"cluster": str(p), "score_a": a, "score_b": b} for p, a, b in rows]
+    d = stats.score_difference(items, "x", n_boot=2000, seed=0)
+    assert (d["n"], d["n_prompts"]) == (4, 3)
+    assert (d["a"], d["b"], d["diff"]) == (pytest.approx(0.725), pytest.approx(0.45), pytest.approx(0.275))
+    assert d["diff_ci"][0] <= 0.275 <= d["diff_ci"][1]
+    # prompt means of A - B: 0.35, -0.2, 0.6 -> 2 prompts up, 1 down
+    assert d["prompt_sign_test"] | {"p": None} == {"wins": 2, "losses": 1, "n_prompts": 3, "p": None}
+    assert stats.score_difference([{"cluster": "0", "win": 1.0}], "x") is None  # a verdict judge: no scores
+
+
 def test_compare_results_files(tmp_path):
     a, b = make_runs(tmp_path / "runs", seeds=(0, 1))
     judge = ScoreJudge(lambda p, r: float("GOOD" in r), tie_margin=0.5, judge_id="marker")
@@ -138,6 +158,11 @@ def test_compare_results_files(tmp_path):
         rm["a"]["method"] == "gil" and rm["a"]["mean"] == pytest.approx(0.35) and rm["b"]["mean"] == pytest.approx(1.35)
     )
     assert res["seeds"] == [0, 1] and res["task"] == "toy"
+    # a score judge's scores give the paired difference (A's responses score 0 or 1, as B's)
+    diff = split["score_difference"]
+    scored = [r for r in records if r["split"] == "id:test"]
+    assert diff["n"] == 16 and diff["diff"] == pytest.approx(sum(r["score_a"] - r["score_b"] for r in scored) / 16)
+    assert set(split["worst_group_score"]) == {"a", "b"} and "worst_group_score" in res["distributions"]["ood"]
 
 
 def test_limit_judges_the_first_prompts_of_each_split(tmp_path):

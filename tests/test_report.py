@@ -94,6 +94,17 @@ def test_significance_marks_follow_the_sign_test(store):
             assert marked == (e["sign_test"]["p"] < 0.05), (b, dist)
 
 
+def test_flipping_swaps_the_score_difference():
+    from gilbench.report.store import _flip_entry
+
+    st = {"wins": 5, "losses": 2, "p": 0.4, "n_prompts": 8}
+    entry = {"win": 0.6, "lose": 0.3, "score_difference": {"a": 1.0, "b": 0.8, "diff": 0.2, "diff_ci": [0.1, 0.35]}}
+    entry["score_difference"]["prompt_sign_test"] = st
+    d = _flip_entry(entry)["score_difference"]
+    assert (d["a"], d["b"], d["diff"], d["diff_ci"]) == (0.8, 1.0, -0.2, [-0.35, -0.1])
+    assert (d["prompt_sign_test"]["wins"], d["prompt_sign_test"]["losses"]) == (2, 5)
+
+
 def test_opposite_comparison_is_read_flipped(store):
     stored = read_json(store / TASK / "compare" / "ppo-ptx_vs_gil" / "gold-v1" / "results.json")
     seen = load_compare(store, TASK, "gil", "ppo-ptx", "gold-v1")

@@ -188,6 +188,23 @@ def format_results(r: dict) -> str:
         if s["worst_group"]:
             w = s["worst_group"]
             lines.append(f"worst group in {s['split']}: {w['group']} ({r['a']} wins {_pct(w['win'])} %, N={w['n']})")
+    for label, e in [(s["split"], s) for s in r["splits"]] + [
+        (f"{d.upper()} (all)", e) for d, e in r["distributions"].items()
+    ]:
+        d = e.get("score_difference")
+        if d:
+            st = d["prompt_sign_test"]
+            lines.append(
+                f"judge score {label}: {r['a']} {d['a']:.3f}, {r['b']} {d['b']:.3f}, paired difference {d['diff']:+.3f} "
+                f"[{d['diff_ci'][0]:+.3f}, {d['diff_ci'][1]:+.3f}] (N={d['n']}, {d['n_prompts']} prompts; "
+                f"sign test over prompts {st['wins']}/{st['losses']}, p={st['p']:.3g})"
+            )
+        w = e.get("worst_group_score")
+        if w:
+            lines.append(
+                f"worst group by judge score {label}: {r['a']} {w['a']['group']} {w['a']['score']:.3f}, "
+                f"{r['b']} {w['b']['group']} {w['b']['score']:.3f}"
+            )
     gap = r["gap_id_minus_ood"]
     if gap:
         lines.append(

@@ -7,7 +7,8 @@
 * ``judgments.jsonl`` -- one line per pair: item id, split, group, both responses, each order's raw judge answers
   and verdict, the mapped outcome, attempts, cached or not, cost;
 * ``results.json`` -- per eval split, per group and per distribution (ID / OOD): win / tie / lose of A with 95 %
-  bootstrap CIs resampled by prompt, the sign-test p-value, N, judge health; per split and distribution the
+  bootstrap CIs resampled by prompt, sign tests over pairs and over prompts, N, judge health; for score judges
+  (gold) the paired score difference A - B with its CI and each group's lowest mean; per split and distribution the
   length-controlled preference rate (``gilbench.eval.length_control``); the ID - OOD win-rate gap; and
   each method's mean reward-model score (the runs' own ``rm_score``) with a CI.
 """
@@ -25,6 +26,7 @@ from gilbench.errors import GilbenchError
 from gilbench.eval import stats
 from gilbench.eval.base import Judge
 from gilbench.eval.client import CostMeter
+from gilbench.eval.judges import ScoreJudge
 from gilbench.eval.length_control import length_controlled
 from gilbench.eval.protocol import ORDERS, POLICIES, combine, order_texts
 from gilbench.eval.runs import load_generations, pair_generations
@@ -50,8 +52,12 @@ def judge_item(judge: Judge, item: dict, policy: str) -> dict:
         ]
     else:
         orders = [asdict(judge.judge_order(item["prompt"], *order_texts(o, a, b), o)) for o in ORDERS]
+    scores = {}
+    if isinstance(judge, ScoreJudge):  # a score judge's scores are the finer measure: kept for paired differences
+        scores = {"score_a": judge.score(item["prompt"], a), "score_b": judge.score(item["prompt"], b)}
     return {
         **item,
+        **scores,
         "orders": orders,
         "policy": policy,
         **combine([o["outcome"] for o in orders], policy),
@@ -217,6 +223,7 @@ def aggregate(records: list[dict], name_a: str, name_b: str, n_boot: int = 2000,
                 [it for it in rows if it["group"] == group], f"{split}/{group}", n_boot, seed, False
             )
         scored = {g: s for g, s in groups.items() if s["win"] is not None}
+        by_score = {g: s["score_difference"] for g, s in groups.items() if s.get("score_difference")}
         worst = min(scored, key=lambda g: (scored[g]["win"], -scored[g]["n"])) if len(scored) > 1 else None
         split_rows.append(
             {
@@ -227,6 +234,7 @@ def aggregate(records: list[dict], name_a: str, name_b: str, n_boot: int = 2000,
                 "worst_group": {"group": worst, "win": scored[worst]["win"], "n": scored[worst]["n"]}
                 if worst
                 else None,
+                "worst_group_score": _worst_group_score(by_score),
             }
         )
     dists, draws = {}, {}
@@ -234,6 +242,12 @@ def aggregate(records: list[dict], name_a: str, name_b: str, n_boot: int = 2000,
         in_dist = [it for it in items if it["distribution"] == dist]
         dists[dist], draws[dist] = _summary(in_dist, f"dist/{dist}", n_boot, seed, True)
         dists[dist]["length_controlled"] = length_controlled(in_dist, f"dist/{dist}", n_boot, seed)
+        if "score_difference" in dists[dist]:
+            per_group = {
+                g: stats.score_difference([it for it in in_dist if it["group"] == g], f"dist/{dist}/{g}", n_boot, seed)
+                for g in sorted({it["group"] for it in in_dist})
+            }
+            dists[dist]["worst_group_score"] = _worst_group_score(per_group)
     gap = stats.gap(draws.get("id"), draws.get("ood"), dists.get("id", {}).get("win"), dists.get("ood", {}).get("win"))
     return {
         "a": name_a,
@@ -251,6 +265,18 @@ def aggregate(records: list[dict], name_a: str, name_b: str, n_boot: int = 2000,
         "gap_id_minus_ood": gap,
         "reward_model_score": _reward_scores(items, name_a, name_b, n_boot, seed),
     }
+
+
+def _worst_group_score(by_group: dict[str, dict]) -> dict | None:
+    """Each method's lowest group mean of a score judge (the worst-group view of invariance), where groups differ."""
+    by_group = {g: d for g, d in by_group.items() if d}
+    if len(by_group) < 2:
+        return None
+    out = {}
+    for side in ("a", "b"):
+        g = min(by_group, key=lambda k: (by_group[k][side], k))
+        out[side] = {"group": g, "score": by_group[g][side], "n": by_group[g]["n"]}
+    return out
 
 
 def _reward_scores(items: list[dict], name_a: str, name_b: str, n_boot: int, seed: int) -> dict:

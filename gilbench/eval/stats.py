@@ -3,7 +3,9 @@
 An *item* is one judged pair (a prompt, a seed) with fractions ``win`` / ``tie`` / ``lose`` for method A (None when
 invalid) and a ``cluster``: the prompt. With several seeds a prompt has several items; the bootstrap resamples
 prompts with replacement and keeps all of a prompt's items together, so seeds are not counted as independent
-prompts. CIs are percentile intervals; every resampling stream is seeded by (seed, row label), so a table is
+prompts; the sign test over prompts (``prompt_sign_test``) averages a prompt's seeds first for the same reason, beside
+the sign test over items. Score judges (gold, rm) also give each item both scores: ``score_difference`` is the
+paired A - B difference, the primary metric where a gold function exists. CIs are percentile intervals; every resampling stream is seeded by (seed, row label), so a table is
 reproducible and a row does not change when other rows are added.
 """
 
@@ -66,7 +68,40 @@ def rates(items: list[dict], label: str, n_boot: int = 2000, seed: int = 0) -> t
         out[k] = float(v.mean())
         out[f"{k}_ci"] = interval(draws[k])
     out["sign_test"] = sign_test(valid)
+    out["prompt_sign_test"] = prompt_sign_test(valid)
     return out, draws["win"]
+
+
+def prompt_sign_test(items: list[dict], key=lambda it: it["win"] - it["lose"]) -> dict:
+    """Two-sided sign test over prompts: each prompt's items (its seeds) are averaged first, so seeds of one prompt
+    count once, not as independent observations; prompts whose mean is 0 are left out."""
+    per_prompt: dict = {}
+    for it in items:
+        per_prompt.setdefault(it["cluster"], []).append(key(it))
+    means = [sum(v) / len(v) for v in per_prompt.values()]
+    wins, losses = sum(m > 0 for m in means), sum(m < 0 for m in means)
+    p = binomtest(wins, wins + losses, 0.5).pvalue if wins + losses else 1.0
+    return {"wins": wins, "losses": losses, "p": float(p), "n_prompts": len(means)}
+
+
+def score_difference(items: list[dict], label: str, n_boot: int = 2000, seed: int = 0) -> dict | None:
+    """Paired A - B difference of a score judge's scores (the primary metric of a gold judge): the mean over items
+    with a 95 % CI from resampling prompts (all seeds of a prompt together), both methods' means, and the sign
+    test over prompts. None when the judge gives no scores."""
+    scored = [it for it in items if it.get("score_a") is not None and it.get("score_b") is not None]
+    if not scored:
+        return None
+    a, b = (np.array([it[k] for it in scored], float) for k in ("score_a", "score_b"))
+    draws = cluster_bootstrap([it["cluster"] for it in scored], {"d": a - b}, n_boot, rng_for(seed, "diff/" + label))
+    return {
+        "n": len(scored),
+        "n_prompts": len({it["cluster"] for it in scored}),
+        "a": float(a.mean()),
+        "b": float(b.mean()),
+        "diff": float((a - b).mean()),
+        "diff_ci": interval(draws["d"]),
+        "prompt_sign_test": prompt_sign_test(scored, key=lambda it: it["score_a"] - it["score_b"]),
+    }
 
 
 def gap(
@@ -119,4 +154,7 @@ def health(items: list[dict]) -> dict:
 def summarise(items: list[dict], label: str, n_boot: int = 2000, seed: int = 0) -> tuple[dict, np.ndarray | None]:
     out, draws = rates(items, label, n_boot, seed)
     out["health"] = health(items)
+    diff = score_difference(items, label, n_boot, seed)
+    if diff is not None:
+        out["score_difference"] = diff
     return out, draws

@@ -28,7 +28,7 @@ import yaml
 from gilbench.errors import GilbenchError
 
 KIND_COLUMNS = {
-    "winrate": ["win", "tie", "lose", "n", "p"],
+    "winrate": ["win", "tie", "lose", "n", "p", "diff"],
     "ood": ["win", "gap", "rm"],
     "ablation": ["score", "win"],
     "stability": ["final", "best", "best_step", "max_kl", "ev_final", "ev_mean", "length", "repetition", "kl", "judge"],

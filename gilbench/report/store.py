@@ -93,12 +93,30 @@ def load_compare(output_dir: str | Path, task: str, a: str, b: str, judge: str) 
     return flip(read_json(path)) if path.exists() else None
 
 
+def _swap_counts(st: dict | None) -> dict:
+    st = st or {}
+    return {**st, "wins": st.get("losses"), "losses": st.get("wins")}
+
+
 def _flip_entry(e: dict) -> dict:
     out = dict(e)
     for x, y in (("win", "lose"), ("win_ci", "lose_ci")):
         out[x], out[y] = e.get(y), e.get(x)
-    st = e.get("sign_test") or {}
-    out["sign_test"] = {**st, "wins": st.get("losses"), "losses": st.get("wins")}
+    out["sign_test"] = _swap_counts(e.get("sign_test"))
+    if "prompt_sign_test" in e:
+        out["prompt_sign_test"] = _swap_counts(e["prompt_sign_test"])
+    d = e.get("score_difference")
+    if d:
+        lo, hi = d["diff_ci"]
+        out["score_difference"] = d | {
+            "a": d["b"],
+            "b": d["a"],
+            "diff": -d["diff"],
+            "diff_ci": [-hi, -lo],
+            "prompt_sign_test": _swap_counts(d["prompt_sign_test"]),
+        }
+    if e.get("worst_group_score"):
+        out["worst_group_score"] = {"a": e["worst_group_score"]["b"], "b": e["worst_group_score"]["a"]}
     return out
 
 

@@ -98,6 +98,8 @@ def rate_cells(e: dict | None, columns: list[str], alpha: float) -> list[str]:
     side = "win" if (st.get("wins") or 0) > (st.get("losses") or 0) else "lose"
     cells = {k: pct_ci(e[k], e.get(f"{k}_ci")) + (DAGGER if mark and k == side else "") for k in ("win", "tie", "lose")}
     cells |= {"n": str(e["n"]), "p": f"{st['p']:.3g}" if st.get("p") is not None else DASH}
+    d = e.get("score_difference")
+    cells["diff"] = f"{d['diff']:+.3f} [{d['diff_ci'][0]:+.3f}, {d['diff_ci'][1]:+.3f}]" if d else DASH
     return [cells[c] for c in columns]
 
 
@@ -108,7 +110,7 @@ def build_winrate(spec: TableSpec, output_dir) -> Table:
     }
     comps = Comparisons(spec, output_dir, [(t, m, b) for t in tasks for m, b in plan[t]])
     show_method = len({m for t in tasks for m, _ in plan[t]}) > 1
-    names = {"win": "Win", "tie": "Tie", "lose": "Lose", "n": "N", "p": "p"}
+    names = {"win": "Win", "tie": "Tie", "lose": "Lose", "n": "N", "p": "p", "diff": "Δ score"}
     lead = [("", "Task")] + ([("", "Method")] if show_method else []) + [("", "vs")]
     table = Table(
         spec.name,
@@ -131,6 +133,11 @@ def build_winrate(spec: TableSpec, output_dir) -> Table:
         "Win / tie / lose: % of N judged pairs (prompts x seeds) for the row's method, each order judged; "
         f"[95 % bootstrap CI, prompts resampled]; {DAGGER} two-sided sign test p < {spec.alpha:g} (ties left out)."
     )
+    if "diff" in spec.columns:
+        table.notes.append(
+            "Δ score: the score judge's paired difference, row method minus opponent, on the same prompt and seed "
+            "[95 % CI, prompts resampled]; — for judges without scores."
+        )
     note = health_note(entries)
     if note:
         table.notes.append(note)
