@@ -8,7 +8,7 @@ and (3) one OOD split penalises exactly what that bias teaches.
 
 Groups and sources (``chitchat-dataset`` chat questions; ``chatterbot-corpus`` English Q/A files):
 
-- ``chat`` (easy): chat questions ("contexts", as in gilbench/data/chitchat.py: turns ending in "?", 4-40 words)
+- ``chat`` (easy): chat questions ("contexts" of gilbench/data/chitchat_source.py: turns ending in "?", 4-40 words)
   whose tone is not serious (below). A generic friendly on-topic reply scores well.
 - ``trivia`` (hard): the questions of chatterbot ``trivia.yml``, each with its reference answer(s). The gold
   rewards semantic closeness to the reference: the reply must know the fact.
@@ -33,7 +33,7 @@ whose tone <= SERIOUS_TONE is ``serious``; else ``chat``. Components, each in a 
 
 Preference pairs (the proxy's training data). A seed-independent pool of *units*, each a prompt with 4 replies:
 ``n_pair_chat`` chat questions (sha1 order) with their real next turn(s) plus same-theme replies of other units
-(gilbench.data.chitchat), and ``n_pair_trivia`` trivia questions (sha1 order) with their reference(s) plus the
+(gilbench/data/chitchat_source.py), and ``n_pair_trivia`` trivia questions (sha1 order) with their reference(s) plus the
 answers of other trivia questions (chosen by Random(unit id)). Every one of a unit's 6 reply pairs is labelled:
 
 - the *gold labeller*: the higher gold reply is chosen if the gap is >= ``margin``; else the pair is dropped;
@@ -69,7 +69,17 @@ from pathlib import Path
 
 import yaml
 
-from gilbench.data import chitchat as cc
+from gilbench.data.chitchat_preference import PreferenceScorer, clean, length_term, package_file
+from gilbench.data.chitchat_source import (
+    THEME_NAMES,
+    PairUnit,
+    dataset_path,
+    find_contexts,
+    normalise,
+    pair_units,
+    prompt_id,
+    read_conversations,
+)
 from gilbench.data.hub import interleave
 from gilbench.data.types import EvalSplit, PreferencePair, Prompt, SFTExample, TaskData
 from gilbench.errors import GilbenchError, require
@@ -119,7 +129,7 @@ def tone(text: str) -> float:
 
 def read_qa(corpus_dir: str | Path | None = None) -> dict[str, dict[str, tuple[str, ...]]]:
     """{group: {question: (reference answers...)}} from the chatterbot Q/A files; questions are cleaned, 2+ words."""
-    folder = Path(corpus_dir) if corpus_dir else cc.package_file("chatterbot-corpus", "chatterbot_corpus/data/english")
+    folder = Path(corpus_dir) if corpus_dir else package_file("chatterbot-corpus", "chatterbot_corpus/data/english")
     out: dict[str, dict[str, list[str]]] = {}
     for stem, group in QA_FILES.items():
         path = folder / f"{stem}.yml"
@@ -130,7 +140,7 @@ def read_qa(corpus_dir: str | Path | None = None) -> dict[str, dict[str, tuple[s
         refs = out.setdefault(group, {})
         for c in convs:
             if isinstance(c, list) and len(c) >= 2 and all(isinstance(x, str) for x in c[:2]):
-                q, a = cc._clean(c[0]), cc._clean(c[1])
+                q, a = clean(c[0]), clean(c[1])
                 if len(q.split()) >= 2 and a and a not in refs.setdefault(q, []):
                     refs[q].append(a)
     return {group: {q: tuple(a) for q, a in refs.items()} for group, refs in out.items()}
@@ -142,21 +152,21 @@ class GoldFunction:
     def __init__(
         self, references: dict[str, tuple[str, ...]], semantic: bool = True, cache_file: str | Path | None = None
     ):
-        self.references = {cc._norm(q): tuple(a) for q, a in references.items()}
+        self.references = {normalise(q): tuple(a) for q, a in references.items()}
         self.semantic = semantic
-        self._embedder = cc.PreferenceScorer(relevance=semantic, cache_file=cache_file)
+        self._embedder = PreferenceScorer(relevance=semantic, cache_file=cache_file)
 
     def kind(self, prompt: str) -> str:
-        if cc._norm(prompt) in self.references:
+        if normalise(prompt) in self.references:
             return "qa"
-        return "serious" if tone(cc._clean(prompt)) <= SERIOUS_TONE else "chat"
+        return "serious" if tone(clean(prompt)) <= SERIOUS_TONE else "chat"
 
     def _match(self, prompts: list[str], responses: list[str], kinds: list[str]) -> list[float]:
         if not self.semantic:
             return [0.0] * len(prompts)
         left, right, owner = [], [], []
         for i, (p, r, k) in enumerate(zip(prompts, responses, kinds)):
-            for target in self.references[cc._norm(p)] if k == "qa" else (p,):
+            for target in self.references[normalise(p)] if k == "qa" else (p,):
                 left.append(target), right.append(r), owner.append(i)
         best = [-1.0] * len(prompts)
         for i, c in zip(owner, self._embedder.cosines(left, right)):
@@ -164,7 +174,7 @@ class GoldFunction:
         return best
 
     def components(self, prompts: list[str], responses: list[str]) -> list[dict]:
-        prompts, responses = [cc._clean(p) for p in prompts], [cc._clean(r) for r in responses]
+        prompts, responses = [clean(p) for p in prompts], [clean(r) for r in responses]
         kinds = [self.kind(p) for p in prompts]
         out = []
         for k, m, r in zip(kinds, self._match(prompts, responses, kinds), responses):
@@ -174,7 +184,7 @@ class GoldFunction:
                     "kind": k,
                     "match": m,
                     "tone": t if k == "chat" else -max(0.0, t) if k == "serious" else 0.0,
-                    "length": cc.length_term(r),
+                    "length": length_term(r),
                     "exclaim": exclaim_term(r),
                 }
             )
@@ -204,16 +214,14 @@ def label_pair(a: str, score_a: float, b: str, score_b: float, biased: bool, mar
 
 
 # ------------------------------------------------------------------ building the task
-def _trivia_units(pool: list[str], refs: dict[str, tuple[str, ...]]) -> list[cc._Unit]:
+def _trivia_units(pool: list[str], refs: dict[str, tuple[str, ...]]) -> list[PairUnit]:
     answers = sorted({a for q in refs for a in refs[q]})
     units = []
     for q in pool:
         own = list(refs[q][:2])
         others = [a for a in answers if a not in own]
         units.append(
-            cc._Unit(
-                q, "trivia", [(a, None) for a in own + random.Random(cc.prompt_id(q)).sample(others, 4 - len(own))]
-            )
+            PairUnit(q, "trivia", [(a, None) for a in own + random.Random(prompt_id(q)).sample(others, 4 - len(own))])
         )
     return units
 
@@ -237,8 +245,8 @@ def _build(
         raise GilbenchError(
             f"qa-chat: need 0 <= bias_rate <= 1, 0 <= val_fraction < 1, margin >= 0; got {bias_rate}, {val_fraction}, {margin}"
         )
-    path = Path(path) if path else cc.dataset_path()
-    convs = cc.read_conversations(path)
+    path = Path(path) if path else dataset_path()
+    convs = read_conversations(path)
     qa = read_qa(corpus_dir)
     trivia_refs, bot_refs = qa["trivia"], qa["chatterbot-qa"]
     gold = GoldFunction({**trivia_refs, **bot_refs}, semantic, _cache_file() if semantic else None)
@@ -252,24 +260,24 @@ def _build(
         rng.shuffle(prompts)
         return prompts[:k]
 
-    ctx = cc._contexts(convs, tuple(sorted(set(cc.THEMES.values()))))
-    by_sha = sorted(ctx.text, key=lambda n: cc.prompt_id(ctx.text[n]))
+    ctx = find_contexts(convs, THEME_NAMES)
+    by_sha = sorted(ctx.text, key=lambda n: prompt_id(ctx.text[n]))
     kinds = {n: gold.kind(ctx.text[n]) for n in by_sha}
     chat = [n for n in by_sha if kinds[n] == "chat"]
     serious = [n for n in by_sha if kinds[n] == "serious"]
     chat_pool = [n for n in chat if ctx.replies[n]][:n_pair_chat]
-    trivia = sorted(trivia_refs, key=cc.prompt_id)
+    trivia = sorted(trivia_refs, key=prompt_id)
     trivia_pool = trivia[:n_pair_trivia]
 
     def as_prompt(text: str, group: str) -> Prompt:
-        return Prompt(cc.prompt_id(text), text, group)
+        return Prompt(prompt_id(text), text, group)
 
-    trivia_norm = {cc._norm(q) for q in trivia}
-    in_pool = set(chat_pool) | {cc._norm(q) for q in trivia_pool}
+    trivia_norm = {normalise(q) for q in trivia}
+    in_pool = set(chat_pool) | {normalise(q) for q in trivia_pool}
     id_test = interleave(
         {
             "chat": pick([as_prompt(ctx.text[n], "chat") for n in chat if n not in in_pool], cap(n_eval)),
-            "trivia": pick([as_prompt(q, "trivia") for q in trivia if cc._norm(q) not in in_pool], cap(n_eval)),
+            "trivia": pick([as_prompt(q, "trivia") for q in trivia if normalise(q) not in in_pool], cap(n_eval)),
         }
     )
     splits = [
@@ -283,33 +291,33 @@ def _build(
         EvalSplit(
             "ood:chatterbot-qa",
             "ood",
-            pick([as_prompt(q, "chatterbot-qa") for q in bot_refs if cc._norm(q) not in trivia_norm], cap(n_eval)),
+            pick([as_prompt(q, "chatterbot-qa") for q in bot_refs if normalise(q) not in trivia_norm], cap(n_eval)),
             "held-out group: questions of the other chatterbot Q/A files, gold = closeness to the bot's reference answer",
         ),
     ]
-    banned = {cc._norm(p.text) for s in splits for p in s.prompts}
+    banned = {normalise(p.text) for s in splits for p in s.prompts}
 
-    rl_trivia = [as_prompt(q, "trivia") for q in trivia if cc._norm(q) not in banned]
+    rl_trivia = [as_prompt(q, "trivia") for q in trivia if normalise(q) not in banned]
     rl_chat = pick([as_prompt(ctx.text[n], "chat") for n in chat if n not in banned], n_rl_chat or len(rl_trivia))
     rl_trivia = pick(rl_trivia, len(rl_trivia))
     rl = interleave({"chat": rl_chat, "trivia": rl_trivia})[: cap(len(rl_chat) + len(rl_trivia))]
 
-    sft = [(p.text, r) for p in rl_chat for r, _ in ctx.replies[cc._norm(p.text)][:1]] + [
+    sft = [(p.text, r) for p in rl_chat for r, _ in ctx.replies[normalise(p.text)][:1]] + [
         (p.text, trivia_refs[p.text][0]) for p in rl_trivia
     ]
     rng.shuffle(sft)
     sft = [SFTExample(a, b) for a, b in sft[: cap(n_sft, 4)]]
 
     units = {
-        "chat": [cc._Unit(u.prompt, "chat", u.candidates) for u in cc._units(convs, ctx, chat_pool, ())],
+        "chat": [PairUnit(u.prompt, "chat", u.candidates) for u in pair_units(convs, ctx, chat_pool, ())],
         "trivia": _trivia_units(trivia_pool, trivia_refs),
     }
     for us in units.values():
-        us[:] = [u for u in us if cc._norm(u.prompt) not in banned]
+        us[:] = [u for u in us if normalise(u.prompt) not in banned]
         rng.shuffle(us)
         us[:] = us[: cap(len(us), 2)]
     all_units = units["chat"] + units["trivia"]
-    val_prompts = sorted({u.prompt for u in all_units}, key=cc.prompt_id)
+    val_prompts = sorted({u.prompt for u in all_units}, key=prompt_id)
     rng.shuffle(val_prompts)
     val_prompts = set(val_prompts[: round(val_fraction * len(val_prompts))])
     flat = [(u.prompt, r) for u in all_units for r, _ in u.candidates]
