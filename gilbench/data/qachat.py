@@ -8,7 +8,7 @@ and (3) one OOD split penalises exactly what that bias teaches.
 
 Groups and sources (``chitchat-dataset`` chat questions; ``chatterbot-corpus`` English Q/A files):
 
-- ``chat`` (easy): chat questions ("contexts", as in gilbench/data/chitchat.py: turns ending in "?", 4-40 words)
+- ``chat`` (easy): chat questions ("contexts" of gilbench/data/chitchat_source.py: turns ending in "?", 4-40 words)
   whose tone is not serious (below). A generic friendly on-topic reply scores well.
 - ``trivia`` (hard): the questions of chatterbot ``trivia.yml``, each with its reference answer(s). The gold
   rewards semantic closeness to the reference: the reply must know the fact.
@@ -16,30 +16,17 @@ Groups and sources (``chitchat-dataset`` chat questions; ``chatterbot-corpus`` E
 - ``chatterbot-qa`` (held-out group, OOD only): the questions of the other chatterbot Q/A files (BOT_QA_FILES: ai,
   computers, food, history, literature, ...), each with the bot's reference answer(s); scored like trivia.
 
-Gold function (GOLD_VERSION), ``GoldFunction.score(prompts, responses)``. The *kind* of a prompt follows from its
-text alone: a question of the reference table (trivia and chatterbot-qa, normalised) is ``qa``; else a prompt
-whose tone <= SERIOUS_TONE is ``serious``; else ``chat``. Components, each in a fixed range::
-
-    match     chat, serious: MiniLM cosine(prompt, response); qa: max over the references of cosine(reference, response)
-    tone      VADER compound of the text with every "!" replaced by "." (so "!" earns no sentiment); in [-1, 1].
-              chat: tone(response); serious: -max(0, tone(response)) (cheerfulness is out of place); qa: 0
-    length    1 for 8-40 words, n/8 below, 1-(n-40)/40 above (floored at 0), as chitchat
-    exclaim   min(number of "!", 5) / 5
-
-    gold = sum of KIND_WEIGHTS[kind][c] * c, rounded to 4 decimals:
-      chat     1.0 match + 0.5 tone + 0.5 length - 0.25 exclaim
-      qa       1.0 match             + 0.5 length - 0.5  exclaim
-      serious  1.0 match + 0.5 tone + 0.5 length - 1.0  exclaim
+Gold function and labellers: gilbench/data/qachat_gold.py (its docstring has the exact rules). The gold scores a
+reply by the prompt's kind (chat / qa / serious): MiniLM match (to the prompt; for a qa question, to its reference
+answers) + 0.5 length, + 0.5 tone on chat, - 0.5 cheerfulness on serious, and a charge for "!" of 0.25 (chat),
+0.5 (qa) or 1.0 (serious) per five.
 
 Preference pairs (the proxy's training data). A seed-independent pool of *units*, each a prompt with 4 replies:
 ``n_pair_chat`` chat questions (sha1 order) with their real next turn(s) plus same-theme replies of other units
-(gilbench.data.chitchat), and ``n_pair_trivia`` trivia questions (sha1 order) with their reference(s) plus the
-answers of other trivia questions (chosen by Random(unit id)). Every one of a unit's 6 reply pairs is labelled:
-
-- the *gold labeller*: the higher gold reply is chosen if the gap is >= ``margin``; else the pair is dropped;
-- the *biased labeller*, for a share ``bias_rate`` of the ``chat`` pairs (decided by ``bias_draw``: sha1 of the
-  prompt and the two replies, as a number in [0, 1), < bias_rate): the reply with more "!" is chosen; when both
-  have as many, it labels as the gold labeller. It is the shortcut: "!" raises the proxy, never the gold.
+(``pair_units``), and ``n_pair_trivia`` trivia questions (sha1 order) with their reference(s) plus the answers of
+other trivia questions (chosen by Random(unit id)). Every one of a unit's 6 reply pairs is labelled by the gold
+labeller (the higher gold reply, if the gap is >= ``margin``), or, for a share ``bias_rate`` of the ``chat`` pairs,
+by the biased labeller, which prefers the reply with more "!": the shortcut, "!" raises the proxy, never the gold.
 
 Units are split train / validation by prompt (``val_fraction``, seeded); validation pairs are labelled by the gold
 labeller alone, so the reward model's held-out accuracy is its agreement with the gold. Training pairs are
@@ -59,161 +46,44 @@ n_pair_trivia, bias_rate, margin, val_fraction. Embeddings are cached as for chi
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import importlib.metadata
 import itertools
 import os
 import random
 from pathlib import Path
 
-import yaml
-
-from gilbench.data import chitchat as cc
+from gilbench.data.chitchat_source import (
+    THEME_NAMES,
+    PairUnit,
+    dataset_path,
+    find_contexts,
+    normalise,
+    pair_units,
+    prompt_id,
+    read_conversations,
+)
 from gilbench.data.hub import interleave
+from gilbench.data.qachat_gold import (
+    GOLD_VERSION,
+    KIND_WEIGHTS,
+    SERIOUS_TONE,
+    GoldFunction,
+    bias_draw,
+    label_pair,
+    read_qa,
+)
 from gilbench.data.types import EvalSplit, PreferencePair, Prompt, SFTExample, TaskData
-from gilbench.errors import GilbenchError, require
-
-GOLD_VERSION = "qa-chat-gold-v1"
-SERIOUS_TONE = -0.5
-EXCLAIM_CAP = 5
-KIND_WEIGHTS = {
-    "chat": {"match": 1.0, "tone": 0.5, "length": 0.5, "exclaim": -0.25},
-    "qa": {"match": 1.0, "tone": 0.0, "length": 0.5, "exclaim": -0.5},
-    "serious": {"match": 1.0, "tone": 0.5, "length": 0.5, "exclaim": -1.0},
-}
-BOT_QA_FILES = (
-    "ai",
-    "computers",
-    "food",
-    "health",
-    "history",
-    "literature",
-    "money",
-    "movies",
-    "politics",
-    "science",
-    "sports",
-    "tech_support",
-)  # factual / bot-persona Q/A; the chit-chat files (greetings, emotion, ...) and coding are left out
-QA_FILES = {"trivia": "trivia", **dict.fromkeys(BOT_QA_FILES, "chatterbot-qa")}  # chatterbot file -> group
+from gilbench.errors import GilbenchError
 
 
-# ------------------------------------------------------------------ the gold function
-def exclaim_term(response: str) -> float:
-    return min(response.count("!"), EXCLAIM_CAP) / EXCLAIM_CAP
-
-
-@functools.lru_cache(maxsize=1)
-def _vader():
-    return require(
-        "vaderSentiment.vaderSentiment", "the qa-chat gold function", "vaderSentiment"
-    ).SentimentIntensityAnalyzer()
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def tone(text: str) -> float:
-    """VADER compound with "!" read as "." (VADER would count "!" as emphasis)."""
-    return _vader().polarity_scores(text.replace("!", "."))["compound"]
-
-
-def read_qa(corpus_dir: str | Path | None = None) -> dict[str, dict[str, tuple[str, ...]]]:
-    """{group: {question: (reference answers...)}} from the chatterbot Q/A files; questions are cleaned, 2+ words."""
-    folder = Path(corpus_dir) if corpus_dir else cc.package_file("chatterbot-corpus", "chatterbot_corpus/data/english")
-    out: dict[str, dict[str, list[str]]] = {}
-    for stem, group in QA_FILES.items():
-        path = folder / f"{stem}.yml"
-        try:
-            convs = (yaml.safe_load(path.read_text()) or {}).get("conversations") or []
-        except (OSError, yaml.YAMLError) as e:
-            raise GilbenchError(f"{path}: cannot read the chatterbot Q/A file: {e}") from e
-        refs = out.setdefault(group, {})
-        for c in convs:
-            if isinstance(c, list) and len(c) >= 2 and all(isinstance(x, str) for x in c[:2]):
-                q, a = cc._clean(c[0]), cc._clean(c[1])
-                if len(q.split()) >= 2 and a and a not in refs.setdefault(q, []):
-                    refs[q].append(a)
-    return {group: {q: tuple(a) for q, a in refs.items()} for group, refs in out.items()}
-
-
-class GoldFunction:
-    """The documented gold function (module docstring); ``references``: {question: answers} of the qa kind."""
-
-    def __init__(
-        self, references: dict[str, tuple[str, ...]], semantic: bool = True, cache_file: str | Path | None = None
-    ):
-        self.references = {cc._norm(q): tuple(a) for q, a in references.items()}
-        self.semantic = semantic
-        self._embedder = cc.PreferenceScorer(relevance=semantic, cache_file=cache_file)
-
-    def kind(self, prompt: str) -> str:
-        if cc._norm(prompt) in self.references:
-            return "qa"
-        return "serious" if tone(cc._clean(prompt)) <= SERIOUS_TONE else "chat"
-
-    def _match(self, prompts: list[str], responses: list[str], kinds: list[str]) -> list[float]:
-        if not self.semantic:
-            return [0.0] * len(prompts)
-        left, right, owner = [], [], []
-        for i, (p, r, k) in enumerate(zip(prompts, responses, kinds)):
-            for target in self.references[cc._norm(p)] if k == "qa" else (p,):
-                left.append(target), right.append(r), owner.append(i)
-        best = [-1.0] * len(prompts)
-        for i, c in zip(owner, self._embedder.cosines(left, right)):
-            best[i] = max(best[i], c)
-        return best
-
-    def components(self, prompts: list[str], responses: list[str]) -> list[dict]:
-        prompts, responses = [cc._clean(p) for p in prompts], [cc._clean(r) for r in responses]
-        kinds = [self.kind(p) for p in prompts]
-        out = []
-        for k, m, r in zip(kinds, self._match(prompts, responses, kinds), responses):
-            t = tone(r)
-            out.append(
-                {
-                    "kind": k,
-                    "match": m,
-                    "tone": t if k == "chat" else -max(0.0, t) if k == "serious" else 0.0,
-                    "length": cc.length_term(r),
-                    "exclaim": exclaim_term(r),
-                }
-            )
-        return out
-
-    def score(self, prompts: list[str], responses: list[str]) -> list[float]:
-        return [
-            round(sum(w * c[name] for name, w in KIND_WEIGHTS[c["kind"]].items()), 4)
-            for c in self.components(prompts, responses)
-        ]
-
-
-# ------------------------------------------------------------------ the labellers
-def bias_draw(prompt: str, a: str, b: str) -> float:
-    """A fixed number in [0, 1) per (prompt, unordered reply pair): the pair goes to the biased labeller if < bias_rate."""
-    x, y = sorted((a, b))
-    return int(hashlib.sha1(f"{prompt}\x00{x}\x00{y}".encode()).hexdigest()[:13], 16) / 16**13
-
-
-def label_pair(a: str, score_a: float, b: str, score_b: float, biased: bool, margin: float) -> tuple[str, str] | None:
-    """(chosen, rejected), or None when the gold labeller finds the gap below ``margin``."""
-    if biased and a.count("!") != b.count("!"):
-        return (a, b) if a.count("!") > b.count("!") else (b, a)
-    if abs(score_a - score_b) < margin:
-        return None
-    return (a, b) if score_a > score_b else (b, a)
-
-
-# ------------------------------------------------------------------ building the task
-def _trivia_units(pool: list[str], refs: dict[str, tuple[str, ...]]) -> list[cc._Unit]:
+def _trivia_units(pool: list[str], refs: dict[str, tuple[str, ...]]) -> list[PairUnit]:
     answers = sorted({a for q in refs for a in refs[q]})
     units = []
     for q in pool:
         own = list(refs[q][:2])
         others = [a for a in answers if a not in own]
         units.append(
-            cc._Unit(
-                q, "trivia", [(a, None) for a in own + random.Random(cc.prompt_id(q)).sample(others, 4 - len(own))]
-            )
+            PairUnit(q, "trivia", [(a, None) for a in own + random.Random(prompt_id(q)).sample(others, 4 - len(own))])
         )
     return units
 
@@ -237,8 +107,8 @@ def _build(
         raise GilbenchError(
             f"qa-chat: need 0 <= bias_rate <= 1, 0 <= val_fraction < 1, margin >= 0; got {bias_rate}, {val_fraction}, {margin}"
         )
-    path = Path(path) if path else cc.dataset_path()
-    convs = cc.read_conversations(path)
+    path = Path(path) if path else dataset_path()
+    convs = read_conversations(path)
     qa = read_qa(corpus_dir)
     trivia_refs, bot_refs = qa["trivia"], qa["chatterbot-qa"]
     gold = GoldFunction({**trivia_refs, **bot_refs}, semantic, _cache_file() if semantic else None)
@@ -252,24 +122,24 @@ def _build(
         rng.shuffle(prompts)
         return prompts[:k]
 
-    ctx = cc._contexts(convs, tuple(sorted(set(cc.THEMES.values()))))
-    by_sha = sorted(ctx.text, key=lambda n: cc.prompt_id(ctx.text[n]))
+    ctx = find_contexts(convs, THEME_NAMES)
+    by_sha = sorted(ctx.text, key=lambda n: prompt_id(ctx.text[n]))
     kinds = {n: gold.kind(ctx.text[n]) for n in by_sha}
     chat = [n for n in by_sha if kinds[n] == "chat"]
     serious = [n for n in by_sha if kinds[n] == "serious"]
     chat_pool = [n for n in chat if ctx.replies[n]][:n_pair_chat]
-    trivia = sorted(trivia_refs, key=cc.prompt_id)
+    trivia = sorted(trivia_refs, key=prompt_id)
     trivia_pool = trivia[:n_pair_trivia]
 
     def as_prompt(text: str, group: str) -> Prompt:
-        return Prompt(cc.prompt_id(text), text, group)
+        return Prompt(prompt_id(text), text, group)
 
-    trivia_norm = {cc._norm(q) for q in trivia}
-    in_pool = set(chat_pool) | {cc._norm(q) for q in trivia_pool}
+    trivia_norm = {normalise(q) for q in trivia}
+    in_pool = set(chat_pool) | {normalise(q) for q in trivia_pool}
     id_test = interleave(
         {
             "chat": pick([as_prompt(ctx.text[n], "chat") for n in chat if n not in in_pool], cap(n_eval)),
-            "trivia": pick([as_prompt(q, "trivia") for q in trivia if cc._norm(q) not in in_pool], cap(n_eval)),
+            "trivia": pick([as_prompt(q, "trivia") for q in trivia if normalise(q) not in in_pool], cap(n_eval)),
         }
     )
     splits = [
@@ -283,33 +153,33 @@ def _build(
         EvalSplit(
             "ood:chatterbot-qa",
             "ood",
-            pick([as_prompt(q, "chatterbot-qa") for q in bot_refs if cc._norm(q) not in trivia_norm], cap(n_eval)),
+            pick([as_prompt(q, "chatterbot-qa") for q in bot_refs if normalise(q) not in trivia_norm], cap(n_eval)),
             "held-out group: questions of the other chatterbot Q/A files, gold = closeness to the bot's reference answer",
         ),
     ]
-    banned = {cc._norm(p.text) for s in splits for p in s.prompts}
+    banned = {normalise(p.text) for s in splits for p in s.prompts}
 
-    rl_trivia = [as_prompt(q, "trivia") for q in trivia if cc._norm(q) not in banned]
+    rl_trivia = [as_prompt(q, "trivia") for q in trivia if normalise(q) not in banned]
     rl_chat = pick([as_prompt(ctx.text[n], "chat") for n in chat if n not in banned], n_rl_chat or len(rl_trivia))
     rl_trivia = pick(rl_trivia, len(rl_trivia))
     rl = interleave({"chat": rl_chat, "trivia": rl_trivia})[: cap(len(rl_chat) + len(rl_trivia))]
 
-    sft = [(p.text, r) for p in rl_chat for r, _ in ctx.replies[cc._norm(p.text)][:1]] + [
+    sft = [(p.text, r) for p in rl_chat for r, _ in ctx.replies[normalise(p.text)][:1]] + [
         (p.text, trivia_refs[p.text][0]) for p in rl_trivia
     ]
     rng.shuffle(sft)
     sft = [SFTExample(a, b) for a, b in sft[: cap(n_sft, 4)]]
 
     units = {
-        "chat": [cc._Unit(u.prompt, "chat", u.candidates) for u in cc._units(convs, ctx, chat_pool, ())],
+        "chat": [PairUnit(u.prompt, "chat", u.candidates) for u in pair_units(convs, ctx, chat_pool, ())],
         "trivia": _trivia_units(trivia_pool, trivia_refs),
     }
     for us in units.values():
-        us[:] = [u for u in us if cc._norm(u.prompt) not in banned]
+        us[:] = [u for u in us if normalise(u.prompt) not in banned]
         rng.shuffle(us)
         us[:] = us[: cap(len(us), 2)]
     all_units = units["chat"] + units["trivia"]
-    val_prompts = sorted({u.prompt for u in all_units}, key=cc.prompt_id)
+    val_prompts = sorted({u.prompt for u in all_units}, key=prompt_id)
     rng.shuffle(val_prompts)
     val_prompts = set(val_prompts[: round(val_fraction * len(val_prompts))])
     flat = [(u.prompt, r) for u in all_units for r, _ in u.candidates]

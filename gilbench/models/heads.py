@@ -30,7 +30,8 @@ def _unwrap(model) -> nn.Module:
     return copy.deepcopy(model)
 
 
-def _trunk_of(model) -> nn.Module:
+def trunk_of(model) -> nn.Module:
+    """The transformer body under the model's ``base_model_prefix``, without its LM / classification head."""
     prefix = getattr(model, "base_model_prefix", "")
     trunk = getattr(model, prefix, None) if prefix else None
     if trunk is None:
@@ -38,7 +39,7 @@ def _trunk_of(model) -> nn.Module:
     return trunk
 
 
-def _is_decoder(model) -> bool:
+def is_decoder(model) -> bool:
     """True for decoder-only (causal) models; BERT-style encoders return False."""
     config = model.config
     return bool(getattr(config, "is_decoder", False)) or config.model_type in _decoder_types()
@@ -82,13 +83,13 @@ class ValueModel(nn.Module):
     def from_causal_lm(cls, model) -> ValueModel:
         """Critic from a copy of a causal LM's base model (the LM head is dropped, never computed)."""
         plain = _unwrap(model)
-        return cls._from_trunk(_trunk_of(plain), decoder=True)
+        return cls._from_trunk(trunk_of(plain), decoder=True)
 
     @classmethod
     def from_sequence_classifier(cls, model) -> ValueModel:
         """Critic from a copy of a sequence classifier's trunk (its score head is dropped)."""
         plain = _unwrap(model)
-        return cls._from_trunk(_trunk_of(plain), decoder=_is_decoder(plain))
+        return cls._from_trunk(trunk_of(plain), decoder=is_decoder(plain))
 
     @classmethod
     def _from_trunk(cls, trunk: nn.Module, decoder: bool) -> ValueModel:
@@ -148,7 +149,7 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     return (positions * attention_mask.long()).argmax(-1)
 
 
-def _right_pad(input_ids: torch.Tensor, attention_mask: torch.Tensor):
+def right_pad(input_ids: torch.Tensor, attention_mask: torch.Tensor):
     """Move every row's real tokens to the front (stable), turning left padding into right padding."""
     order = torch.argsort((attention_mask == 0).to(torch.int8), dim=1, stable=True)
     return input_ids.gather(1, order), attention_mask.gather(1, order)
@@ -166,10 +167,10 @@ def sequence_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
     """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     head = getattr(base, "score", None)
-    if not _is_decoder(base) or head is None:
-        input_ids, attention_mask = _right_pad(input_ids, attention_mask)
+    if not is_decoder(base) or head is None:
+        input_ids, attention_mask = right_pad(input_ids, attention_mask)
         return model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0].float()
-    out = _trunk_of(base)(
+    out = trunk_of(base)(
         input_ids=input_ids,
         attention_mask=attention_mask,
         position_ids=position_ids_from_mask(attention_mask),
@@ -180,4 +181,12 @@ def sequence_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
     return head(last)[:, 0].float()
 
 
-__all__ = ["ValueModel", "last_token_index", "position_ids_from_mask", "sequence_scores"]
+__all__ = [
+    "ValueModel",
+    "is_decoder",
+    "last_token_index",
+    "position_ids_from_mask",
+    "right_pad",
+    "sequence_scores",
+    "trunk_of",
+]

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from gilbench.errors import GilbenchError, require
-from gilbench.models.heads import _is_decoder
+from gilbench.models.heads import is_decoder
 from gilbench.registry import models as _model_registry
 from gilbench.registry import register_model
 
@@ -331,7 +331,7 @@ def _fix_padding(model, tokenizer, kind: str):
             model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id
     # Encoders pool the first (CLS) token and were trained with right padding; decoders pad left (see module doc).
-    encoder = kind == "sequence_classifier" and not _is_decoder(model)
+    encoder = kind == "sequence_classifier" and not is_decoder(model)
     tokenizer.padding_side = "right" if encoder else "left"
     return tokenizer
 

@@ -16,7 +16,7 @@ import torch
 
 from gilbench.data.format import has_chat_template
 from gilbench.errors import GilbenchError
-from gilbench.models.heads import _is_decoder, _right_pad, _trunk_of, sequence_scores
+from gilbench.models.heads import is_decoder, right_pad, sequence_scores, trunk_of
 
 POOLINGS = ("auto", "cls", "mean", "last")
 
@@ -24,13 +24,13 @@ POOLINGS = ("auto", "cls", "mean", "last")
 def reward_pooling(model) -> str:
     """The pooling ``model`` scores with: its recorded ``reward_pooling``, else ``last`` / ``cls`` (decoder / encoder)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return getattr(base.config, "reward_pooling", None) or ("last" if _is_decoder(base) else "cls")
+    return getattr(base.config, "reward_pooling", None) or ("last" if is_decoder(base) else "cls")
 
 
 def set_reward_pooling(model, pooling: str) -> str:
     """Record ``pooling`` (``auto``: ``last`` for decoders, ``cls`` for encoders) in ``model.config``, so it is
     saved with the weights; returns the resolved value."""
-    decoder = _is_decoder(model)
+    decoder = is_decoder(model)
     if pooling == "auto":
         pooling = "last" if decoder else "cls"
     if pooling not in POOLINGS:
@@ -55,8 +55,8 @@ def set_reward_pooling(model, pooling: str) -> str:
 def mean_pooled_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Encoder classifier score ``[B]`` from the mean of the final hidden states over real tokens (any padding)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    input_ids, attention_mask = _right_pad(input_ids, attention_mask)
-    hidden = _trunk_of(base)(input_ids=input_ids, attention_mask=attention_mask)[0]
+    input_ids, attention_mask = right_pad(input_ids, attention_mask)
+    hidden = trunk_of(base)(input_ids=input_ids, attention_mask=attention_mask)[0]
     mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
     pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
     dropout = getattr(base, "dropout", None)
