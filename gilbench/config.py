@@ -71,6 +71,7 @@ class RLConfig:
     forward_batch_size: int = 32  # samples per no-grad forward pass during rollouts
     lr: float = 1e-5  # policy AdamW learning rate
     critic_lr: float = 5e-5  # value model AdamW learning rate
+    critic_warmup_steps: int = 0  # first N steps train only the value model (the policy stays the start policy)
     clip_range: float = 0.2  # PPO ratio clip
     clip_range_value: float = 0.2  # value clip around the rollout values
     vf_coef: float = 0.1  # weight of the value loss

@@ -69,6 +69,7 @@ RULES: dict[str, tuple] = {
     "rl.forward_batch_size": _at_least(1),
     "rl.lr": _positive(),
     "rl.critic_lr": _positive(),
+    "rl.critic_warmup_steps": _at_least(0),
     "rl.clip_range": _positive(),
     "rl.clip_range_value": _positive(),
     "rl.vf_coef": _at_least(0),

@@ -171,3 +171,20 @@ def test_lora_policy_uses_itself_without_adapters_as_reference(tiny_cfg):
     rows = metrics(summary)
     assert rows[0]["objective/kl"] == pytest.approx(0.0, abs=1e-6)  # adapters start at zero: policy == reference
     assert (Path(summary["run_dir"]) / "policy" / "model.safetensors").exists()  # merged into a plain model
+
+
+@pytest.mark.parametrize("method", ["ppo-kl", "ppo-ptx"])
+def test_critic_warmup_trains_only_the_value_model(tiny_cfg, method):
+    cfg = tiny_cfg(method, steps=4, critic_warmup_steps=2)
+    summary = run(cfg, log=lambda s: None)
+    rows = [json.loads(x) for x in (Path(summary["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
+    # steps 1-3 sample from the start policy (= the reference: KL exactly 0); the update of step 3 moves it
+    assert [r["objective/kl"] == 0.0 for r in rows] == [True, True, True, False]
+    assert all(r["policy/approx_kl"] == 0.0 and r["policy/clipfrac"] == 0.0 for r in rows[:2])
+    assert rows[0]["loss/value"] != rows[1]["loss/value"]  # the critic learned meanwhile
+    assert ("loss/ptx" in rows[2]) == (method == "ppo-ptx") and "loss/ptx" not in rows[0]
+
+
+def test_critic_warmup_needs_a_critic(tiny_cfg):
+    with pytest.raises(GilbenchError, match="no value model to warm up"):
+        run(tiny_cfg("rloo", steps=2, critic_warmup_steps=1), log=lambda s: None)

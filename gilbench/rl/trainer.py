@@ -135,6 +135,11 @@ class RLMethod(Method):
                 f"{self.registered_name}: rl.rollout_batch_size ({rl.rollout_batch_size}) counts samples and must be a "
                 f"multiple of the {k} samples per prompt; change one of them with --set"
             )
+        if rl.critic_warmup_steps and not self.needs_critic:
+            raise GilbenchError(
+                f"{self.registered_name} has no value model to warm up: drop --set rl.critic_warmup_steps "
+                f"(it is {rl.critic_warmup_steps}) or set it to 0"
+            )
         seed_everything(self.cfg.seed)
         policy, self.tokenizer = ctx.load_policy()
         critic = self.build_critic(policy) if self.needs_critic else None

@@ -6,6 +6,10 @@ A loss that couples the samples of a minibatch (``method.couples_samples``, GIL'
 the whole minibatch whatever rl.micro_batch_size is: a no-grad pass gives every sample's loss l_i, the loss on
 those gives the constant weights w_i = d loss / d l_i, and each micro-batch back-propagates sum_i w_i l_i. The
 gradient is that of the whole-minibatch loss (it depends on the parameters only through the l_i).
+
+During the first ``rl.critic_warmup_steps`` steps only the critic learns: the policy loss is computed without a
+gradient (for its metrics) and the policy's optimizer does not step, so the value model first fits the start
+policy's returns instead of steering the policy with advantages from an untrained critic.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ def update(method, batch: Rollout, data, step: int) -> dict:
     """``rl.ppo_epochs`` passes over the batch; returns the metrics averaged over the micro-steps."""
     rl = method.rl
     gen = torch.Generator().manual_seed(method.step_seed(step) + 1)
-    trained = [(method.policy, method.policy_opt)] + (
+    warming_up = method.critic is not None and step < rl.critic_warmup_steps
+    trained = ([] if warming_up else [(method.policy, method.policy_opt)]) + (
         [(method.critic, method.critic_opt)] if method.critic is not None else []
     )
     sums: dict[str, float] = {}
@@ -41,6 +46,8 @@ def update(method, batch: Rollout, data, step: int) -> dict:
                 for key, value in stats.items():
                     sums[key] = sums.get(key, 0.0) + value
                 n += 1
+            if warming_up:  # nothing reached the policy; a method's own terms must not carry over either
+                method.policy_opt.zero_grad(set_to_none=True)
             for model, opt in trained:
                 if rl.max_grad_norm:
                     method.acc.clip_grad_norm_(model.parameters(), rl.max_grad_norm)
@@ -88,13 +95,15 @@ def micro_step(
     """Forward and backward of one micro-batch, ``share`` of its minibatch; ``whole``: weights and metrics of a
     whole-minibatch loss (see the module docstring)."""
     rl = method.rl
-    per_sample, pstats = per_sample_policy_loss(method, mb)
+    warming_up = method.critic is not None and step < rl.critic_warmup_steps
+    with torch.set_grad_enabled(not warming_up):
+        per_sample, pstats = per_sample_policy_loss(method, mb)
     if whole is None:
         policy_loss, policy_stats = method.loss(per_sample, mb, data)
     else:
         policy_loss = (whole[0] * per_sample).sum()  # its gradient is the whole-minibatch loss's share
         policy_stats = {k: v for k, v in whole[1].items() if k != "loss/policy"}
-    extra, extra_stats = method.extra_loss(mb)
+    extra, extra_stats = (None, {}) if warming_up else method.extra_loss(mb)
     others = []  # added in this order, as (policy + value) + extra
     if method.critic is not None:
         args = (mb.query, mb.query_mask, mb.response, mb.mask.long())
