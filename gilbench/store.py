@@ -38,7 +38,17 @@ NOT_RESULT_FIELDS = {
     "rl.keep_checkpoint",
     "rl.log_rollouts_every",
 }
-RUN_STATE = ("policy", "checkpoints", "metrics.jsonl", "generations", "summary.json", "method_summary.json", ROLLOUTS)
+PTX_REFERENCE = "ptx_reference.jsonl"  # ppo-ptx: the start policy's samples, made once per run and reused on resume
+RUN_STATE = (
+    "policy",
+    "checkpoints",
+    "metrics.jsonl",
+    "generations",
+    "summary.json",
+    "method_summary.json",
+    ROLLOUTS,
+    PTX_REFERENCE,
+)
 STORE_DIRS = {"cache"}  # top-level folders of the run store that are not tasks
 JUDGE_CURVE = "judge_curve.jsonl"  # optional per-run file: {"step": N, "win": w, ...} per judged checkpoint
 

@@ -114,6 +114,8 @@ METHOD_RULES: dict[str, tuple] = {
     "ptx_coef": _at_least(0),
     "ptx_batch_size": _at_least(1),
     "ptx_max_length": _at_least(2),
+    "ptx_source": _one_of("auto", "sft", "reference"),
+    "ptx_examples": _at_least(1),
 }
 
 

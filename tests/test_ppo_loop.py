@@ -188,3 +188,22 @@ def test_critic_warmup_trains_only_the_value_model(tiny_cfg, method):
 def test_critic_warmup_needs_a_critic(tiny_cfg):
     with pytest.raises(GilbenchError, match="no value model to warm up"):
         run(tiny_cfg("rloo", steps=2, critic_warmup_steps=1), log=lambda s: None)
+
+
+def test_ppo_ptx_text_comes_from_the_start_policy_without_sft(tiny_cfg):
+    cfg = tiny_cfg("ppo-ptx", steps=2)
+    cfg.sft.enabled = False  # the start policy is the base model: human SFT text would pull it off its reference
+    cfg.method_args = {"ptx_examples": 5}
+    summary = run(cfg, log=lambda s: None)
+    run_dir = Path(summary["run_dir"])
+    rows = [json.loads(x) for x in (run_dir / "ptx_reference.jsonl").read_text().splitlines()]
+    from gilbench import registry
+    from gilbench.data.tasks import as_task_spec
+
+    sft_prompts = {ex.prompt for ex in as_task_spec(registry.tasks.get("toy"), "toy").load(seed=0).sft}
+    assert len(rows) == 5 and all(r["prompt"] in sft_prompts for r in rows)
+    source = lambda s: json.loads((Path(s["run_dir"]) / "method_summary.json").read_text())["ptx_source"]  # noqa: E731
+    assert source(summary) == "reference" and metrics(summary)[0]["loss/ptx"] > 0
+    cfg.sft.enabled = True
+    cfg.output_dir = str(Path(cfg.output_dir).parent / "with-sft")
+    assert source(run(cfg, log=lambda s: None)) == "sft"
