@@ -26,7 +26,7 @@ from gilbench.registry import did_you_mean
 class ModelConfig:
     policy: str = "tiny"  # preset (tiny, smollm2-135m), hub id or local path of the policy
     reward: str = "auto"  # reward-model backbone; auto: minilm for smollm2-135m, else the policy's
-    critic: str = "policy"  # value-model trunk: policy (copy of the SFT policy) or reward (needs its tokenizer)
+    critic: str = "policy"  # value-model trunk: policy (a copy of the SFT policy), shared (a head on the policy's own trunk: one forward for both, the value loss also trains the trunk) or reward (needs its tokenizer)
     lora: bool = False  # train LoRA adapters instead of all weights (reference = adapters disabled)
     lora_r: int = 16  # LoRA rank
     lora_alpha: int = 32  # LoRA scaling numerator

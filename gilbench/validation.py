@@ -43,7 +43,7 @@ RULES: dict[str, tuple] = {
     "mixed_precision": _one_of("auto", "no", "fp32", "bf16", "fp16"),
     "model.policy": (lambda v: bool(v.strip()), "a preset, hub id or local path"),
     "model.reward": (lambda v: bool(v.strip()), "auto, a preset, hub id or local path"),
-    "model.critic": _one_of("policy", "reward"),
+    "model.critic": _one_of("policy", "shared", "reward"),
     "model.lora_r": _at_least(1),
     "model.lora_alpha": _positive(),
     "sft.epochs": _at_least(1),

@@ -74,11 +74,15 @@ def test_ppo_without_kl_differs_from_ppo_kl_only_in_the_penalty(tiny_cfg):
     assert a["completions/mean_length"] == b["completions/mean_length"]
 
 
-def test_killed_run_resumes_to_the_same_metrics(tiny_cfg, tmp_path, monkeypatch):
-    full = run(tiny_cfg("ppo-kl", steps=4), log=lambda s: None)
+@pytest.mark.parametrize("critic", ["policy", "shared"])
+def test_killed_run_resumes_to_the_same_metrics(tiny_cfg, tmp_path, monkeypatch, critic):
+    cfg = tiny_cfg("ppo-kl", steps=4)
+    cfg.model.critic = critic
+    full = run(cfg, log=lambda s: None)
     expected = without_timing(metrics(full))
 
     cfg = tiny_cfg("ppo-kl", steps=4)
+    cfg.model.critic = critic
     cfg.output_dir = str(tmp_path / "killed")
     original = trainer_module.RLMethod.iteration
 
@@ -173,9 +177,10 @@ def test_lora_policy_uses_itself_without_adapters_as_reference(tiny_cfg):
     assert (Path(summary["run_dir"]) / "policy" / "model.safetensors").exists()  # merged into a plain model
 
 
-@pytest.mark.parametrize("method", ["ppo-kl", "ppo-ptx"])
-def test_critic_warmup_trains_only_the_value_model(tiny_cfg, method):
+@pytest.mark.parametrize("method,critic", [("ppo-kl", "policy"), ("ppo-ptx", "policy"), ("ppo-kl", "shared")])
+def test_critic_warmup_trains_only_the_value_model(tiny_cfg, method, critic):
     cfg = tiny_cfg(method, steps=4, critic_warmup_steps=2)
+    cfg.model.critic = critic  # shared: only the head learns on the policy's fixed features
     summary = run(cfg, log=lambda s: None)
     rows = [json.loads(x) for x in (Path(summary["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
     # steps 1-3 sample from the start policy (= the reference: KL exactly 0); the update of step 3 moves it
@@ -207,3 +212,35 @@ def test_ppo_ptx_text_comes_from_the_start_policy_without_sft(tiny_cfg):
     cfg.sft.enabled = True
     cfg.output_dir = str(Path(cfg.output_dir).parent / "with-sft")
     assert source(run(cfg, log=lambda s: None)) == "sft"
+
+
+def test_shared_critic_reads_values_off_the_policy_forward(tiny_cfg):
+    from gilbench.models.heads import SharedValueHead
+    from gilbench.models.presets import load_causal_lm
+    from gilbench.rl.rollout import policy_and_values, response_logprobs
+
+    policy, _ = load_causal_lm("tiny")
+    critic = SharedValueHead(policy)
+    torch.nn.init.normal_(critic.value_head.weight)  # a trained head: values depend on the hidden states
+    assert [n for n, _ in critic.named_parameters()] == ["value_head.weight", "value_head.bias"]
+    query, query_mask = torch.randint(5, 100, (2, 4)), torch.ones(2, 4, dtype=torch.long)
+    response, response_mask = torch.randint(5, 100, (2, 3)), torch.tensor([[1, 1, 1], [1, 1, 0]])
+    calls = []
+    hook = policy.register_forward_hook(lambda *a: calls.append(1))
+    logp, _, values, last_hidden = policy_and_values(policy, critic, query, query_mask, response, response_mask, 1.0)
+    hook.remove()
+    assert len(calls) == 1  # one forward gives the log-probs and the values
+    assert torch.allclose(logp, response_logprobs(policy, query, query_mask, response, response_mask))
+    own_values, hidden = critic(torch.cat([query, response], 1), torch.cat([query_mask, response_mask], 1))
+    assert torch.allclose(values, own_values[:, 3:-1], atol=1e-5)  # the states before each response token
+    assert torch.allclose(last_hidden[1], hidden[1, 5], atol=1e-5)  # the second row's last real token
+    values.sum().backward()  # the value loss reaches the policy's trunk and the head
+    assert critic.value_head.weight.grad is not None
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in critic.trunk.parameters())
+
+
+def test_shared_critic_refuses_lora_adapters(tiny_cfg):
+    cfg = tiny_cfg("ppo-kl", steps=1)
+    cfg.model.critic, cfg.model.critic_lora = "shared", True
+    with pytest.raises(GilbenchError, match="no trunk of its own"):
+        run(cfg, log=lambda s: None)

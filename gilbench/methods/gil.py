@@ -221,6 +221,11 @@ class GIL(RLMethod):
         critic = self.acc.unwrap_model(self.critic)
         self.head = GroupHead(critic.hidden_size, self.n_groups, self.cfg.seed, gc.center_hidden).to(self.acc.device)
         groups = [{"params": list(self.head.parameters()), "lr": gc.group_lr}]
+        if gc.group_head_shares_trunk and critic.shares_policy_trunk:
+            raise GilbenchError(
+                "group_head_shares_trunk would train the policy's own trunk with the group loss under "
+                "model.critic=shared; set group_head_shares_trunk=false or model.critic=policy"
+            )
         if gc.group_head_shares_trunk:
             groups.append(
                 {"params": [p for p in critic.trunk.parameters() if p.requires_grad], "lr": self.rl.critic_lr}

@@ -53,6 +53,23 @@ def _decoder_types() -> frozenset[str]:
     return frozenset(causal) - frozenset(masked)
 
 
+def zero_value_head(hidden_size: int) -> nn.Linear:
+    """A linear value head whose every value starts at exactly 0, so the first advantages are the plain (whitened)
+    returns instead of noise from a random head on large hidden states, and the first value-loss steps do not push
+    big random gradients into a pretrained trunk. The head itself learns from step one (its weight gradient is the
+    hidden state); the trunk starts learning once the head is non-zero."""
+    head = nn.Linear(hidden_size, 1)
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+    return head
+
+
+def head_values(head: nn.Linear, hidden: torch.Tensor) -> torch.Tensor:
+    """One float32 value per token: the head runs outside autocast (one output per token costs nothing)."""
+    with torch.autocast(hidden.device.type, enabled=False):
+        return head(hidden.to(head.weight.dtype)).squeeze(-1).float()
+
+
 class ValueModel(nn.Module):
     """A transformer trunk plus a linear value head: one value per token.
 
@@ -67,13 +84,9 @@ class ValueModel(nn.Module):
         self.trunk = trunk
         self.hidden_size = hidden_size or trunk.config.hidden_size
         self._decoder = decoder  # decoders get use_cache=False; encoders (BERT) take no such argument
-        self.value_head = nn.Linear(self.hidden_size, 1)
-        # Zero init: every value starts at exactly 0, so the first advantages are the plain (whitened) returns
-        # instead of noise from a random head on large hidden states, and the first value-loss steps do not
-        # push big random gradients into a pretrained trunk. The head itself still learns from step one
-        # (its weight gradient is the hidden state); the trunk starts learning once the head is non-zero.
-        nn.init.zeros_(self.value_head.weight)
-        nn.init.zeros_(self.value_head.bias)
+        self.value_head = zero_value_head(self.hidden_size)
+
+    shares_policy_trunk = False
 
     @property
     def config(self):
@@ -105,9 +118,7 @@ class ValueModel(nn.Module):
         kwargs = {"use_cache": False} if self._decoder else {}
         out = self.trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs)
         hidden = out[0]
-        with torch.autocast(hidden.device.type, enabled=False):  # one output per token: float32 costs nothing
-            values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)
-        return values.float(), hidden
+        return head_values(self.value_head, hidden), hidden
 
     def train_adapters_only(self, r: int, alpha: int, frozen_dtype: torch.dtype | None = None) -> ValueModel:
         """LoRA adapters on the trunk's linear layers; the trunk's own weights are frozen (and held in
@@ -131,6 +142,31 @@ class ValueModel(nn.Module):
 
             frozen_weights_in_half(self.trunk, frozen_dtype)
         return self
+
+
+class SharedValueHead(nn.Module):
+    """A value head on the policy's own trunk (``model.critic=shared``): no second transformer to run or train.
+
+    The rollout and the update read the values off the policy forward they run anyway
+    (``response_logprobs(..., with_hidden=True)``), so the value loss also trains the policy's trunk, through the
+    policy's optimizer; this module's own parameters are the head's. ``forward`` runs the trunk for callers
+    without a policy forward at hand. The trunk is held outside ``nn.Module``'s registry, so that its parameters
+    stay the policy's (not in this module's state dict or optimizer).
+    """
+
+    shares_policy_trunk = True
+
+    def __init__(self, policy: nn.Module):
+        super().__init__()
+        self.hidden_size = policy.config.hidden_size
+        self.value_head = zero_value_head(self.hidden_size).to(next(policy.parameters()).device)
+        self.__dict__["trunk"] = trunk_of(policy)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor | None = None):
+        if position_ids is None:
+            position_ids = position_ids_from_mask(attention_mask)
+        out = self.trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+        return head_values(self.value_head, out[0]), out[0]
 
 
 def _lora_targets(trunk: nn.Module) -> list[str]:

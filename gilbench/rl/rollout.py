@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gilbench.models.heads import position_ids_from_mask
+from gilbench.models.heads import head_values, position_ids_from_mask
 from gilbench.rl.core import token_entropy, token_logprobs
 
 
@@ -129,31 +129,76 @@ def full_inputs(query, query_mask, response, response_mask):
 
 
 def response_logprobs(
-    model, query, query_mask, response, response_mask, temperature: float = 1.0, with_entropy: bool = False
+    model,
+    query,
+    query_mask,
+    response,
+    response_mask,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+    with_hidden: bool = False,
 ):
-    """Float32 log-probs of the response tokens under ``model`` (logits scaled by the sampling temperature).
+    """Float32 log-probs of the response tokens under ``model`` (logits scaled by the sampling temperature);
+    then the entropies if ``with_entropy``, and the final hidden states [B, T, H] if ``with_hidden`` (for a value
+    head on the policy's trunk, ``model.critic=shared``).
 
     One forward; the vocabulary head runs only where it predicts a response token, and the log-softmax is
     fused with the gather (``token_logprobs``), so no float32 [B, R, V] tensor is built.
     """
     ids, mask, pos = full_inputs(query, query_mask, response, response_mask)
     # Only the last R+1 positions predict response tokens: skip the LM head (vocab-sized) over the prompt.
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=response.shape[1] + 1).logits[
-        :, :-1
-    ]
+    out = model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=pos,
+        logits_to_keep=response.shape[1] + 1,
+        output_hidden_states=with_hidden,
+    )
+    logits = out.logits[:, :-1]
     temperature = temperature if temperature > 0 else 1.0  # greedy rollouts: the model's own distribution
-    logp = token_logprobs(logits, response, temperature)
-    return (logp, token_entropy(logits, temperature)) if with_entropy else logp
+    result = [token_logprobs(logits, response, temperature)]
+    if with_entropy:
+        result.append(token_entropy(logits, temperature))
+    if with_hidden:
+        result.append(out.hidden_states[-1])  # after the final norm: what the LM head reads
+    return result[0] if len(result) == 1 else tuple(result)
 
 
 def critic_forward(critic, query, query_mask, response, response_mask):
     """Values of the states before each response token, and the hidden state at the last response token."""
     ids, mask, pos = full_inputs(query, query_mask, response, response_mask)
     values, hidden = critic(ids, mask, pos)
-    P = query.shape[1]
-    last = P + response_mask.sum(dim=1).clamp(min=1) - 1
+    return response_values(values, hidden, query.shape[1], response_mask)
+
+
+def policy_and_values(
+    policy, critic, query, query_mask, response, response_mask, temperature: float, with_entropy=False, policy_grad=True
+):
+    """The policy's response log-probs (entropies if ``with_entropy``, else None) and, with a critic, its values
+    and last hidden states (else None, None): one forward when the critic shares the policy's trunk, two if not.
+    ``policy_grad=False`` runs the policy without a gradient while the critic keeps one (critic warm-up; on a
+    shared trunk only the head then learns)."""
+    args = (query, query_mask, response, response_mask)
+    shared = critic is not None and critic.shares_policy_trunk
+    with torch.set_grad_enabled(torch.is_grad_enabled() and policy_grad):
+        out = response_logprobs(policy, *args, temperature=temperature, with_entropy=with_entropy, with_hidden=shared)
+    out = out if isinstance(out, tuple) else (out,)
+    logp, entropy = out[0], out[1] if with_entropy else None
+    if critic is None:
+        return logp, entropy, None, None
+    if shared:
+        hidden = out[-1]
+        values = head_values(critic.value_head, hidden)
+        return (logp, entropy, *response_values(values, hidden, query.shape[1], response_mask))
+    return (logp, entropy, *critic_forward(critic, *args))
+
+
+def response_values(values, hidden, query_length: int, response_mask):
+    """From per-token values and hidden states over prompt + response: the values of the states before each
+    response token [B, R] and the hidden state at the last response token [B, H]."""
+    last = query_length + response_mask.sum(dim=1).clamp(min=1) - 1
     last_hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-    return values[:, P - 1 : -1], last_hidden
+    return values[:, query_length - 1 : -1], last_hidden
 
 
 def repetition_rate(response: torch.Tensor, mask: torch.Tensor, n: int = 3) -> float:

@@ -36,7 +36,7 @@ from gilbench import tracking
 from gilbench.errors import GilbenchError
 from gilbench.files import MetricsLog
 from gilbench.method import Method, RunContext
-from gilbench.models.heads import ValueModel
+from gilbench.models.heads import SharedValueHead, ValueModel
 from gilbench.models.precision import half_dtype
 from gilbench.rl import checkpoint
 from gilbench.rl.core import RunningMoments, explained_variance, gae, kl_per_token, masked_mean, masked_whiten
@@ -45,7 +45,7 @@ from gilbench.rl.model_setup import adamw, disable_dropout, freeze, recompute_ac
 from gilbench.rl.rollout import (
     Rollout,
     chunks,
-    critic_forward,
+    policy_and_values,
     repetition_rate,
     response_logprobs,
     rollout_rows,
@@ -152,7 +152,8 @@ class RLMethod(Method):
             self.ref_policy, _ = ctx.load_policy()
             freeze(self.ref_policy, half_dtype(self.acc.mixed_precision))
             self.ref_policy.to(self.acc.device)
-        for model in (policy, critic):
+        own_trunk = critic if critic is not None and not critic.shares_policy_trunk else None
+        for model in (policy, own_trunk):
             if model is not None:
                 disable_dropout(model)
                 if self.cfg.model.gradient_checkpointing:
@@ -172,8 +173,13 @@ class RLMethod(Method):
         if not self.prompts:
             raise GilbenchError(f"task {ctx.task.name} has no RL prompts")
 
-    def build_critic(self, policy) -> ValueModel:
+    def build_critic(self, policy) -> ValueModel | SharedValueHead:
         critic = self._critic_trunk(policy)
+        if self.cfg.model.critic_lora and critic.shares_policy_trunk:
+            raise GilbenchError(
+                "model.critic=shared has no trunk of its own to put LoRA adapters on: set model.critic_lora=false "
+                "(or model.critic=policy)"
+            )
         if self.cfg.model.critic_lora:
             critic.train_adapters_only(
                 self.cfg.model.lora_r, self.cfg.model.lora_alpha, half_dtype(self.acc.mixed_precision)
@@ -183,6 +189,8 @@ class RLMethod(Method):
     def _critic_trunk(self, policy) -> ValueModel:
         if self.cfg.model.critic == "policy":
             return ValueModel.from_causal_lm(policy)
+        if self.cfg.model.critic == "shared":
+            return SharedValueHead(policy)
         if self.cfg.model.critic == "reward":
             rm_tok = self.ctx.reward.tokenizer
             if rm_tok.get_vocab() != self.tokenizer.get_vocab():
@@ -190,7 +198,7 @@ class RLMethod(Method):
                     "model.critic=reward needs the reward model to share the policy's tokenizer; use model.critic=policy"
                 )
             return ValueModel.from_sequence_classifier(self.ctx.reward.model)
-        raise GilbenchError(f"model.critic must be policy or reward, got {self.cfg.model.critic!r}")
+        raise GilbenchError(f"model.critic must be policy, shared or reward, got {self.cfg.model.critic!r}")
 
     # ------------------------------------------------------------------ the loop
     def train(self, ctx: RunContext):
@@ -305,12 +313,11 @@ class RLMethod(Method):
             logprobs, entropy, ref_logprobs, values, hidden = [], [], [], [], []
             for sl in chunks(len(prompts), rl.forward_batch_size):
                 args = (query[sl], query_mask[sl], response[sl], mask[sl].long())
-                lp, ent = response_logprobs(policy, *args, temperature=rl.temperature, with_entropy=True)
+                lp, ent, v, h = policy_and_values(policy, critic, *args, rl.temperature, with_entropy=True)
                 logprobs.append(lp)
                 entropy.append(ent)
                 ref_logprobs.append(self._ref_logprobs(*args))
                 if critic is not None:
-                    v, h = critic_forward(critic, *args)
                     values.append(v.float())
                     hidden.append(h.float())
         policy.train()

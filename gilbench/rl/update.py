@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from gilbench.rl.core import clipped_policy_loss, clipped_value_loss
-from gilbench.rl.rollout import Rollout, critic_forward, response_logprobs
+from gilbench.rl.rollout import Rollout, policy_and_values, response_logprobs
 
 
 def per_sample_policy_loss(method, mb: Rollout) -> tuple[torch.Tensor, dict]:
@@ -96,8 +96,11 @@ def micro_step(
     whole-minibatch loss (see the module docstring)."""
     rl = method.rl
     warming_up = method.critic is not None and step < rl.critic_warmup_steps
-    with torch.set_grad_enabled(not warming_up):
-        per_sample, pstats = per_sample_policy_loss(method, mb)
+    args = (mb.query, mb.query_mask, mb.response, mb.mask.long())
+    logp, _, values, _ = policy_and_values(
+        method.policy, method.critic, *args, rl.temperature, policy_grad=not warming_up
+    )
+    per_sample, pstats = clipped_policy_loss(logp, mb.logprobs, mb.advantages, mb.mask, rl.clip_range)
     if whole is None:
         policy_loss, policy_stats = method.loss(per_sample, mb, data)
     else:
@@ -106,8 +109,6 @@ def micro_step(
     extra, extra_stats = (None, {}) if warming_up else method.extra_loss(mb)
     others = []  # added in this order, as (policy + value) + extra
     if method.critic is not None:
-        args = (mb.query, mb.query_mask, mb.response, mb.mask.long())
-        values, _ = critic_forward(method.critic, *args)
         value_loss, vstats = clipped_value_loss(values.float(), mb.values, mb.returns, mb.mask, rl.clip_range_value)
         others.append(rl.vf_coef * value_loss)
     if extra is not None:
