@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from gilbench.errors import GilbenchError, require
+from gilbench.files import cache_dir
 from gilbench.models.heads import is_decoder
 from gilbench.registry import models as _model_registry
 from gilbench.registry import register_model
@@ -143,11 +144,6 @@ class TinyPreset(ModelPreset):
 
 
 # ----------------------------------------------------------------------------------- smollm2-135m
-def cache_dir() -> Path:
-    """Where dequantised models are kept: ``$GILBENCH_CACHE`` or ``~/.cache/gilbench``."""
-    return Path(os.environ.get("GILBENCH_CACHE") or "~/.cache/gilbench").expanduser()
-
-
 def _package_file(package: str, relative: str, install_hint: str) -> Path:
     try:
         dist = importlib.metadata.distribution(package)
