@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from audit_harness import TINY, Audit, copy_store, finished_store, transcript, write_hh
+from audit_harness import TINY, Audit, copy_store, finished_store, set_flags, transcript, write_hh
 
 
 def all_cases(audit: Audit, only: str | None) -> None:
@@ -350,7 +350,7 @@ def all_cases(audit: Audit, only: str | None) -> None:
             "sft",
             "--set",
             "sft.lr=1e-4",
-            *[x for kv in TINY for x in ("--set", kv)],
+            *set_flags(TINY),
             "--output-dir",
             str(dst),
         ],

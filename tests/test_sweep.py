@@ -28,24 +28,7 @@ from gilbench.files import atomic_write_json, mark_done
 
 sys.path.insert(0, str(Path(__file__).parent))
 from report_fixtures import curve, write_run  # noqa: E402
-
-TINY = [
-    "sft.max_examples=16",
-    "sft.batch_size=8",
-    "sft.max_length=64",
-    "rm.max_pairs=16",
-    "rm.batch_size=8",
-    "rm.max_length=64",
-    "rl.steps=1",
-    "rl.rollout_batch_size=8",
-    "rl.minibatch_size=4",
-    "rl.micro_batch_size=4",
-    "rl.max_new_tokens=8",
-    "rl.max_prompt_length=48",
-    "rl.ppo_epochs=1",
-    "generate.max_new_tokens=8",
-    "generate.max_prompts=2",
-]
+from tiny_run import TINY_SETTINGS, set_flags  # noqa: E402
 
 
 def sweep_args(*argv: str) -> argparse.Namespace:
@@ -246,7 +229,7 @@ def test_local_launcher_runs_the_grid_in_process_then_skips_it(tmp_path, capsys)
         "--output-dir",
         str(out),
     ]
-    argv += [x for kv in TINY for x in ("--set", kv)]
+    argv += set_flags([*TINY_SETTINGS, "rl.steps=1"])
     args = sweep_args(*argv)
     assert args.func(args) == 0
     runs = [out / "toy" / m / "seed0" for m in ("ppo-kl", "sft")]
