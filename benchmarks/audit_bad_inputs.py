@@ -20,7 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from audit_harness import TINY, Audit, copy_store, finished_store, set_flags, transcript, write_hh
+from audit_harness import TINY, Audit, copy_store, finished_store, transcript, write_hh
+from tiny_run import set_flags  # tests/tiny_run.py: audit_harness puts tests/ on the path
 
 
 def all_cases(audit: Audit, only: str | None) -> None:

@@ -18,7 +18,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from tiny_run import TINY_SETTINGS, set_flags  # noqa: E402
+from tiny_run import TINY_SETTINGS, tiny_flags  # noqa: E402
 
 PLUGIN = """
 import dataclasses
@@ -122,13 +122,7 @@ class Audit:
             method,
             "--task",
             task,
-            "--model",
-            "tiny",
-            "--device",
-            "cpu",
-            "--output-dir",
-            str(out),
-            *set_flags(TINY),
+            *tiny_flags(out, TINY),
             *extra,
         ]
 

@@ -1,6 +1,6 @@
-"""The settings of a run that finishes in seconds on a CPU (8 prompts a step, 8 new tokens, small SFT and reward
-stages), as ``--set`` flags for runs through the command line: the sweep test and benchmarks/audit_bad_inputs.py
-use them. Each caller adds its own ``rl.steps``. (conftest.tiny_config sets the same sizes on a RunConfig.)"""
+"""A run that finishes in seconds on a CPU (the tiny model, 8 prompts a step, 8 new tokens, small SFT and reward
+stages) as command-line flags: the sweep test and benchmarks/audit_bad_inputs.py use them. Each caller adds its own
+``rl.steps``. (conftest.tiny_config sets the same sizes on a RunConfig.)"""
 
 from __future__ import annotations
 
@@ -25,3 +25,8 @@ TINY_SETTINGS = [
 def set_flags(settings: list[str]) -> list[str]:
     """``--set KEY=VALUE`` for each setting, in order (a later one wins)."""
     return [flag for kv in settings for flag in ("--set", kv)]
+
+
+def tiny_flags(output_dir, settings: list[str]) -> list[str]:
+    """The flags of a tiny-model run on the CPU that writes into ``output_dir``, with ``settings`` as ``--set``."""
+    return ["--model", "tiny", "--device", "cpu", "--output-dir", str(output_dir), *set_flags(settings)]
