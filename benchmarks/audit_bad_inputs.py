@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from audit_harness import TINY, Audit, copy_store, finished_store, transcript, write_hh
+from tiny_run import set_flags  # tests/tiny_run.py: audit_harness puts tests/ on the path
 
 
 def all_cases(audit: Audit, only: str | None) -> None:
@@ -350,7 +351,7 @@ def all_cases(audit: Audit, only: str | None) -> None:
             "sft",
             "--set",
             "sft.lr=1e-4",
-            *[x for kv in TINY for x in ("--set", kv)],
+            *set_flags(TINY),
             "--output-dir",
             str(dst),
         ],

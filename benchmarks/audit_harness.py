@@ -9,12 +9,16 @@ import io
 import json
 import os
 import shutil
+import sys
 import time
 import traceback
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from tiny_run import TINY_SETTINGS, tiny_flags  # noqa: E402
 
 PLUGIN = """
 import dataclasses
@@ -64,24 +68,7 @@ def audit_not_data(seed=0, limit=None, data_dir=None):
     return {"prompts": []}
 """
 
-TINY = [
-    "sft.max_examples=16",
-    "sft.batch_size=8",
-    "sft.max_length=64",
-    "rm.max_pairs=16",
-    "rm.batch_size=8",
-    "rm.max_length=64",
-    "rl.steps=2",
-    "rl.rollout_batch_size=8",
-    "rl.minibatch_size=4",
-    "rl.micro_batch_size=4",
-    "rl.max_new_tokens=8",
-    "rl.max_prompt_length=48",
-    "rl.ppo_epochs=1",
-    "rl.checkpoint_every=1",
-    "generate.max_new_tokens=8",
-    "generate.max_prompts=2",
-]
+TINY = [*TINY_SETTINGS, "rl.steps=2", "rl.checkpoint_every=1"]
 
 
 def transcript(turns):
@@ -127,7 +114,6 @@ class Audit:
         return path
 
     def run_args(self, out: Path, *extra: str, method: str = "ppo-kl", task: str = "audit-toy") -> list[str]:
-        sets = [x for kv in TINY for x in ("--set", kv)]
         return [
             "run",
             "--include",
@@ -136,13 +122,7 @@ class Audit:
             method,
             "--task",
             task,
-            "--model",
-            "tiny",
-            "--device",
-            "cpu",
-            "--output-dir",
-            str(out),
-            *sets,
+            *tiny_flags(out, TINY),
             *extra,
         ]
 

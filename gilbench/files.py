@@ -1,5 +1,6 @@
 """Files that are never half-written: atomic writes (text, JSON, YAML, folders) with the user's umask, DONE markers,
-an append-only metrics log that survives a kill, and the cleanup of temporary files a killed process left behind.
+an append-only metrics log that survives a kill, and the cleanup of temporary files a killed process left behind;
+and ``cache_dir``, the folder gilbench keeps its caches in.
 """
 
 from __future__ import annotations
@@ -21,6 +22,12 @@ import yaml
 from gilbench.errors import GilbenchError
 
 DONE = "DONE"
+
+
+def cache_dir() -> Path:
+    """Where gilbench keeps what it can rebuild (dequantised models, embeddings): ``$GILBENCH_CACHE`` or
+    ``~/.cache/gilbench``."""
+    return Path(os.environ.get("GILBENCH_CACHE") or "~/.cache/gilbench").expanduser()
 
 
 def _current_umask() -> int:

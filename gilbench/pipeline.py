@@ -107,18 +107,9 @@ def run(resolved: ResolvedRun | RunConfig, log=print, overwrite: bool = False) -
         f"[gilbench] {cfg.method} on {cfg.task}, seed {cfg.seed}, model {cfg.model.policy}, device {accelerator.device} -> {out}"
     )
     task = spec.load(seed=cfg.split_seed, limit=cfg.limit or None, data_dir=cfg.data_dir or None)
-    atomic_write_json(
-        out / "task.json",
-        {
-            "name": task.name,
-            "notes": task.notes,
-            "rl_prompts": len(task.rl_prompts),
-            "sft": len(task.sft),
-            "pairs_train": len(task.pairs_train),
-            "pairs_val": len(task.pairs_val),
-            "eval_splits": {s.name: len(s.prompts) for s in task.eval_splits},
-        },
-    )
+    sizes = task.sizes()
+    sizes["eval_splits"] = sizes.pop("eval")  # task.json's name for it
+    atomic_write_json(out / "task.json", {"name": task.name, "notes": task.notes, **sizes})
 
     sft_path, sft_stats = sft_stage(cfg, task, accelerator, log)
     reward, rm_stats = (

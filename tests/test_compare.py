@@ -184,16 +184,10 @@ def test_cli_with_an_http_judge(tmp_path, monkeypatch, capsys):
     make_runs(tmp_path / "runs", seeds=(0, 1, 2))
     make_runs(tmp_path / "runs", methods=("ppo",), seeds=(3,))
     monkeypatch.setenv("GILBENCH_TEST_KEY", "sk-cli-secret-123")
+    gil_vs_ppo = ["gil", "ppo", "--task", "toy", "--judge", "openai:m", "--output-dir", str(tmp_path / "runs")]
     with JudgeServer() as server:
         base = [
-            "gil",
-            "ppo",
-            "--task",
-            "toy",
-            "--judge",
-            "openai:m",
-            "--output-dir",
-            str(tmp_path / "runs"),
+            *gil_vs_ppo,
             "--base-url",
             server.url,
             "--api-key-env",
@@ -217,35 +211,9 @@ def test_cli_with_an_http_judge(tmp_path, monkeypatch, capsys):
     with pytest.raises(GilbenchError, match="gilbench run --method dpo --task toy"):
         run_cli(["gil", "dpo", "--task", "toy", "--judge", "openai:m", "--output-dir", str(tmp_path / "runs")])
     with pytest.raises(GilbenchError, match="seed 9"):
-        run_cli(
-            [
-                "gil",
-                "ppo",
-                "--task",
-                "toy",
-                "--judge",
-                "openai:m",
-                "--output-dir",
-                str(tmp_path / "runs"),
-                "--seed",
-                "9",
-            ]
-        )
+        run_cli([*gil_vs_ppo, "--seed", "9"])
     with pytest.raises(GilbenchError, match="price-per-1k"):
-        run_cli(
-            [
-                "gil",
-                "ppo",
-                "--task",
-                "toy",
-                "--judge",
-                "openai:m",
-                "--output-dir",
-                str(tmp_path / "runs"),
-                "--price-per-1k",
-                "x",
-            ]
-        )
+        run_cli([*gil_vs_ppo, "--price-per-1k", "x"])
 
 
 def test_rm_auto_uses_run_a_reward_model(tmp_path, tiny_cfg, capsys):
@@ -265,12 +233,8 @@ def test_rm_auto_uses_run_a_reward_model(tmp_path, tiny_cfg, capsys):
     model.save_pretrained(rm_dir)
     tokenizer.save_pretrained(rm_dir)
     mark_done(rm_dir)
-    assert (
-        run_cli(
-            ["gil", "ppo", "--task", "toy", "--judge", "rm:auto", "--output-dir", cfg.output_dir, "--tie-margin", "0"]
-        )
-        == 0
-    )
+    rm_auto = ["gil", "ppo", "--task", "toy", "--judge", "rm:auto", "--output-dir", cfg.output_dir]
+    assert run_cli([*rm_auto, "--tie-margin", "0"]) == 0
     out = capsys.readouterr().out
     assert "judge rm-" in out
     res = json.loads(next(Path(cfg.output_dir, "toy", "compare", "gil_vs_ppo").glob("rm-*/results.json")).read_text())
@@ -279,4 +243,4 @@ def test_rm_auto_uses_run_a_reward_model(tmp_path, tiny_cfg, capsys):
         (a / "config.yaml").write_text(
             yaml.safe_dump(dataclasses.asdict(dataclasses.replace(cfg, seed=5)), sort_keys=False)
         )
-        run_cli(["gil", "ppo", "--task", "toy", "--judge", "rm:auto", "--output-dir", cfg.output_dir])
+        run_cli(rm_auto)

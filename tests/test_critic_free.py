@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from loop_fixtures import CRITIC_NAMES, FIXED_NAMES, fake_rollout
 
 from gilbench.data.types import Prompt
 from gilbench.errors import GilbenchError
@@ -19,7 +20,6 @@ from gilbench.models.heads import ValueModel
 from gilbench.pipeline import run
 from gilbench.resolve import resolve_run
 from gilbench.rl import trainer as trainer_module
-from gilbench.rl.rollout import Rollout
 from gilbench.rl.trainer import shape_rewards
 
 
@@ -43,25 +43,6 @@ def test_group_normalised_advantages_by_hand():
     assert torch.allclose(got, torch.tensor([-2 / std, -1 / std, 0.0, 3 / std, 0.0, 0.0, 0.0, 0.0]))
 
 
-def fake_batch(scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor) -> Rollout:
-    B, R = kl.shape
-    zeros = torch.zeros(B, R)
-    return Rollout(
-        prompts=[Prompt(id=str(i // 2), text="q") for i in range(B)],
-        query=torch.zeros(B, 2, dtype=torch.long),
-        query_mask=torch.ones(B, 2, dtype=torch.long),
-        response=torch.zeros(B, R, dtype=torch.long),
-        mask=mask,
-        texts=[""] * B,
-        scores=scores,
-        raw_scores=scores,
-        logprobs=zeros,
-        ref_logprobs=zeros,
-        kl=kl,
-        entropy=zeros,
-    )
-
-
 @pytest.mark.parametrize("cls,config", [(RLOO, RLOOConfig(rloo_k=2)), (GRPO, GRPOConfig(group_size=2))])
 def test_sequence_advantage_is_the_kl_shaped_return_baselined_and_broadcast(cls, config):
     # Two prompts x 2 samples, kl_coef 0.1. Returns: 1 - 0.1 * (0.5 + 0.5) = 0.9 and 0 (prompt 1); 2 and 1 - 0.1 * 2 = 0.8
@@ -72,7 +53,7 @@ def test_sequence_advantage_is_the_kl_shaped_return_baselined_and_broadcast(cls,
     method.ctx = SimpleNamespace(method_cfg=config)
     mask = torch.tensor([[1.0, 1.0], [1.0, 1.0], [1.0, 1.0], [1.0, 0.0]])
     kl = torch.tensor([[0.5, 0.5], [0.0, 0.0], [0.0, 0.0], [2.0, 7.0]]) * mask
-    batch = fake_batch(torch.tensor([1.0, 0.0, 2.0, 1.0]), kl, mask)
+    batch = fake_rollout(torch.tensor([1.0, 0.0, 2.0, 1.0]), kl, mask, samples_per_prompt=2)
     batch.rewards = shape_rewards(batch, 0.1)
     advantages, returns = method.advantages(batch)
     assert returns is None
@@ -118,24 +99,7 @@ def rows(summary: dict) -> list[dict]:
     return [json.loads(line) for line in (Path(summary["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
 
 
-APPLY = [
-    "objective/score",
-    "objective/kl",
-    "objective/rlhf_reward",
-    "objective/entropy",
-    "objective/kl_coef",
-    "policy/approx_kl",
-    "policy/clipfrac",
-    "policy/ratio_mean",
-    "loss/policy",
-    "completions/mean_length",
-    "completions/eos_rate",
-    "completions/repetition_rate",
-    "time/rollout",
-    "time/update",
-    "time/step",
-    "throughput/tokens_per_s",
-]
+APPLY = [name for name in FIXED_NAMES if name not in CRITIC_NAMES]  # the fixed names without a critic
 
 
 @pytest.mark.parametrize("method", ["rloo", "grpo"])

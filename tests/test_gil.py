@@ -10,10 +10,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from loop_fixtures import fake_rollout
 from safetensors.torch import load_file
 
 from gilbench import registry
-from gilbench.data.types import Prompt
 from gilbench.methods.gil import (
     GIL,
     GILConfig,
@@ -163,24 +163,8 @@ def test_balance_term_stops_the_head_isolating_an_outlier():
 
 
 def fake_batch(hidden: torch.Tensor, scores: torch.Tensor, kl: torch.Tensor) -> Rollout:
-    B, R = kl.shape
-    zeros = torch.zeros(B, R)
-    return Rollout(
-        prompts=[Prompt(id=str(i), text="q") for i in range(B)],
-        query=torch.zeros(B, 2, dtype=torch.long),
-        query_mask=torch.ones(B, 2, dtype=torch.long),
-        response=torch.zeros(B, R, dtype=torch.long),
-        mask=torch.ones(B, R),
-        texts=[""] * B,
-        scores=scores,
-        raw_scores=scores,
-        logprobs=zeros,
-        ref_logprobs=zeros,
-        kl=kl,
-        values=zeros,
-        critic_hidden=hidden,
-        entropy=zeros,
-    )
+    """A batch as GIL sees it: the critic's values (zeros) and its hidden state ``hidden`` at the last token."""
+    return fake_rollout(scores, kl, with_values=True, critic_hidden=hidden)
 
 
 @pytest.mark.parametrize("normalise", [True, False])

@@ -7,32 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from loop_fixtures import FIXED_NAMES
 
 from gilbench.errors import GilbenchError
 from gilbench.pipeline import run
 from gilbench.rl import trainer as trainer_module
 from gilbench.rl import update as update_module
 
-FIXED_NAMES = [
-    "objective/score",
-    "objective/kl",
-    "objective/rlhf_reward",
-    "objective/entropy",
-    "policy/approx_kl",
-    "policy/clipfrac",
-    "policy/ratio_mean",
-    "loss/policy",
-    "loss/value",
-    "val/clipfrac",
-    "val/explained_var",
-    "completions/mean_length",
-    "completions/eos_rate",
-    "completions/repetition_rate",
-    "time/rollout",
-    "time/update",
-    "time/step",
-    "throughput/tokens_per_s",
-]
 TIMING = ("time/", "throughput/")
 
 

@@ -34,26 +34,14 @@ def always_a_model(folder: Path) -> Path:
     """A 1-layer GPT-2 built from a config in code, with the tiny preset's byte-level tokenizer (and chat template), room
     for a judge prompt of a few thousand bytes, and a greedy answer that is always ``[[A]]`` then EOS."""
     import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers import GPT2LMHeadModel
 
-    from gilbench.models.presets import tiny_tokenizer
+    from gilbench.models.presets import tiny_gpt2_config, tiny_tokenizer
 
     tokenizer = tiny_tokenizer()
     tokenizer.model_max_length = 8192
-    eos = tokenizer.eos_token_id
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(
-        GPT2Config(
-            vocab_size=len(tokenizer),
-            n_positions=8192,
-            n_embd=32,
-            n_layer=1,
-            n_head=2,
-            bos_token_id=eos,
-            eos_token_id=eos,
-            pad_token_id=eos,
-        )
-    )
+    model = GPT2LMHeadModel(tiny_gpt2_config(tokenizer, n_positions=8192, n_embd=32, n_layer=1, n_head=2))
     left, a, right, eos = ord("["), ord("A"), ord("]"), tokenizer.eos_token_id  # byte-level: token id == byte
     model.generation_config.sequence_bias = [
         [[left], 10.0],

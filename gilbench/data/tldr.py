@@ -260,13 +260,7 @@ def build_task(
     notes["prompt_text"] = (
         "SUBREDDIT: r/<sub>\\n\\nTITLE: <title>\\n\\nPOST: <post>\\n\\nTL;DR: (plain; the summary follows after a space)"
     )
-    notes["counts"] = {
-        "rl_prompts": len(data.rl_prompts),
-        "sft": len(data.sft),
-        "pairs_train": len(data.pairs_train),
-        "pairs_val": len(data.pairs_val),
-        "eval": {s.name: len(s.prompts) for s in data.eval_splits},
-    }
+    notes["counts"] = data.sizes()
     return data
 
 

@@ -48,6 +48,16 @@ class TaskData:
     prompt_format: str = "chat"  # "chat": the tokenizer's chat template; "plain": "{prompt}" as is
     notes: dict = field(default_factory=dict)  # provenance recorded with the run (split seed, sources, counts)
 
+    def sizes(self) -> dict:
+        """How many items each part holds: the ``counts`` a loader records in its notes."""
+        return {
+            "rl_prompts": len(self.rl_prompts),
+            "sft": len(self.sft),
+            "pairs_train": len(self.pairs_train),
+            "pairs_val": len(self.pairs_val),
+            "eval": {s.name: len(s.prompts) for s in self.eval_splits},
+        }
+
     def check_no_leakage(self) -> None:
         """No eval prompt may also be an RL or SFT training prompt."""
         from gilbench.errors import GilbenchError

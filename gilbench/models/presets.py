@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from gilbench.errors import GilbenchError, require
+from gilbench.files import cache_dir
 from gilbench.models.heads import is_decoder
 from gilbench.registry import models as _model_registry
 from gilbench.registry import register_model
@@ -100,6 +101,14 @@ def tiny_tokenizer():
     return tokenizer
 
 
+def tiny_gpt2_config(tokenizer, **fields):
+    """A GPT-2 config for ``tiny_tokenizer()``: its vocabulary size, eos as bos and pad; ``fields`` give the rest."""
+    from transformers import GPT2Config
+
+    eos = tokenizer.eos_token_id
+    return GPT2Config(vocab_size=len(tokenizer), bos_token_id=eos, eos_token_id=eos, pad_token_id=eos, **fields)
+
+
 @register_model("tiny")
 class TinyPreset(ModelPreset):
     name = "tiny"
@@ -107,24 +116,9 @@ class TinyPreset(ModelPreset):
     seed = 0
 
     def _build(self, model_cls, dtype, **extra):
-        from transformers import GPT2Config
-
         tokenizer = tiny_tokenizer()
-        eos = tokenizer.eos_token_id
-        config = GPT2Config(
-            vocab_size=len(tokenizer),
-            n_positions=512,
-            n_embd=64,
-            n_layer=2,
-            n_head=2,
-            bos_token_id=eos,
-            eos_token_id=eos,
-            pad_token_id=eos,
-            resid_pdrop=0.0,
-            embd_pdrop=0.0,
-            attn_pdrop=0.0,
-            **extra,  # no dropout: deterministic RL rollouts
-        )
+        no_dropout = {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}  # deterministic RL rollouts
+        config = tiny_gpt2_config(tokenizer, n_positions=512, n_embd=64, n_layer=2, n_head=2, **no_dropout, **extra)
         # Same weights every time, without touching the caller's RNG stream.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
@@ -143,11 +137,6 @@ class TinyPreset(ModelPreset):
 
 
 # ----------------------------------------------------------------------------------- smollm2-135m
-def cache_dir() -> Path:
-    """Where dequantised models are kept: ``$GILBENCH_CACHE`` or ``~/.cache/gilbench``."""
-    return Path(os.environ.get("GILBENCH_CACHE") or "~/.cache/gilbench").expanduser()
-
-
 def _package_file(package: str, relative: str, install_hint: str) -> Path:
     try:
         dist = importlib.metadata.distribution(package)
@@ -373,5 +362,6 @@ __all__ = [
     "list_presets",
     "load_causal_lm",
     "load_sequence_classifier",
+    "tiny_gpt2_config",
     "tiny_tokenizer",
 ]
