@@ -1,4 +1,4 @@
-"""The ``qa-chat-gold`` judge: the qa-chat task's documented gold function (gilbench/data/py).
+"""The ``qa-chat-gold`` judge: the qa-chat task's documented gold function (gilbench/data/qachat_gold.py).
 
 It knows the reference answers of every chatterbot trivia and chatterbot-qa question, so it needs nothing
 from the run; the policy trains on a learned reward model and is judged by this function (Gao et al. 2023).
