@@ -99,6 +99,7 @@ METHOD_RULES: dict[str, tuple] = {
     "group_steps": _at_least(0),
     "group_lr": _positive(),
     "beta_critic": _at_least(0),
+    "penalty_scale": _one_of("none", "loss_std"),
     "beta_policy": _at_least(0),
     "group_balance": _at_least(0),
     "performance": _one_of("score", "return"),

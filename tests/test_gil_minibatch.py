@@ -4,6 +4,7 @@ weights by hand, and the loss and gradient at micro-batch 2, 4 and 8 against one
 from __future__ import annotations
 
 import copy
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -26,6 +27,21 @@ def test_effective_weights_by_hand():
     assert w[5].item() == pytest.approx(1 / 6 - 4 / 175, rel=1e-5)
     assert w.sum().item() == pytest.approx(1.0, rel=1e-6)  # the penalty's weights sum to 0
     assert torch.allclose(effective_weights(LOSS6, P6, 0.0), torch.full((6,), 1 / 6))
+
+
+def test_penalty_scaled_by_the_loss_sd_by_hand():
+    # losses 1, 2, 3, 6 in two hard groups: L = 1.5, 4.5, mean 3, penalty ((-1.5)^2 + 1.5^2) / 2 = 2.25;
+    # population SD of the losses sqrt(14 / 4); dP/dl_i = (2/M)(L_g - mean)/n_g = -0.75 (group 0), +0.75 (group 1)
+    losses, p = torch.tensor([1.0, 2.0, 3.0, 6.0]), torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    sd = math.sqrt(3.5)
+    loss, stats = invariant_policy_loss(losses, p, 1.0, "loss_std")
+    assert stats["penalty"].item() == pytest.approx(2.25 / sd) and loss.item() == pytest.approx(3.0 + 2.25 / sd)
+    assert effective_weights(losses, p, 1.0).tolist() == pytest.approx([-0.5, -0.5, 1.0, 1.0])
+    w = effective_weights(losses, p, 1.0, "loss_std")  # the SD is a constant: w_i = 1/4 -+ 0.75 / sd
+    assert w.tolist() == pytest.approx([0.25 - 0.75 / sd] * 2 + [0.25 + 0.75 / sd] * 2, rel=1e-5)
+    assert (effective_weights(losses, p, 0.3, "loss_std") > 0).all()  # z-gap 0.80 < 1 / (2 x 0.3)
+    scaled = effective_weights(10 * losses, p, 1.0, "loss_std")  # scale-free: the same weights for 10x the losses
+    assert scaled.tolist() == pytest.approx(w.tolist(), rel=1e-5)
 
 
 def tiny_gil(policy, micro: int, beta: float, clamp: bool = False):

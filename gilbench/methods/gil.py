@@ -57,6 +57,7 @@ class GILConfig:
     clamp_group_weights: bool = (
         False  # clamp each sample's effective gradient weight at >= 0 (ours; see GIL.md, "Effective weights")
     )
+    penalty_scale: str = "none"  # none | loss_std: divide the penalty by the per-sample losses' SD, so beta_policy is scale-free (ours; GIL.md)
 
 
 # ----------------------------------------------------------------------------- the math, on its own
@@ -82,23 +83,28 @@ def group_inference_loss(p: torch.Tensor, perf: torch.Tensor, beta_critic: float
     return -beta_critic * V + balance * kl_to_uniform
 
 
-def invariant_policy_loss(per_sample_loss: torch.Tensor, p: torch.Tensor, beta_policy: float):
-    """sum_g m_g L_g + beta_policy * (1/M) sum_g (L_g - mean L)^2 with L_g = sum_i p_ig l_i / sum_i p_ig.
+def invariant_policy_loss(per_sample_loss: torch.Tensor, p: torch.Tensor, beta_policy: float, scale: str = "none"):
+    """sum_g m_g L_g + beta_policy * (1/M) sum_g (L_g - mean L)^2 / s with L_g = sum_i p_ig l_i / sum_i p_ig.
 
     Rows of p sum to 1, so sum_g m_g L_g is exactly the mean of l_i; it is computed as that mean so
-    that beta_policy = 0 reproduces PPO's loss bit for bit. Groups without mass are left out.
+    that beta_policy = 0 reproduces PPO's loss bit for bit. Groups without mass are left out. s = 1, or with
+    ``scale="loss_std"`` the (constant) SD of the l_i: the penalty then has the loss's units whatever its scale.
     """
     _, L, penalty = soft_group_stats(p, per_sample_loss)
+    if scale == "loss_std":
+        penalty = penalty / (per_sample_loss.detach().std(unbiased=False) + 1e-8)
     loss = per_sample_loss.mean() + beta_policy * penalty
     return loss, {"penalty": penalty.detach(), "group_losses": L.detach()}
 
 
-def effective_weights(per_sample_loss: torch.Tensor, p: torch.Tensor, beta_policy: float) -> torch.Tensor:
+def effective_weights(
+    per_sample_loss: torch.Tensor, p: torch.Tensor, beta_policy: float, scale: str = "none"
+) -> torch.Tensor:
     """w_i = d L_policy / d l_i = 1/N + beta_policy * d penalty / d l_i: each sample's weight in the policy gradient
     (the penalty's gradient is linear in the per-sample loss gradients). Negative w_i push a sample's loss up."""
     losses = per_sample_loss.detach().clone().requires_grad_()
     with torch.enable_grad():
-        (weights,) = torch.autograd.grad(invariant_policy_loss(losses, p, beta_policy)[0], losses)
+        (weights,) = torch.autograd.grad(invariant_policy_loss(losses, p, beta_policy, scale)[0], losses)
     return weights
 
 
@@ -304,8 +310,9 @@ class GIL(RLMethod):
     # -- 2. the policy loss of a minibatch (the loop calls it on the whole minibatch: couples_samples)
     def loss(self, per_sample_loss: torch.Tensor, mb: Rollout, data: GILStepData) -> tuple[torch.Tensor, dict]:
         p = data.group_probs
-        loss, stats = invariant_policy_loss(per_sample_loss, p, self.gil.beta_policy)
-        weights = effective_weights(per_sample_loss.detach(), p, self.gil.beta_policy)
+        gc = self.gil
+        loss, stats = invariant_policy_loss(per_sample_loss, p, gc.beta_policy, gc.penalty_scale)
+        weights = effective_weights(per_sample_loss.detach(), p, gc.beta_policy, gc.penalty_scale)
         metrics = {"loss/invariance": stats["penalty"].item()}
         group_weights = (p * weights[:, None]).sum(dim=0)  # each group's effective gradient weight
         metrics.update({f"gil/effective_weight/{g}": group_weights[g].item() for g in range(self.n_groups)})
