@@ -100,14 +100,16 @@ def backward_factor(model) -> int:
 
 def step_flops(policy, critic, reward_flops: float, B: int, P: int, R: int, epochs: int) -> float:
     """Matmul FLOPs of one PPO step: generation, rollout forwards (policy, reference, critic), reward model,
-    and the update (forward + backward, for policy and critic). Elementwise work is left out."""
+    and the update (forward + backward, for policy and critic; none for a critic on the policy's trunk).
+    Elementwise work is left out."""
     cfg = policy.config
     head = cfg.vocab_size * cfg.hidden_size
     trunk = linear_weights(policy) - head
     T = P + R
     generation = forward_flops(cfg, trunk, head, B, T - 1, R)
     policy_fwd = forward_flops(cfg, trunk, head, B, T, R + 1)
-    critic_fwd = forward_flops(cfg, linear_weights(critic.trunk), 0, B, T, 0)
+    shared = getattr(critic, "shares_policy_trunk", False)  # model.critic=shared: values come off the policy forward
+    critic_fwd = 0 if shared else forward_flops(cfg, linear_weights(critic.trunk), 0, B, T, 0)
     rollout = generation + 2 * policy_fwd + critic_fwd + reward_flops
     return rollout + epochs * (backward_factor(policy) * policy_fwd + backward_factor(critic) * critic_fwd)
 

@@ -66,11 +66,12 @@ def test_with_seed_and_resolve_config_agree_with_resolve_run():
 @pytest.mark.parametrize("task, steps", [("chitchat", 20), ("chitchat-ood", 14)])
 def test_chitchat_tasks_resolve_as_before_the_shared_defaults_file(task, steps):
     spec = registry.tasks.get(task)
-    lean = {"model.critic_lora": True, "model.gradient_checkpointing": True} if task == "chitchat-ood" else {}
+    lean = {"model.critic": "shared", "model.gradient_checkpointing": True} if task == "chitchat-ood" else {}
     assert spec.defaults == CHITCHAT_DEFAULTS | lean | {"rl.steps": steps}
     expected = RunConfig(method="ppo-kl", task=task, mixed_precision=resolve_mixed_precision("auto", "auto"))
     expected.model.policy, expected.sft.enabled, expected.rm.max_pairs = "smollm2-135m", False, 1024
-    expected.model.critic_lora = expected.model.gradient_checkpointing = bool(lean)
+    expected.model.gradient_checkpointing = bool(lean)
+    expected.model.critic = "shared" if lean else "policy"
     expected.rl = dataclasses.replace(
         RLConfig(),
         steps=steps,
