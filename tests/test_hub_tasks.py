@@ -1,121 +1,27 @@
-"""The hub/local dataset layer and the hh, hh-ood, tldr, tldr-ood tasks, on small files written here in the
-public layouts (never ../shared)."""
+"""The hub/local dataset layer and the hh and hh-ood tasks, on small files in the public layouts (never ../shared);
+tldr and tldr-ood: tests/test_hub_tldr.py."""
 
 from __future__ import annotations
 
-import csv
 import gzip
-import json
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import yaml
+from hub_fixtures import all_train_texts, hh_rows, load, make_data_dir, transcript, write_jsonl
 
 from gilbench import registry
 from gilbench.data import hh, tldr
 from gilbench.data.format import format_example, format_prompt
 from gilbench.data.hub import Source, load_rows, read_local_file, split_keys
-from gilbench.data.tasks import as_task_spec
 from gilbench.errors import GilbenchError
-
-# ---------------------------------------------------------------------------- writers of public layouts
-
-
-def transcript(turns: list[tuple[str, str]]) -> str:
-    return "".join(f"\n\n{role}: {text}" for role, text in turns)
-
-
-def hh_rows(subset: str, n: int) -> list[dict]:
-    rows = []
-    for i in range(n):
-        if i % 3 == 2:  # multi-turn
-            context = [
-                ("Human", f"{subset} question {i}?"),
-                ("Assistant", f"Earlier answer {i}."),
-                ("Human", f"And a follow-up {i}?"),
-            ]
-        else:
-            context = [("Human", f"{subset} question {i}?")]
-        rows.append(
-            {
-                "chosen": transcript(context + [("Assistant", f"good reply {i}")]),
-                "rejected": transcript(context + [("Assistant", f"bad reply {i}")]),
-            }
-        )
-    return rows
-
-
-def write_jsonl(path: Path, rows: list[dict], gz: bool = False) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = "".join(json.dumps(r) + "\n" for r in rows)
-    if gz:
-        with gzip.open(path, "wt", encoding="utf-8") as f:
-            f.write(text)
-    else:
-        path.write_text(text)
-    return path
-
-
-def tldr_prompt(i: int) -> str:
-    return f"SUBREDDIT: r/test{i % 3}\n\nTITLE: Title number {i}\n\nPOST: This is post {i}. It has some text.\n\nTL;DR:"
-
-
-def make_data_dir(root: Path, n_hh: int = 30, n_tldr: int = 40) -> Path:
-    """A --data-dir shaped like ../shared/data: HH test files only, the TL;DR extract and the OOD files."""
-    for subset in ("harmless-base", "helpful-base"):
-        write_jsonl(root / f"hh-rlhf/{subset}/test.jsonl.gz", hh_rows(subset, n_hh), gz=True)
-    write_jsonl(
-        root / "tldr/tldr-1945.jsonl",
-        [
-            {"prompt": tldr_prompt(i), "label": f" human summary {i}", "openai_ppo_1.3b_response": f"ppo summary {i}"}
-            for i in range(n_tldr)
-        ],
-    )
-    long = "First sentence here. " * 150
-    write_jsonl(
-        root / "ood/cnndm-200.jsonl",
-        [
-            {"article": f"Article {i} says things. More text.", "highlights": "h", "article_truncated": False}
-            for i in range(6)
-        ]
-        + [
-            {"article": "Already cut " + long[:2000] + "...", "highlights": "h", "article_truncated": True},
-            {"article": "Too long " + long, "highlights": "h", "article_truncated": False},
-        ],
-    )
-    (root / "ood").mkdir(parents=True, exist_ok=True)
-    with (root / "ood/beavertails-140.csv").open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["prompt", "response", "category"])
-        for i in range(8):
-            w.writerow([f"How do I do harmful thing {i}?", "Some,\nmulti-line response", "violence"])
-    write_jsonl(
-        root / "ood/mt-bench-80.jsonl",
-        [
-            {"question_id": 81 + i, "category": "writing", "turns": [f"Write a poem about {i}.", "Now shorter."]}
-            for i in range(5)
-        ],
-    )
-    write_jsonl(
-        root / "ood/vicuna-80.jsonl",
-        [{"question_id": 1 + i, "category": "generic", "turns": [f"How can I improve skill {i}?"]} for i in range(4)],
-    )
-    return root
 
 
 @pytest.fixture
 def data_dir(tmp_path):
     return make_data_dir(tmp_path / "data")
-
-
-def load(task: str, **kw):
-    return as_task_spec(registry.tasks.get(task), task).load(**kw)
-
-
-def all_train_texts(data):
-    return {p.text for p in data.rl_prompts} | {e.prompt for e in data.sft} | {p.prompt for p in data.pairs_train}
 
 
 # ---------------------------------------------------------------------------- hh
@@ -307,103 +213,6 @@ def test_hh_ood_names_stand_ins_and_removes_overlap(data_dir):
     other = hh.load_hh_ood(seed=0, data_dir=str(data_dir), helpful_ood="vicuna")
     assert [s.name for s in other.eval_splits] == ["id:test", "ood:pku-saferlhf", "ood:vicuna"]
     assert len(other.eval_splits[1].prompts) == 3 and len(other.eval_splits[2].prompts) == 4
-
-
-# ---------------------------------------------------------------------------- tldr
-
-
-def test_tldr_local_extract(data_dir):
-    data = load("tldr", seed=0, data_dir=str(data_dir))
-    assert data.prompt_format == "plain"
-    assert (
-        len(data.rl_prompts),
-        len(data.sft),
-        len(data.pairs_train),
-        len(data.pairs_val),
-        len(data.eval_splits[0].prompts),
-    ) == (32, 32, 32, 4, 4)
-    assert "LOCAL STAND-IN" in data.notes["pairs"] and "Random('tldr:0')" in data.notes["split"]["how"]
-    pair = data.pairs_train[0]
-    i = pair.prompt.split("post ")[1].split(".")[0]
-    assert pair.prompt == tldr_prompt(int(i)) and (pair.chosen, pair.rejected) == (
-        f"human summary {i}",
-        f"ppo summary {i}",
-    )
-    head, tail = format_example(
-        SimpleNamespace(chat_template=None, eos_token="<e>"), pair.prompt, pair.chosen, data.prompt_format
-    )
-    assert head.endswith("TL;DR:") and tail == f" human summary {i}<e>"
-    again = load("tldr", seed=0, data_dir=str(data_dir))
-    assert again.pairs_train == data.pairs_train and again.eval_splits[0].prompts == data.eval_splits[0].prompts
-    assert {p.text for p in load("tldr", seed=2, data_dir=str(data_dir)).eval_splits[0].prompts} != {
-        p.text for p in data.eval_splits[0].prompts
-    }
-    assert len(load("tldr", seed=0, limit=5, data_dir=str(data_dir)).rl_prompts) == 5
-
-
-def test_tldr_full_local_copy_uses_human_comparisons(data_dir):
-    # trl-lib/tldr layout (prompt + completion, single-newline spacing) and summarize_from_feedback comparisons
-    write_jsonl(
-        data_dir / "tldr/train.jsonl",
-        [
-            {"prompt": f"SUBREDDIT: r/a\nTITLE: T{i}\nPOST: Post {i}\nTL;DR:", "completion": f" sum {i}"}
-            for i in range(10)
-        ],
-    )
-    write_jsonl(data_dir / "tldr/test.jsonl", [{"prompt": tldr_prompt(100 + i), "completion": " s"} for i in range(3)])
-
-    def comparison(i, choice, post=True):
-        info = {
-            "id": str(i),
-            "post": f"Post {i}" if post else None,
-            "title": f"T{i}",
-            "subreddit": "a",
-            "article": None if post else "news",
-        }
-        return {
-            "info": info,
-            "summaries": [{"text": f" first {i}", "policy": "p"}, {"text": f" second {i}", "policy": "q"}],
-            "choice": choice,
-            "worker": "w",
-        }
-
-    write_jsonl(
-        data_dir / "summarize_from_feedback/comparisons/train.jsonl",
-        [comparison(i, i % 2) for i in range(6)] + [comparison(50, 0, post=False)],
-    )
-    write_jsonl(
-        data_dir / "summarize_from_feedback/comparisons/validation.jsonl",
-        [comparison(7, 1), {"info": {}, "summaries": [], "choice": 0}],
-    )
-    with pytest.raises(GilbenchError, match=r"validation.jsonl line 2: field 'summaries' must be a list of two"):
-        load("tldr", data_dir=str(data_dir))
-    write_jsonl(data_dir / "summarize_from_feedback/comparisons/validation.jsonl", [comparison(7, 1)])
-    data = load("tldr", seed=0, data_dir=str(data_dir))
-    assert data.notes["skipped"] == {"comparisons/train: not a Reddit post (CNN/DM article)": 1}
-    assert len(data.pairs_train) == 6 and len(data.pairs_val) == 1 and len(data.eval_splits[0].prompts) == 3
-    pair = next(p for p in data.pairs_train if p.prompt.startswith("SUBREDDIT: r/a\n\nTITLE: T1\n\n"))
-    assert (pair.chosen, pair.rejected) == ("second 1", "first 1")
-    # SFT prompts are re-rendered in the canonical layout, so they match the comparison prompts exactly
-    assert (
-        pair.prompt in {e.prompt for e in data.sft}
-        and pair.prompt == "SUBREDDIT: r/a\n\nTITLE: T1\n\nPOST: Post 1\n\nTL;DR:"
-    )
-
-
-def test_tldr_ood_cnndm_in_tldr_layout(data_dir):
-    data = load("tldr-ood", seed=0, data_dir=str(data_dir))
-    split = data.eval_splits[1]
-    assert split.name == "ood:cnndm" and split.distribution == "ood" and len(split.prompts) == 8
-    texts = {p.text for p in split.prompts}
-    assert "POST: Article 3 says things. More text.\n\nTL;DR:" in texts
-    cut = next(t for t in texts if "Too long" in t)
-    assert len(cut) <= 2048 + len("POST: \n\nTL;DR:") and cut.endswith("here.\n\nTL;DR:")  # cut at a sentence end
-    already = next(t for t in texts if "Already cut" in t)
-    assert already.endswith("...\n\nTL;DR:")  # the extract's own cut is kept
-    custom = tldr.load_tldr_ood(seed=0, data_dir=str(data_dir), ood_template="ARTICLE: {article}\nTL;DR:")
-    assert all(p.text.startswith("ARTICLE: ") for p in custom.eval_splits[1].prompts)
-    with pytest.raises(GilbenchError, match=r"ood_template must contain \{article\}"):
-        tldr.load_tldr_ood(seed=0, data_dir=str(data_dir), ood_template="{post}")
 
 
 # ---------------------------------------------------------------------------- shared pieces
