@@ -58,12 +58,12 @@ def reference_responses(
 ) -> dict[str, str]:
     """{prompt id: the starting policy's response}, sampled as during training (temperature, top-p, length)."""
     from gilbench import registry
-    from gilbench.config import GenerateConfig, stable_hash
+    from gilbench.config import stable_hash
     from gilbench.data.tasks import as_task_spec
     from gilbench.models.presets import load_causal_lm
     from gilbench.pipeline import make_accelerator
     from gilbench.stages.cache import sft_stage, sft_stage_dir
-    from gilbench.stages.generate import generate_split
+    from gilbench.stages.generate import generate_split, rollout_sampling
 
     cfg = dataclasses.replace(cfg, output_dir=str(output_dir))
     prompts = sorted(prompts, key=lambda p: p.id)
@@ -88,18 +88,11 @@ def reference_responses(
         sft_stage(cfg, task, accelerator, log)
     log(f"[gilbench] starting policy ({start}) answers {len(prompts)} training prompts")
     policy, tokenizer = load_causal_lm(str(start))
-    sampling = GenerateConfig(
-        max_prompts=0,
-        max_new_tokens=rl.max_new_tokens,
-        temperature=rl.temperature,
-        top_p=rl.top_p,
-        batch_size=rl.forward_batch_size,
-    )
     rows = generate_split(
         policy.to(accelerator.device),
         tokenizer,
         prompts,
-        sampling,
+        rollout_sampling(rl),
         spec.prompt_format,
         accelerator.device,
         rl.max_prompt_length,

@@ -14,11 +14,10 @@ import random
 from dataclasses import dataclass
 
 from gilbench import register_method
-from gilbench.config import GenerateConfig
 from gilbench.data.types import Prompt, SFTExample
 from gilbench.files import atomic_write_text
 from gilbench.rl.trainer import RLMethod
-from gilbench.stages.generate import generate_split
+from gilbench.stages.generate import generate_split, rollout_sampling
 from gilbench.stages.sft import encode_sft, lm_loss
 from gilbench.store import PTX_REFERENCE
 
@@ -57,11 +56,10 @@ class PPOPtx(RLMethod):
             random.Random(ctx.cfg.seed).shuffle(texts)
             prompts = [Prompt(str(i), t) for i, t in enumerate(texts[: self.ptx.ptx_examples])]
             rl = self.rl
-            sampling = GenerateConfig(0, rl.max_new_tokens, rl.temperature, rl.top_p, rl.forward_batch_size)
             policy = self.acc.unwrap_model(self.policy)
             ctx.log(f"[gilbench] ppo-ptx: the start policy answers {len(prompts)} SFT prompts for the ptx text")
             rows = generate_split(
-                policy, self.tokenizer, prompts, sampling, ctx.task.prompt_format, self.acc.device,
+                policy, self.tokenizer, prompts, rollout_sampling(rl), ctx.task.prompt_format, self.acc.device,
                 rl.max_prompt_length, ctx.cfg.seed,
             )  # fmt: skip
             lines = [json.dumps({"prompt": r["prompt"], "response": r["response"]}) + "\n" for r in rows]

@@ -17,14 +17,21 @@ from __future__ import annotations
 import torch
 
 from gilbench.rl.core import clipped_policy_loss, clipped_value_loss
-from gilbench.rl.rollout import Rollout, policy_and_values, response_logprobs
+from gilbench.rl.rollout import Rollout, policy_and_values
 
 
 def per_sample_policy_loss(method, mb: Rollout) -> tuple[torch.Tensor, dict]:
     """One policy forward (with grad if enabled): the clipped surrogate per sample, and its stats."""
+    return policy_loss_and_values(method, mb, critic=None)[:2]
+
+
+def policy_loss_and_values(method, mb: Rollout, critic, policy_grad: bool = True):
+    """The clipped surrogate per sample, its stats, and ``critic``'s values (None without one); the policy part
+    without a gradient if not ``policy_grad`` (critic warm-up)."""
     args = (mb.query, mb.query_mask, mb.response, mb.mask.long())
-    logp = response_logprobs(method.policy, *args, temperature=method.rl.temperature)
-    return clipped_policy_loss(logp, mb.logprobs, mb.advantages, mb.mask, method.rl.clip_range)
+    logp, _, values, _ = policy_and_values(method.policy, critic, *args, method.rl.temperature, policy_grad=policy_grad)
+    per_sample, stats = clipped_policy_loss(logp, mb.logprobs, mb.advantages, mb.mask, method.rl.clip_range)
+    return per_sample, stats, values
 
 
 def update(method, batch: Rollout, data, step: int) -> dict:
@@ -96,11 +103,7 @@ def micro_step(
     whole-minibatch loss (see the module docstring)."""
     rl = method.rl
     warming_up = method.critic is not None and step < rl.critic_warmup_steps
-    args = (mb.query, mb.query_mask, mb.response, mb.mask.long())
-    logp, _, values, _ = policy_and_values(
-        method.policy, method.critic, *args, rl.temperature, policy_grad=not warming_up
-    )
-    per_sample, pstats = clipped_policy_loss(logp, mb.logprobs, mb.advantages, mb.mask, rl.clip_range)
+    per_sample, pstats, values = policy_loss_and_values(method, mb, method.critic, policy_grad=not warming_up)
     if whole is None:
         policy_loss, policy_stats = method.loss(per_sample, mb, data)
     else:

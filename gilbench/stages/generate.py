@@ -7,8 +7,21 @@ import math
 import torch
 from tqdm.auto import tqdm
 
+from gilbench.config import GenerateConfig, RLConfig
 from gilbench.data.format import format_prompt
 from gilbench.rl.rollout import sample, tokenize_prompts
+
+
+def rollout_sampling(rl: RLConfig) -> GenerateConfig:
+    """Generation settings that sample as the RL rollouts do (length, temperature, top-p, batch): for text that
+    stands for the start policy's own distribution (judge-curve references, PPO-ptx's reference text)."""
+    return GenerateConfig(
+        max_prompts=0,
+        max_new_tokens=rl.max_new_tokens,
+        temperature=rl.temperature,
+        top_p=rl.top_p,
+        batch_size=rl.forward_batch_size,
+    )
 
 
 def generate_split(
