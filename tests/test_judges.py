@@ -244,7 +244,7 @@ def test_cost_cap_stops_before_the_budget(tmp_path):
 
 def test_concurrency_limit_is_respected(tmp_path):
     a, b = make_runs(tmp_path / "runs", n=16)
-    with JudgeServer(delay=0.05) as server:
+    with JudgeServer(delay=0.2) as server:  # long enough replies that requests overlap on a busy 2-core machine
         compare(a, b, openai_judge(tmp_path, server), concurrency=4, progress=False)
         assert 1 < server.max_in_flight <= 4
 
