@@ -13,7 +13,7 @@ from gilbench.models import precision
 from gilbench.models.precision import freeze_in_half, resolve_mixed_precision
 from gilbench.pipeline import run
 from gilbench.rl import trainer as trainer_module
-from gilbench.rl.core import entropy_from_logits, logprobs_from_logits, token_entropy, token_logprobs
+from gilbench.rl.core import entropy_from_logits, logprobs_from_logits, token_logprobs, token_logprobs_and_entropy
 
 
 @pytest.fixture
@@ -51,9 +51,14 @@ def test_token_logprobs_of_bf16_logits_are_float32_and_close():
     assert half.grad.dtype == torch.bfloat16
 
 
-def test_token_entropy_equals_the_naive_entropy():
-    logits = torch.randn(2, 7, 13, generator=torch.Generator().manual_seed(2))
-    torch.testing.assert_close(token_entropy(logits, 0.5, chunk=3), entropy_from_logits(logits / 0.5))
+def test_fused_logprobs_and_entropy_equal_the_naive_ones():
+    gen = torch.Generator().manual_seed(2)
+    logits, tokens = torch.randn(2, 7, 13, generator=gen), torch.randint(0, 13, (2, 7), generator=gen)
+    logits[0, 0, 3] = float("-inf")  # a token of probability 0 adds nothing to the entropy
+    logp, entropy = token_logprobs_and_entropy(logits, tokens, 0.5, chunk=3)
+    torch.testing.assert_close(logp, logprobs_from_logits(logits / 0.5, tokens))
+    torch.testing.assert_close(entropy, entropy_from_logits(logits / 0.5))
+    assert torch.isfinite(entropy).all()
 
 
 def test_mixed_precision_resolves_from_the_hardware(monkeypatch):
@@ -152,3 +157,14 @@ def test_gradient_checkpointing_is_exact_and_a_lean_run_completes(tiny_cfg, tmp_
     lean.output_dir = str(tmp_path / "lean")
     rows = _rows(run(lean, log=lambda s: None))
     assert [r["step"] for r in rows] == [1, 2] and all(r["loss/value"] == r["loss/value"] for r in rows)
+
+
+def test_token_logprobs_backward_leaves_float32_logits_untouched():
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(3, 5, 11, generator=gen).requires_grad_()
+    tokens = torch.randint(0, 11, (3, 5), generator=gen)
+    before = logits.detach().clone()
+    token_logprobs(logits, tokens, 0.7, chunk=4).sum().backward()
+    assert torch.equal(logits.detach(), before)
+    expected = torch.autograd.grad(logprobs_from_logits(before.requires_grad_() / 0.7, tokens).sum(), before)[0]
+    torch.testing.assert_close(logits.grad, expected)

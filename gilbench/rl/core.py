@@ -27,7 +27,7 @@ __all__ = [
     "entropy_from_logits",
     "logprobs_from_logits",
     "token_logprobs",
-    "token_entropy",
+    "token_logprobs_and_entropy",
     "RunningMoments",
 ]
 
@@ -204,7 +204,11 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
 
     Entries with probability 0 (e.g. ``-inf`` logits) contribute 0, with finite gradients.
     """
-    logp = F.log_softmax(logits, dim=-1)
+    return entropy_from_logprobs(F.log_softmax(logits, dim=-1))
+
+
+def entropy_from_logprobs(logp: torch.Tensor) -> torch.Tensor:
+    """-sum p log p over the last dim of log-probabilities; -inf entries (probability 0) contribute 0."""
     p = logp.exp()
     logp = torch.where(torch.isfinite(logp), logp, torch.zeros((), dtype=logp.dtype, device=logp.device))
     return -(p * logp).sum(dim=-1)
@@ -299,11 +303,18 @@ class _TokenLogprobs(torch.autograd.Function):
         grad = torch.empty_like(flat)
         T = ctx.temperature
         for i in range(0, flat.shape[0], ctx.chunk):
-            g = grad_flat[i : i + ctx.chunk, None]
-            # d logp / d logits = (onehot - softmax) / T
-            part = -torch.exp(flat[i : i + ctx.chunk].float() / T - lse[i : i + ctx.chunk, None]) * g
+            g = grad_flat[i : i + ctx.chunk, None] / T
+            # d logp / d logits = (onehot - softmax) / T; in place on one float32 copy of the chunk, no temporaries
+            part = (
+                flat[i : i + ctx.chunk]
+                .to(torch.float32, copy=True)
+                .div_(T)
+                .sub_(lse[i : i + ctx.chunk, None])
+                .exp_()
+                .mul_(-g)
+            )
             part.scatter_add_(-1, idx[i : i + ctx.chunk, None], g)
-            grad[i : i + ctx.chunk] = part / T
+            grad[i : i + ctx.chunk] = part
         return grad.view(logits.shape), None, None, None
 
 
@@ -322,10 +333,17 @@ def token_logprobs(
 
 
 @torch.no_grad()
-def token_entropy(logits: torch.Tensor, temperature: float = 1.0, chunk: int = 256) -> torch.Tensor:
-    """Entropy of softmax(logits / temperature) per position, float32, ``chunk`` rows at a time (no grad)."""
-    flat = logits.reshape(-1, logits.shape[-1])
-    out = torch.cat(
-        [entropy_from_logits(flat[i : i + chunk].float() / temperature) for i in range(0, flat.shape[0], chunk)]
-    )
-    return out.view(logits.shape[:-1])
+def token_logprobs_and_entropy(
+    logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0, chunk: int = 256
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``token_logprobs`` and the entropy of softmax(logits / temperature) per position, float32, in one pass of
+    ``chunk`` rows over the vocabulary (no grad: the rollout's forward, where the entropy is a metric)."""
+    flat, idx = logits.reshape(-1, logits.shape[-1]), tokens.reshape(-1).long()
+    logp, entropy = torch.empty(2, flat.shape[0], dtype=torch.float32, device=logits.device)
+    for i in range(0, flat.shape[0], chunk):
+        scaled = flat[i : i + chunk].float() / temperature
+        lse = torch.logsumexp(scaled, dim=-1)
+        # the log-probs exactly as token_logprobs computes them: a model equal to its reference has KL 0, not 1e-8
+        logp[i : i + chunk] = scaled.gather(-1, idx[i : i + chunk, None]).squeeze(-1) - lse
+        entropy[i : i + chunk] = entropy_from_logprobs(scaled - lse[:, None])
+    return logp.view(tokens.shape), entropy.view(tokens.shape)
