@@ -34,6 +34,7 @@ class ModelConfig:
     gradient_checkpointing: bool = (
         False  # recompute policy and critic activations in the backward (less memory, ~30% more compute)
     )
+    attention: str = "auto"  # attention kernel of the RL policy, reference and critic: eager, sdpa or auto (eager on CPU, where it trains ~25% faster at our lengths; sdpa elsewhere)
 
 
 @dataclass

@@ -44,6 +44,7 @@ RULES: dict[str, tuple] = {
     "model.policy": (lambda v: bool(v.strip()), "a preset, hub id or local path"),
     "model.reward": (lambda v: bool(v.strip()), "auto, a preset, hub id or local path"),
     "model.critic": _one_of("policy", "shared", "reward"),
+    "model.attention": _one_of("auto", "eager", "sdpa"),
     "model.lora_r": _at_least(1),
     "model.lora_alpha": _positive(),
     "sft.epochs": _at_least(1),

@@ -37,6 +37,14 @@ def recompute_activations(model: torch.nn.Module) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
+def set_attention(model: torch.nn.Module, setting: str, device: torch.device) -> None:
+    """The attention kernel (model.attention). ``auto`` is eager on CPU: on SmolLM2-135M, 16 sequences of 65
+    tokens, forward + backward took 2.45 s eager against 3.29 s with sdpa (whose CPU flash kernel has a slow
+    backward at these lengths); forwards alone were equal. Elsewhere sdpa, transformers' own default."""
+    impl = ("eager" if torch.device(device).type == "cpu" else "sdpa") if setting == "auto" else setting
+    model.set_attn_implementation(impl)
+
+
 def adamw(params: list, lr: float) -> torch.optim.AdamW:
     """AdamW with the fused kernel (one pass over each parameter, no foreach temporaries the size of the model)."""
     return torch.optim.AdamW(params, lr=lr, fused=True)

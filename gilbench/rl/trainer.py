@@ -41,7 +41,14 @@ from gilbench.models.precision import half_dtype
 from gilbench.rl import checkpoint
 from gilbench.rl.core import RunningMoments, explained_variance, gae, kl_per_token, masked_mean, masked_whiten
 from gilbench.rl.kl_control import make_kl_controller
-from gilbench.rl.model_setup import adamw, disable_dropout, freeze, recompute_activations, seed_everything
+from gilbench.rl.model_setup import (
+    adamw,
+    disable_dropout,
+    freeze,
+    recompute_activations,
+    seed_everything,
+    set_attention,
+)
 from gilbench.rl.rollout import (
     Rollout,
     chunks,
@@ -142,6 +149,7 @@ class RLMethod(Method):
             )
         seed_everything(self.cfg.seed)
         policy, self.tokenizer = ctx.load_policy()
+        set_attention(policy, self.cfg.model.attention, self.acc.device)  # before a critic copies the policy
         critic = self.build_critic(policy) if self.needs_critic else None
         if self.cfg.model.lora:
             from gilbench.models.presets import apply_lora
@@ -150,6 +158,7 @@ class RLMethod(Method):
             self.ref_policy = None  # the reference is the policy with its adapters disabled
         else:
             self.ref_policy, _ = ctx.load_policy()
+            set_attention(self.ref_policy, self.cfg.model.attention, self.acc.device)  # as the policy's: KL 0 at start
             freeze(self.ref_policy, half_dtype(self.acc.mixed_precision))
             self.ref_policy.to(self.acc.device)
         own_trunk = critic if critic is not None and not critic.shares_policy_trunk else None
