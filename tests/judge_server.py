@@ -98,6 +98,7 @@ class JudgeServer:
 
             def _send(self, status: int, payload: dict, headers: dict | None = None) -> None:
                 data = json.dumps(payload).encode()
+                self._leave()  # before the reply goes out: the client may send its next request at once
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -110,6 +111,7 @@ class JudgeServer:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
                 auth = self.headers.get("Authorization", "")
                 step = server._next(body, auth)
+                self.counted = True
                 try:
                     if server.delay:
                         time.sleep(server.delay)
@@ -147,6 +149,11 @@ class JudgeServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (a timeout test)
                 finally:
+                    self._leave()
+
+            def _leave(self):
+                if getattr(self, "counted", False):
+                    self.counted = False
                     server._done()
 
         return Handler
