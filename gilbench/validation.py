@@ -105,6 +105,7 @@ METHOD_RULES: dict[str, tuple] = {
     "group_balance": _at_least(0),
     "performance": _one_of("score", "return"),
     "groups": _one_of("inferred", "oracle"),
+    "group_input": _one_of("response", "prompt"),
     "beta": _positive(),
     "lr": _positive(),
     "epochs": _at_least(1),

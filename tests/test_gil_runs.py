@@ -175,3 +175,36 @@ def test_ablations_are_registered_with_their_defaults():
     )
     cfg = build_configs(args)[0]
     assert cfg.method_args == {"beta_policy": 0.0, "n_groups": 4}
+
+
+@pytest.mark.parametrize("critic_kind", ["policy", "shared"])
+def test_group_input_prompt_reads_a_state_the_sampled_response_cannot_move(critic_kind):
+    from gilbench.models.heads import SharedValueHead, ValueModel
+    from gilbench.models.presets import load_causal_lm
+    from gilbench.rl.rollout import policy_and_values
+
+    policy, _ = load_causal_lm("tiny")
+    critic = SharedValueHead(policy) if critic_kind == "shared" else ValueModel.from_causal_lm(policy)
+    query = torch.randint(5, 100, (2, 4))
+    query_mask = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])  # left-padded
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    one, other = torch.randint(5, 100, (2, 3)), torch.randint(5, 100, (2, 3))
+    with torch.no_grad():
+        hidden = {
+            (at, i): policy_and_values(policy, critic, query, query_mask, r, mask, 1.0, hidden_at=at)[3]
+            for at in ("prompt", "response")
+            for i, r in enumerate((one, other))
+        }
+    assert torch.allclose(hidden["prompt", 0], hidden["prompt", 1])  # the prompt's last token, whatever follows
+    assert not torch.allclose(hidden["response", 0], hidden["response", 1])
+
+
+def test_gil_on_prompt_groups_end_to_end(tiny_cfg, store):
+    cfg = configure(tiny_cfg("gil", steps=2), store, "gil-prompt", group_input="prompt")
+    run(cfg, log=quiet)
+    check_group_metrics(metrics_of(cfg), n_groups=2)
+    cfg = configure(
+        tiny_cfg("gil", steps=1), store, "gil-prompt-trunk", group_input="prompt", group_head_shares_trunk=True
+    )
+    run(cfg, log=quiet)
+    check_group_metrics(metrics_of(cfg), n_groups=2)

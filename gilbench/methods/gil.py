@@ -57,6 +57,7 @@ class GILConfig:
     clamp_group_weights: bool = (
         False  # clamp each sample's effective gradient weight at >= 0 (ours; see GIL.md, "Effective weights")
     )
+    group_input: str = "response"  # the hidden state the group head reads: response (last response token, the paper's p(g|tau)) or prompt (last prompt token: groups of prompts, which a batch's reward split cannot define) (ours; GIL.md)
     penalty_scale: str = "none"  # none | loss_std: divide the penalty by the per-sample losses' SD, so beta_policy is scale-free (ours; GIL.md)
 
 
@@ -190,7 +191,7 @@ class GIL(RLMethod):
     """Group Invariant Learning: inferred groups, invariance penalty on group-wise PPO losses, group-adaptive KL."""
 
     Config = GILConfig
-    needs_critic_hidden = True  # the group head reads the critic's hidden state at the last response token
+    needs_critic_hidden = True  # the group head reads the critic's hidden state (group_input: which token)
     couples_samples = (
         True  # the group variance couples a minibatch's samples: the loop computes it on the whole minibatch
     )
@@ -209,10 +210,12 @@ class GIL(RLMethod):
         for field, value, allowed in (
             ("performance", gc.performance, ("score", "return")),
             ("groups", gc.groups, ("inferred", "oracle")),
+            ("group_input", gc.group_input, ("response", "prompt")),
         ):
             if value not in allowed:
                 raise GilbenchError(f"GIL {field} must be one of {', '.join(allowed)}, got {value!r}")
         self.n_groups = gc.n_groups
+        self.critic_hidden_at = gc.group_input
         if gc.groups == "oracle":
             labels = [p.group for p in self.prompts]
             if None in labels:
@@ -285,9 +288,9 @@ class GIL(RLMethod):
         ).float()
 
     def hidden_states(self, batch: Rollout, sl: slice) -> torch.Tensor:
-        """The critic's current hidden states at the last response token (with grad if enabled)."""
+        """The critic's current hidden states at group_input's token (with grad if enabled)."""
         args = (batch.query[sl], batch.query_mask[sl], batch.response[sl], batch.mask[sl].long())
-        return critic_forward(self.critic, *args)[1]
+        return critic_forward(self.critic, *args, hidden_at=self.critic_hidden_at)[1]
 
     def group_step(self, batch: Rollout, perf: torch.Tensor) -> None:
         """One step on the head and the critic trunk. V is a statistic of the whole batch, so first get

@@ -203,20 +203,30 @@ def response_logprobs(
     return result[0] if len(result) == 1 else tuple(result)
 
 
-def critic_forward(critic, query, query_mask, response, response_mask):
-    """Values of the states before each response token, and the hidden state at the last response token."""
+def critic_forward(critic, query, query_mask, response, response_mask, hidden_at: str = "response"):
+    """Values of the states before each response token, and the hidden state at the last response token (or at
+    the last prompt token: ``hidden_at="prompt"``)."""
     ids, mask, pos = full_inputs(query, query_mask, response, response_mask)
     values, hidden = critic(ids, mask, pos)
-    return response_values(values, hidden, query.shape[1], response_mask)
+    return response_values(values, hidden, query.shape[1], response_mask, hidden_at)
 
 
 def policy_and_values(
-    policy, critic, query, query_mask, response, response_mask, temperature: float, with_entropy=False, policy_grad=True
+    policy,
+    critic,
+    query,
+    query_mask,
+    response,
+    response_mask,
+    temperature: float,
+    with_entropy=False,
+    policy_grad=True,
+    hidden_at: str = "response",
 ):
     """The policy's response log-probs (entropies if ``with_entropy``, else None) and, with a critic, its values
-    and last hidden states (else None, None): one forward when the critic shares the policy's trunk, two if not.
-    ``policy_grad=False`` runs the policy without a gradient while the critic keeps one (critic warm-up; on a
-    shared trunk only the head then learns)."""
+    and hidden states at ``hidden_at`` (else None, None): one forward when the critic shares the policy's trunk,
+    two if not. ``policy_grad=False`` runs the policy without a gradient while the critic keeps one (critic
+    warm-up; on a shared trunk only the head then learns)."""
     args = (query, query_mask, response, response_mask)
     shared = critic is not None and critic.shares_policy_trunk
     with torch.set_grad_enabled(torch.is_grad_enabled() and policy_grad):
@@ -228,13 +238,17 @@ def policy_and_values(
     if shared:
         hidden = out[-1]
         values = head_values(critic.value_head, hidden)
-        return (logp, entropy, *response_values(values, hidden, query.shape[1], response_mask))
-    return (logp, entropy, *critic_forward(critic, *args))
+        return (logp, entropy, *response_values(values, hidden, query.shape[1], response_mask, hidden_at))
+    return (logp, entropy, *critic_forward(critic, *args, hidden_at=hidden_at))
 
 
-def response_values(values, hidden, query_length: int, response_mask):
+def response_values(values, hidden, query_length: int, response_mask, hidden_at: str = "response"):
     """From per-token values and hidden states over prompt + response: the values of the states before each
-    response token [B, R] and the hidden state at the last response token [B, H]."""
+    response token [B, R] and the hidden state [B, H] at the last response token, or with ``hidden_at="prompt"``
+    at the last prompt token (prompts are left-padded, so position P-1 in every row: a function of the prompt
+    alone, whatever was sampled)."""
+    if hidden_at == "prompt":
+        return values[:, query_length - 1 : -1], hidden[:, query_length - 1]
     last = query_length + response_mask.sum(dim=1).clamp(min=1) - 1
     last_hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
     return values[:, query_length - 1 : -1], last_hidden

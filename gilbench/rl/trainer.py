@@ -100,6 +100,7 @@ class RLMethod(Method):
 
     needs_critic: ClassVar[bool] = True
     needs_critic_hidden: ClassVar[bool] = False  # the rollout keeps the critic's last hidden state (GIL's group head)
+    critic_hidden_at: str = "response"  # where: the last response token, or "prompt" (the last prompt token)
     couples_samples: ClassVar[bool] = False
 
     # ------------------------------------------------------------------ the contract
@@ -322,7 +323,9 @@ class RLMethod(Method):
             logprobs, entropy, ref_logprobs, values, hidden = [], [], [], [], []
             for sl in chunks(len(prompts), rl.forward_batch_size):
                 args = (query[sl], query_mask[sl], response[sl], mask[sl].long())
-                lp, ent, v, h = policy_and_values(policy, critic, *args, rl.temperature, with_entropy=True)
+                lp, ent, v, h = policy_and_values(
+                    policy, critic, *args, rl.temperature, with_entropy=True, hidden_at=self.critic_hidden_at
+                )
                 logprobs.append(lp)
                 entropy.append(ent)
                 ref_logprobs.append(self._ref_logprobs(*args))
