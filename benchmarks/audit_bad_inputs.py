@@ -100,6 +100,8 @@ def all_cases(audit: Audit, only: str | None) -> None:
         "rl.max_prompt_length=0",
         "rl.kl_estimator=k9",
         "mixed_precision=fp8",
+        "variant=../gil",
+        "model.attention=flash",
         "rl.top_p=0",
         "rl.top_p=1.5",
         "generate.top_p=0",

@@ -129,6 +129,11 @@ class RunConfig:
     rl: RLConfig = field(default_factory=RLConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     method_args: dict = field(default_factory=dict)  # the method's own config fields (see `gilbench ls methods -v`)
+    variant: str = ""  # names a setting of the method (e.g. b0.1 for a beta sweep): the run is stored and tabled as <method>@<variant>, beside the method's own runs; empty = none
+
+    def run_name(self) -> str:
+        """The run's name in the store and in tables: the method, or ``<method>@<variant>``."""
+        return f"{self.method}@{self.variant}" if self.variant else self.method
 
 
 # ---------------------------------------------------------------- YAML numbers

@@ -89,7 +89,7 @@ def run(resolved: ResolvedRun | RunConfig, log=print, overwrite: bool = False) -
     cfg, method_cls, method_cfg, spec = resolved.cfg, resolved.method_cls, resolved.method_cfg, resolved.task
     check_models_reachable(cfg)
     store = RunStore(cfg.output_dir)
-    run_dir = store.run(cfg.task, cfg.method, cfg.seed)
+    run_dir = store.run(cfg.task, cfg.run_name(), cfg.seed)
     out = run_dir.path
     record = resolved.record()
     run_dir.claim(record, overwrite)
@@ -104,7 +104,7 @@ def run(resolved: ResolvedRun | RunConfig, log=print, overwrite: bool = False) -
     accelerator = make_accelerator(cfg)
     tracking.configure(cfg, out, accelerator)
     log(
-        f"[gilbench] {cfg.method} on {cfg.task}, seed {cfg.seed}, model {cfg.model.policy}, device {accelerator.device} -> {out}"
+        f"[gilbench] {cfg.run_name()} on {cfg.task}, seed {cfg.seed}, model {cfg.model.policy}, device {accelerator.device} -> {out}"
     )
     task = spec.load(seed=cfg.split_seed, limit=cfg.limit or None, data_dir=cfg.data_dir or None)
     sizes = task.sizes()
@@ -181,7 +181,7 @@ def generate_stage(
                 for row, score in zip(rows, scores):
                     row["rm_score"] = score
             for row in rows:
-                row.update(split=split.name, distribution=split.distribution, method=cfg.method, seed=cfg.seed)
+                row.update(split=split.name, distribution=split.distribution, method=cfg.run_name(), seed=cfg.seed)
             atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
         stats = summarise_scores([r["rm_score"] for r in rows if "rm_score" in r])
         stats["distribution"] = split.distribution
@@ -230,6 +230,7 @@ def build_summary(cfg: RunConfig, out: Path, sft_stats: dict, rm_stats: dict, ev
         curve["mean_step_seconds"] = window("time/step", rows)
     return {
         "method": cfg.method,
+        "name": cfg.run_name(),
         "task": cfg.task,
         "seed": cfg.seed,
         "model": cfg.model.policy,
@@ -244,7 +245,7 @@ def build_summary(cfg: RunConfig, out: Path, sft_stats: dict, rm_stats: dict, ev
 
 def format_summary(summary: dict) -> str:
     lines = [
-        f"== {summary['method']} on {summary['task']} (seed {summary['seed']}, {summary['model']}) in {summary['seconds']:.0f} s =="
+        f"== {summary.get('name', summary['method'])} on {summary['task']} (seed {summary['seed']}, {summary['model']}) in {summary['seconds']:.0f} s =="
     ]
     rm = summary["reward_model"]
     if rm:

@@ -33,6 +33,7 @@ def _one_of(*names: str):
 
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+VARIANT_PATTERN = re.compile(r"^[A-Za-z0-9._-]*$")
 
 # Ranges of every numeric and categorical run-config field (dotted name -> (check, what is allowed)).
 RULES: dict[str, tuple] = {
@@ -41,6 +42,10 @@ RULES: dict[str, tuple] = {
     "limit": _at_least(0),
     "device": (lambda v: bool(DEVICE_PATTERN.match(v)), "auto, cpu, cuda or cuda:N"),
     "mixed_precision": _one_of("auto", "no", "fp32", "bf16", "fp16"),
+    "variant": (
+        lambda v: bool(VARIANT_PATTERN.match(v)),
+        "empty, or letters, digits, '.', '_' and '-' (a folder name)",
+    ),
     "model.policy": (lambda v: bool(v.strip()), "a preset, hub id or local path"),
     "model.reward": (lambda v: bool(v.strip()), "auto, a preset, hub id or local path"),
     "model.critic": _one_of("policy", "shared", "reward"),

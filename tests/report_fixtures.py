@@ -110,9 +110,12 @@ def write_run(
     from gilbench.pipeline import build_summary
     from gilbench.stages.generate import summarise_scores
 
+    name = method
+    method, variant = name.split("@", 1) if "@" in name else (name, "")  # a variant: <method>@<variant>
     cfg = config_for_method(method, task=task, seed=seed, output_dir=str(root))
+    cfg.variant = variant
     method_cfg = build_method_config(registry.methods.get(method).Config, cfg.method_args, method)
-    out = RunStore(root).run(task, method, seed).path
+    out = RunStore(root).run(task, name, seed).path
     atomic_write_yaml(
         out / "config.yaml", asdict(cfg) | {"method_args": asdict(method_cfg) if method_cfg is not None else {}}
     )
@@ -132,7 +135,7 @@ def write_run(
                 "rm_score": mean + rng.gauss(0, 0.1),
                 "split": split,
                 "distribution": dist,
-                "method": method,
+                "method": name,
                 "seed": seed,
             }
             for i in range(n_eval)

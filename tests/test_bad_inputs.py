@@ -39,6 +39,8 @@ BAD_RUNS = [
     (["--set", "rl.max_new_tokens=0"], "rl.max_new_tokens"),
     (["--set", "rl.kl_estimator=k9"], "k1, k2, k3"),
     (["--set", "mixed_precision=fp8"], "auto, no, fp32, bf16, fp16"),
+    (["--set", "variant=../gil"], "a folder name"),
+    (["--set", "model.attention=flash"], "auto, eager, sdpa"),
     (["--set", "rl.top_p=0"], "rl.top_p"),
     (["--set", "rl.gamma=1.5"], "rl.gamma"),
     (["--device", "tpu"], "device"),
@@ -48,6 +50,7 @@ BAD_RUNS = [
     (["--set", "rl.steps"], "KEY=VALUE"),
     (["--set", "rl.steps=abc"], "expected int"),
     (["--method", "gil", "--set", "n_groups=-1"], "n_groups"),
+    (["--method", "gil", "--set", "group_input=reward"], "response, prompt"),
 ]
 
 

@@ -259,3 +259,13 @@ def test_run_numbers_and_aggregate():
         0.1414, abs=1e-4
     )
     assert analyse_run([{"step": 1, "loss/dpo": 0.7}]) is None  # no rollouts: nothing to analyse
+
+
+def test_a_variant_is_a_row_of_its_own_under_its_methods_label(store, tmp_path):
+    root = tmp_path / "runs"
+    shutil.copytree(store, root)
+    write_run(root, TASK, "gil@b0.1", 0, curve(30))
+    path = tmp_path / "beta.yaml"
+    path.write_text(f"kind: stability\ntasks: [{TASK}]\nmethods: [gil, gil@b0.1]\ncolumns: [final, max_kl]\n")
+    rows = md_rows(render_table(str(path), "md", str(root)))
+    assert any(k.startswith(f"{TASK}/GIL@b0.1/") for k in rows) and any(k.startswith(f"{TASK}/GIL/") for k in rows)

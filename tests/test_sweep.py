@@ -225,3 +225,18 @@ def test_local_launcher_runs_the_grid_in_process_then_skips_it(tmp_path, capsys)
     assert args.func(args) == 0
     assert "2 runs: 2 complete (skipped), 0 to run" in capsys.readouterr().out
     assert [(r / "summary.json").stat().st_mtime_ns for r in runs] == stamps
+
+
+def test_a_variant_is_stored_beside_the_method_and_skipped_once_finished(tmp_path, capsys):
+    out = tmp_path / "runs"
+    grid = ["--methods", "ppo-kl", "--tasks", "toy", "--seeds", "0"]
+    plain = sweep_args(*grid, *tiny_flags(out, [*TINY_SETTINGS, "rl.steps=1"]))
+    variant = sweep_args(*grid, *tiny_flags(out, [*TINY_SETTINGS, "rl.steps=1", "rl.kl_coef=0.5", "variant=kl0.5"]))
+    assert plain.func(plain) == 0 and variant.func(variant) == 0
+    runs = {name: out / "toy" / name / "seed0" for name in ("ppo-kl", "ppo-kl@kl0.5")}
+    assert all(is_complete(r) for r in runs.values())
+    assert "kl_coef: 0.5" in (runs["ppo-kl@kl0.5"] / "config.yaml").read_text()
+    assert "kl_coef: 0.5" not in (runs["ppo-kl"] / "config.yaml").read_text()
+    capsys.readouterr()
+    assert variant.func(variant) == 0
+    assert "1 runs: 1 complete (skipped), 0 to run" in capsys.readouterr().out

@@ -54,7 +54,7 @@ class Job:
 
     @property
     def name(self) -> str:
-        return f"{self.task}/{self.method}/seed{self.seed}"
+        return f"{self.task}/{self.run_dir.parent.name}/seed{self.seed}"  # the folder: <method>@<variant> for a variant
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "gilbench", "run", *self.argv]
@@ -141,6 +141,8 @@ def check_jobs(jobs: list[Job], overwrite: bool = False) -> None:
 
     for job in jobs:
         resolved = resolve_run(job.method, job.task, job.overrides, config_file=job.config_file, fields=job.fields)
+        cfg = resolved.cfg  # a variant (config file or --set variant=...) lives in its own folder
+        job.run_dir = RunStore(cfg.output_dir).run(job.task, cfg.run_name(), job.seed).path
         diff = RunDir(job.run_dir).config_differences(resolved.record())
         if diff and not overwrite:
             raise GilbenchError(

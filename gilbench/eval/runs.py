@@ -23,14 +23,14 @@ def resolve_runs(output_dir: str | Path, task: str, method: str, seeds: list[int
             raise GilbenchError(
                 f"no runs with generations of method '{method}' on task '{task}' under {output_dir} "
                 f"(looked for {Path(output_dir) / task / method}/seed*/generations); run "
-                f"`gilbench run --method {method} --task {task}` first, or pass --output-dir"
+                f"`{run_command(method, task)}` first, or pass --output-dir"
             )
     dirs = []
     for seed in seeds:
         run = RunStore(output_dir).run(task, method, seed)
         if not run.generation_files():
             raise GilbenchError(
-                f"{run.path} has no generations/*.jsonl; run `gilbench run --method {method} --task {task} --seed {seed}` first"
+                f"{run.path} has no generations/*.jsonl; run `{run_command(method, task)} --seed {seed}` first"
             )
         dirs.append(run.path)
     return dirs
@@ -128,3 +128,9 @@ def reward_model_dir(run: Path, output_dir: str | Path) -> tuple[Path, int]:
             f"pass one explicitly as rm:PATH (reward models live under {Path(output_dir) / 'cache' / 'rm'})"
         )
     return path, cfg.rm.max_length
+
+
+def run_command(name: str, task: str) -> str:
+    """The `gilbench run` command that makes runs of ``name``: a method, or ``<method>@<variant>``."""
+    method, _, variant = name.partition("@")
+    return f"gilbench run --method {method} --task {task}" + (f" --set variant={variant}" if variant else "")

@@ -67,6 +67,9 @@ class TableSpec:
     sqrt_kl: list[float] = field(default_factory=lambda: [1.0, 2.0, 3.0])
 
     def label(self, name: str) -> str:
+        if name not in self.labels and "@" in name:  # a variant (RunConfig.variant): its method's label, then @variant
+            method, variant = name.split("@", 1)
+            return f"{self.label(method)}@{variant}"
         return self.labels.get(name) or DEFAULT_LABELS.get(name, name)
 
 
