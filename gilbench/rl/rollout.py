@@ -85,7 +85,7 @@ def tokenize_prompts(tokenizer, texts: list[str], max_length: int, device) -> tu
 
 
 def response_mask_from_ids(response: torch.Tensor, eos_token_id: int | None) -> torch.Tensor:
-    """1 up to and including the first EOS, 0 after it (generate pads finished rows)."""
+    """1 up to and including the first EOS, 0 after it (the decoding loop pads finished rows)."""
     if eos_token_id is None:
         return torch.ones_like(response)
     is_eos = response == eos_token_id
