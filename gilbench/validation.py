@@ -151,7 +151,7 @@ def validate_config(cfg: RunConfig, method_cfg: Any = None) -> None:
         if isinstance(value, int) and not isinstance(value, bool) and name.startswith("method_args.") and value < 0:
             raise GilbenchError(f"config field {name} = {value}: must not be negative; set it with --set {name}=VALUE")
         rule = RULES.get(name) or (METHOD_RULES.get(name.split(".", 1)[1]) if name.startswith("method_args.") else None)
-        if rule is not None and not isinstance(value, bool) and not rule[0](value):
+        if rule is not None and value is not None and not isinstance(value, bool) and not rule[0](value):
             raise GilbenchError(f"config field {name} = {value!r}: must be {rule[1]}; set it with --set {name}=VALUE")
     if cfg.data_dir and not Path(cfg.data_dir).expanduser().is_dir():
         raise GilbenchError(

@@ -124,3 +124,13 @@ def test_dpo_trains_on_the_pairs_and_the_margin_grows(store, tiny_cfg):
     method_summary = json.loads((out / "method_summary.json").read_text())
     assert method_summary["dpo/pairs"] == 32 and method_summary["dpo/loss_last"] < method_summary["dpo/loss_first"]
     assert set(summary["eval"]) == {"id:test", "ood:space"}
+
+
+def test_dpo_trains_on_the_reward_models_pairs_by_default(tmp_path, tiny_cfg):
+    # equal budgets: without max_pairs, DPO learns from the rm.max_pairs pairs the reward model was fitted on
+    cfg = in_store(tiny_cfg("dpo"), tmp_path)
+    cfg.rm.max_pairs = 24
+    cfg.method_args = {"epochs": 1, "batch_size": 8, "micro_batch_size": 4}
+    summary = run(cfg)
+    method_summary = json.loads((tmp_path / "runs" / "toy" / "dpo" / "seed0" / "method_summary.json").read_text())
+    assert method_summary["dpo/pairs"] == 24 == summary["reward_model"]["rm/train_pairs"]

@@ -49,7 +49,7 @@ class DPOConfig:
     batch_size: int = 8  # pairs per optimizer step
     micro_batch_size: int = 4  # pairs per forward/backward (gradient accumulation inside a step)
     max_length: int = 192  # tokens per prompt + response; prompts are cut from the left, responses from the right
-    max_pairs: int = 2048  # training pairs used (0 = all)
+    max_pairs: int | None = None  # training pairs used (0 = all); None: rm.max_pairs, the reward model's own pairs (equal budgets)
     max_grad_norm: float = 1.0  # gradient clipping
 
 
@@ -143,7 +143,8 @@ class DPO(Method):
 
             policy = apply_lora(policy, r=ctx.cfg.model.lora_r, alpha=ctx.cfg.model.lora_alpha)
         disable_dropout(policy)
-        pairs = ctx.task.pairs_train[: cfg.max_pairs or None]
+        n_pairs = ctx.cfg.rm.max_pairs if cfg.max_pairs is None else cfg.max_pairs
+        pairs = ctx.task.pairs_train[: n_pairs or None]  # the reward model's slice: the same pairs when n_pairs agrees
         data = encode_pairs(tokenizer, pairs, ctx.task.prompt_format, cfg.max_length)
         if not data:
             raise GilbenchError(
