@@ -236,8 +236,9 @@ class RLMethod(Method):
             tracker.log(metrics, step + 1)
             bar.set_postfix(score=f"{metrics['objective/score']:.3f}", kl=f"{metrics['objective/kl']:.3f}")
             every = self.rl.checkpoint_every
-            if (every and (step + 1) % every == 0) or step + 1 == self.rl.steps:
-                checkpoint.save(self, ctx.run_dir, step + 1)
+            last = step + 1 == self.rl.steps
+            if (every and (step + 1) % every == 0 and not last) or (last and self.rl.keep_checkpoint):
+                checkpoint.save(self, ctx.run_dir, step + 1)  # not at the end unless kept: the saved policy follows
         bar.close()
         tracker.close()
         return self.acc.unwrap_model(self.policy), self.tokenizer
