@@ -91,6 +91,7 @@ def curve(
                     "group/nmi": min(0.6, 0.02 * t),
                     "group/purity": min(0.85, 0.5 + 0.01 * t),
                     "loss/invariance": 0.001,
+                    "gil/negative_weight": float(t % 4 == 0),  # a quarter of the steps
                 }
             )
         rows.append(row)

@@ -125,6 +125,7 @@ def test_ablation_and_groups_tables(store):
     g = next(v for k, v in groups.items() if k.startswith(f"{TASK}/GIL/"))
     high, low = float(g[3].split(" ±")[0]), float(g[4].split(" ±")[0])
     assert high > low and g[5] == g[4] and g[7].startswith("0.600")  # worst group = the lowest; NMI of the last steps
+    assert g[9].startswith("0.2")  # a negative group weight on a quarter of all updates (the fixture's every 4th step)
 
 
 def test_stability_table_reports_the_collapsed_seed(store):

@@ -32,7 +32,7 @@ KIND_COLUMNS = {
     "ood": ["win", "gap", "rm"],
     "ablation": ["score", "win"],
     "stability": ["final", "best", "best_step", "max_kl", "ev_final", "ev_mean", "length", "repetition", "kl", "judge"],
-    "groups": ["groups", "worst", "gap", "nmi", "purity"],
+    "groups": ["groups", "worst", "gap", "nmi", "purity", "negative"],
     "frontier": ["start", "peak", "peak_step", "peak_kl", "end", "drop", "end_proxy", "end_kl", "matched", "gap"],
 }
 DEFAULT_COLUMNS = {"winrate": ["win", "tie", "lose", "n"], **{k: v for k, v in KIND_COLUMNS.items() if k != "winrate"}}

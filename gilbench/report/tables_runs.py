@@ -88,12 +88,14 @@ def build_stability(spec: TableSpec, output_dir) -> Table:
 
 
 def group_summary(rows: list[dict], last: int) -> dict | None:
-    """Means over the last ``last`` steps of: group scores ranked high to low at each step, worst, gap, nmi, purity."""
-    rows = [r for r in rows if any(k.startswith("group/") for k in r)][-last:]
+    """Means over the last ``last`` steps of: group scores ranked high to low at each step, worst, gap, nmi, purity;
+    and over every step: the share with a negative group gradient weight (gil/negative_weight)."""
+    rows = [r for r in rows if any(k.startswith("group/") for k in r)]
+    tail = rows[-last:]
     if not rows:
         return None
     ranked = []
-    for r in rows:
+    for r in tail:
         scores = [
             v
             for k, v in r.items()
@@ -103,7 +105,8 @@ def group_summary(rows: list[dict], last: int) -> dict | None:
     n_groups = max(len(x) for x in ranked)
     out = {"ranks": [_mean([x[g] for x in ranked if len(x) > g]) for g in range(n_groups)]}
     for name in ("worst", "gap", "nmi", "purity"):
-        out[name] = _mean([r.get(f"group/{name}") for r in rows])
+        out[name] = _mean([r.get(f"group/{name}") for r in tail])
+    out["negative"] = _mean([r.get("gil/negative_weight") for r in rows])  # the whole run: a property of the objective
     return out
 
 
@@ -128,7 +131,13 @@ def build_groups(spec: TableSpec, output_dir) -> Table:
             if runs or (spec.methods != "auto" or m in GIL_FAMILY):
                 found[(t, m)] = runs
     n_groups = max((len(g["ranks"]) for runs in found.values() for g in runs), default=0)
-    names = {"worst": ("", "Worst"), "gap": ("", "Gap"), "nmi": ("Agreement", "NMI"), "purity": ("Agreement", "purity")}
+    names = {
+        "worst": ("", "Worst"),
+        "gap": ("", "Gap"),
+        "nmi": ("Agreement", "NMI"),
+        "purity": ("Agreement", "purity"),
+        "negative": ("", "Neg. weight"),
+    }
     headers = {
         "groups": [("Group score, ranked", f"#{g + 1}") for g in range(n_groups)],
         **{k: [v] for k, v in names.items()},
@@ -161,7 +170,9 @@ def build_groups(spec: TableSpec, output_dir) -> Table:
         f"Means over the last {spec.last_steps} steps of each run, then mean ± SD across seeds. Group score: reward-model "
         "score of each inferred (soft) group, ranked high to low at each step (group numbers are arbitrary per run). "
         "Worst / gap: lowest group performance and highest minus lowest (group/worst, group/gap). Agreement of the "
-        "inferred groups (argmax) with the task's known groups: normalised mutual information and purity."
+        "inferred groups (argmax) with the task's known groups: normalised mutual information and purity. Neg. weight: "
+        "share of all updates where some inferred group's effective gradient weight was negative (gil/negative_weight; "
+        "docs/GIL.md, Effective weights)."
     )
     if empty:
         table.notes.append(
