@@ -26,6 +26,7 @@ from gilbench.files import (
     clean_stale_temps,
     is_done,
     mark_done,
+    read_json,
 )
 from gilbench.method import RunContext
 from gilbench.models.precision import resolve_mixed_precision
@@ -93,13 +94,17 @@ def run(resolved: ResolvedRun | RunConfig, log=print, overwrite: bool = False) -
     out = run_dir.path
     record = resolved.record()
     run_dir.claim(record, overwrite)
+    # A finished run is checked (its files are read as a resume would) but not rewritten: env.json names the
+    # code that made it and summary.json its wall time.
+    finished = run_dir.finished
     out.mkdir(parents=True, exist_ok=True)
     for folder in (out, out / "checkpoints", out / "generations"):
         clean_stale_temps(folder, owned=True)
     for stage in ("sft", "rm"):
         clean_stale_temps(store.stage_dir(stage, "x").parent)
-    atomic_write_yaml(run_dir.config_file, record)
-    atomic_write_json(out / "env.json", environment_record())
+    if not finished:
+        atomic_write_yaml(run_dir.config_file, record)
+        atomic_write_json(out / "env.json", environment_record())
 
     accelerator = make_accelerator(cfg)
     tracking.configure(cfg, out, accelerator)
@@ -109,7 +114,8 @@ def run(resolved: ResolvedRun | RunConfig, log=print, overwrite: bool = False) -
     task = spec.load(seed=cfg.split_seed, limit=cfg.limit or None, data_dir=cfg.data_dir or None)
     sizes = task.sizes()
     sizes["eval_splits"] = sizes.pop("eval")  # task.json's name for it
-    atomic_write_json(out / "task.json", {"name": task.name, "notes": task.notes, **sizes})
+    if not finished:
+        atomic_write_json(out / "task.json", {"name": task.name, "notes": task.notes, **sizes})
 
     sft_path, sft_stats = sft_stage(cfg, task, accelerator, log)
     reward, rm_stats = (
@@ -146,6 +152,9 @@ def run(resolved: ResolvedRun | RunConfig, log=print, overwrite: bool = False) -
 
     evals = generate_stage(cfg, task, policy_dir, reward, accelerator, out, log, trained)
     summary = build_summary(cfg, out, sft_stats, rm_stats, evals, time.time() - t_start)
+    if finished:
+        log(f"[gilbench] {out} was already finished; its files are intact and unchanged (--overwrite runs it again)")
+        return read_json(run_dir.summary_file)
     atomic_write_json(run_dir.summary_file, summary)  # last: it marks the run finished
     return summary
 

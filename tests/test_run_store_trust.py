@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import shutil
 import stat
@@ -97,6 +98,19 @@ def test_fields_that_change_nothing_are_ignored(finished, tmp_path):
     cfg, out = copy_of(finished, tmp_path)
     cfg.rl.log_rollouts_every, cfg.rl.checkpoint_every, cfg.tensorboard = 5, 7, False
     run(cfg, log=quiet)
+
+
+def test_running_a_finished_run_again_changes_nothing(finished, tmp_path, monkeypatch):
+    # its env.json names the code that made it and summary.json its wall time: a second call must not rewrite them
+    cfg, out = copy_of(finished, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    cfg.output_dir = "store"  # another spelling of the same store, as a later sweep may use
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    logs = []
+    summary = run(cfg, log=logs.append)
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
+    assert summary["seconds"] == json.loads(before[out / "summary.json"])["seconds"]
+    assert any("already finished" in line and "unchanged" in line for line in logs)
 
 
 @pytest.mark.parametrize("spelling", ["trailing slash", "relative", "moved"])
