@@ -15,13 +15,13 @@ import time
 from dataclasses import fields, replace
 
 import torch
-from accelerate import Accelerator
 
 from gilbench import registry
-from gilbench.config import RewardModelConfig
+from gilbench.config import RewardModelConfig, RunConfig
 from gilbench.data.tasks import as_task_spec
 from gilbench.models.presets import load_sequence_classifier
 from gilbench.models.reward import RewardScorer, set_reward_pooling
+from gilbench.pipeline import make_accelerator
 from gilbench.stages.reward import train_reward_model
 
 
@@ -32,6 +32,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--backbone", default="minilm")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--subsets", help="hh subsets, comma-separated (default: the task's, harmless-base,helpful-base)")
+    ap.add_argument("--mixed-precision", default="auto", help="auto (the pipeline's default: bf16 where native) | fp32 | bf16")
     ap.add_argument("--results", default="rm_accuracy.jsonl")
     ap.add_argument("settings", nargs="*", help="rm field=value")
     args = ap.parse_args()
@@ -44,20 +46,26 @@ def main() -> None:
             ap.error(f"unknown rm field {key!r}; fields: {sorted(types)}")
         cast = {"float": float, "int": int}.get(getattr(types[key], "__name__", types[key]), str)
         cfg = replace(cfg, **{key: cast(value)})
-    task = as_task_spec(registry.tasks.get(args.task), args.task).load(seed=args.seed, data_dir=args.data_dir)
+    spec = as_task_spec(registry.tasks.get(args.task), args.task)
+    if args.subsets:
+        spec.options = {**spec.options, "subsets": args.subsets.split(",")}
+    task = spec.load(seed=args.seed, data_dir=args.data_dir)
     torch.manual_seed(args.seed)
     model, tokenizer = load_sequence_classifier(args.backbone)
     cfg = replace(cfg, pooling=set_reward_pooling(model, cfg.pooling))
     scorer = RewardScorer(model, tokenizer, cfg.max_length)
+    accelerator = make_accelerator(RunConfig(device="cpu", mixed_precision=args.mixed_precision))
     start = time.time()
     stats = train_reward_model(
-        scorer, task.pairs_train[: cfg.max_pairs or None], task.pairs_val, cfg, Accelerator(cpu=True), args.seed
+        scorer, task.pairs_train[: cfg.max_pairs or None], task.pairs_val, cfg, accelerator, args.seed
     )
     row = {
         "task": args.task,
         "backbone": args.backbone,
         "seed": args.seed,
+        "subsets": spec.options.get("subsets"),
         "rm": vars(cfg),
+        "mixed_precision": accelerator.mixed_precision,
         "seconds": round(time.time() - start),
         **stats,
     }
