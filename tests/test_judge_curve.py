@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,25 @@ def test_cli_skips_runs_without_samples_and_explains_when_none_have_them(trained
     assert "has no rollouts.jsonl" in capsys.readouterr().err
     with pytest.raises(GilbenchError, match="--window must be at least 1"):
         jc.windows([1, 2], 0)
+
+
+def test_cli_skips_a_run_whose_curve_is_up_to_date(trained, tmp_path, capsys):
+    run_dir, cfg = trained
+    args = ["judge-curve", str(run_dir), "--judge", "rm:auto", "--output-dir", cfg.output_dir]
+    assert main([*args, "--window", "2"]) == 0
+    first = (run_dir / "judge_curve.jsonl").read_bytes()
+    capsys.readouterr()
+    assert main([*args, "--window", "2"]) == 0  # same judge, policy and windows over every logged step
+    assert "is up to date" in capsys.readouterr().out and (run_dir / "judge_curve.jsonl").read_bytes() == first
+    assert main([*args, "--window", "4"]) == 0  # other windows: judged again
+    assert "by step 4:" in capsys.readouterr().out
+    assert [p["step"] for p in read_judge_curve(run_dir)] == [4]
+    assert main([*args, "--window", "4", "--overwrite"]) == 0
+    assert "by step 4:" in capsys.readouterr().out
+    judge_id = read_judge_curve(run_dir)[0]["judge"]
+    assert jc.curve_is_current(run_dir, judge_id, 4, "conservative")
+    later = shutil.copytree(run_dir, tmp_path / "later")
+    (later / "rollouts.jsonl").write_text(
+        (later / "rollouts.jsonl").read_text().replace('"step": 4', '"step": 5')
+    )  # a run still training has logged a later step since: its curve is stale
+    assert not jc.curve_is_current(later, judge_id, 4, "conservative")

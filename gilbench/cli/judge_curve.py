@@ -34,6 +34,9 @@ def add_judge_curve_parser(subparsers) -> argparse.ArgumentParser:
         default=DEFAULT_OUTPUT_DIR,
         help=f"run store root, for the SFT and reference caches (default {DEFAULT_OUTPUT_DIR})",
     )
+    p.add_argument(
+        "--overwrite", action="store_true", help="judge again runs whose stored curve is up to date (default: skip them)"
+    )
     add_judge_options(p)
     add_include(p, " (judges too)")
     p.set_defaults(func=cmd_judge_curve)
@@ -61,9 +64,13 @@ def cmd_judge_curve(args: argparse.Namespace) -> int:
         ctx = JudgeContext(
             task=load_run_config(run).task, output_dir=Path(args.output_dir), run_dirs_a=[run], options=options
         )
+        judge = build_judge(args.judge, ctx)
+        if not args.overwrite and jc.curve_is_current(run, judge.id, args.window, args.policy):
+            print(f"[gilbench] skipped {run}: its {jc.JUDGE_CURVE} is up to date for {judge.id} (--overwrite judges it again)")
+            continue
         curve = jc.judge_curve(
             run,
-            build_judge(args.judge, ctx),
+            judge,
             output_dir=args.output_dir,
             window=args.window,
             policy=args.policy,

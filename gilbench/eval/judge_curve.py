@@ -11,7 +11,9 @@ policy was trained on, and for score judges (gold, rm) the judge's own mean scor
 policy's responses, and per prompt group). A reward model being gamed shows
 as the score rising while the win rate falls; ``gilbench table --spec stability`` flags it and ``gilbench plot``
 draws it. The starting policy's responses are generated once per (starting model, prompts, sampling settings) and
-cached under ``<output-dir>/cache/reference``.
+cached under ``<output-dir>/cache/reference``. A run whose stored curve already has this judge, tie policy and
+windows over every logged step is skipped (``--overwrite`` judges it again), so a glob over a growing grid only
+judges the new runs.
 """
 
 from __future__ import annotations
@@ -51,6 +53,27 @@ def windows(steps: list[int], size: int) -> list[list[int]]:
     if size < 1:
         raise GilbenchError(f"--window must be at least 1, got {size}")
     return [steps[i : i + size] for i in range(0, len(steps), size)]
+
+
+def window_size(steps: list[int], window: int | None) -> int:
+    return window or max(1, math.ceil(len(steps) / 8))  # default: about 8 points a run
+
+
+def curve_is_current(run: Path, judge_id: str, window: int | None, policy: str) -> bool:
+    """A stored curve of this judge and tie policy, with these windows, covering every logged step: nothing to redo
+    (a run still training has logged more steps since, and gets a new curve)."""
+    path = Path(run) / JUDGE_CURVE
+    if not path.exists():
+        return False
+    try:
+        points = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except ValueError:
+        return False  # a damaged curve is judged again
+    steps = sorted({r["step"] for r in read_rollouts(run)})
+    expected = [group[-1] for group in windows(steps, window_size(steps, window))]
+    return [p.get("step") for p in points] == expected and all(
+        p.get("judge") == judge_id and p.get("policy") == policy for p in points
+    )
 
 
 def reference_responses(
@@ -127,7 +150,7 @@ def judge_curve(
     run = Path(run)
     rows, cfg = read_rollouts(run), load_run_config(run)
     steps = sorted({r["step"] for r in rows})
-    size = window or max(1, math.ceil(len(steps) / 8))
+    size = window_size(steps, window)
     prompts = {r["prompt_id"]: Prompt(r["prompt_id"], r["prompt"], r.get("group")) for r in rows}
     refs = reference_responses(cfg, list(prompts.values()), output_dir, log)
     items = []
