@@ -33,7 +33,9 @@ def main() -> None:
     ap.add_argument("--backbone", default="minilm")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--subsets", help="hh subsets, comma-separated (default: the task's, harmless-base,helpful-base)")
-    ap.add_argument("--mixed-precision", default="auto", help="auto (the pipeline's default: bf16 where native) | fp32 | bf16")
+    ap.add_argument(
+        "--mixed-precision", default="auto", help="auto (the pipeline's default: bf16 where native) | fp32 | bf16"
+    )
     ap.add_argument("--results", default="rm_accuracy.jsonl")
     ap.add_argument("settings", nargs="*", help="rm field=value")
     args = ap.parse_args()

@@ -88,7 +88,9 @@ class RLConfig:
     reward_clip: float = 0.0  # clip scores to +-reward_clip after normalising (0 = off)
     max_grad_norm: float = 1.0  # gradient clipping
     missing_eos_penalty: float = 0.0  # subtracted from the score of responses that never emit EOS (0 = off)
-    checkpoint_every: int = 10  # save a resumable checkpoint every N steps (0 = never; the last step only with keep_checkpoint)
+    checkpoint_every: int = (
+        10  # save a resumable checkpoint every N steps (0 = never; the last step only with keep_checkpoint)
+    )
     keep_checkpoint: bool = (
         False  # keep the last resumable checkpoint once the run finished (policy + optimizer states: ~20x the policy)
     )

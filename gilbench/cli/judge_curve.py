@@ -35,7 +35,9 @@ def add_judge_curve_parser(subparsers) -> argparse.ArgumentParser:
         help=f"run store root, for the SFT and reference caches (default {DEFAULT_OUTPUT_DIR})",
     )
     p.add_argument(
-        "--overwrite", action="store_true", help="judge again runs whose stored curve is up to date (default: skip them)"
+        "--overwrite",
+        action="store_true",
+        help="judge again runs whose stored curve is up to date (default: skip them)",
     )
     add_judge_options(p)
     add_include(p, " (judges too)")
@@ -66,7 +68,9 @@ def cmd_judge_curve(args: argparse.Namespace) -> int:
         )
         judge = build_judge(args.judge, ctx)
         if not args.overwrite and jc.curve_is_current(run, judge.id, args.window, args.policy):
-            print(f"[gilbench] skipped {run}: its {jc.JUDGE_CURVE} is up to date for {judge.id} (--overwrite judges it again)")
+            print(
+                f"[gilbench] skipped {run}: its {jc.JUDGE_CURVE} is up to date for {judge.id} (--overwrite judges it again)"
+            )
             continue
         curve = jc.judge_curve(
             run,

@@ -49,7 +49,9 @@ class DPOConfig:
     batch_size: int = 8  # pairs per optimizer step
     micro_batch_size: int = 4  # pairs per forward/backward (gradient accumulation inside a step)
     max_length: int = 192  # tokens per prompt + response; prompts are cut from the left, responses from the right
-    max_pairs: int | None = None  # training pairs used (0 = all); None: rm.max_pairs, the reward model's own pairs (equal budgets)
+    max_pairs: int | None = (
+        None  # training pairs used (0 = all); None: rm.max_pairs, the reward model's own pairs (equal budgets)
+    )
     max_grad_norm: float = 1.0  # gradient clipping
 
 
