@@ -91,9 +91,9 @@ def group_summary(rows: list[dict], last: int) -> dict | None:
     """Means over the last ``last`` steps of: group scores ranked high to low at each step, worst, gap, nmi, purity;
     and over every step: the share with a negative group gradient weight (gil/negative_weight)."""
     rows = [r for r in rows if any(k.startswith("group/") for k in r)]
-    tail = rows[-last:]
     if not rows:
         return None
+    tail = rows[-last:]
     ranked = []
     for r in tail:
         scores = [
