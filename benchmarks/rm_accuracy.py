@@ -50,7 +50,7 @@ def main() -> None:
         cfg = replace(cfg, **{key: cast(value)})
     spec = as_task_spec(registry.tasks.get(args.task), args.task)
     if args.subsets:
-        spec.options = {**spec.options, "subsets": args.subsets.split(",")}
+        spec = replace(spec, options={**spec.options, "subsets": args.subsets.split(",")})  # not the registered one
     task = spec.load(seed=args.seed, data_dir=args.data_dir)
     torch.manual_seed(args.seed)
     model, tokenizer = load_sequence_classifier(args.backbone)
