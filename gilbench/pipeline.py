@@ -29,7 +29,7 @@ from gilbench.files import (
     read_json,
 )
 from gilbench.method import RunContext
-from gilbench.models.precision import resolve_mixed_precision
+from gilbench.models.precision import cpu_has_native_bf16, resolve_mixed_precision
 from gilbench.models.reward import RewardScorer
 from gilbench.resolve import ResolvedRun, resolve_config
 from gilbench.rl import checkpoint
@@ -111,6 +111,11 @@ def run(resolved: ResolvedRun | RunConfig, log=print, overwrite: bool = False) -
     log(
         f"[gilbench] {cfg.run_name()} on {cfg.task}, seed {cfg.seed}, model {cfg.model.policy}, device {accelerator.device} -> {out}"
     )
+    if accelerator.device.type == "cpu" and accelerator.mixed_precision == "bf16" and not cpu_has_native_bf16():
+        log(
+            "[gilbench] warning: mixed_precision=bf16 on a CPU without AVX512-BF16 or AMX: bfloat16 matmuls are "
+            "emulated here, 100-500x slower than float32; mixed_precision=auto picks float32 on this machine"
+        )
     task = spec.load(seed=cfg.split_seed, limit=cfg.limit or None, data_dir=cfg.data_dir or None)
     sizes = task.sizes()
     sizes["eval_splits"] = sizes.pop("eval")  # task.json's name for it

@@ -125,9 +125,21 @@ class RunDir:
         diff = self.config_differences(resolved)
         if diff:
             raise GilbenchError(
-                f"{self.path} holds a run made with a different config ({'; '.join(diff)}); rerun with --overwrite "
-                f"to start it again under the new config, or pass another --output-dir"
+                different_config(self.path, diff, "rerun with --overwrite to start it again under the new config")
             )
+
+
+def different_config(path, diff: list[str], fix: str) -> str:
+    """The one-line refusal of a run folder holding another config's work; ``fix`` says how to redo it."""
+    message = (
+        f"{path} holds a run made with a different config ({'; '.join(diff)}); {fix}, or pass another --output-dir"
+    )
+    if any(d.startswith("mixed_precision:") for d in diff):  # auto resolves per machine: the usual cause
+        message += (
+            " (mixed_precision auto is bf16 only where the hardware computes it natively: continue the run on a "
+            "machine like the one that started it, or pin --set mixed_precision for every run of a study)"
+        )
+    return message
 
 
 class RunStore:

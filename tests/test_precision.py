@@ -168,3 +168,21 @@ def test_token_logprobs_backward_leaves_float32_logits_untouched():
     assert torch.equal(logits.detach(), before)
     expected = torch.autograd.grad(logprobs_from_logits(before.requires_grad_() / 0.7, tokens).sum(), before)[0]
     torch.testing.assert_close(logits.grad, expected)
+
+
+def test_bf16_on_a_cpu_that_emulates_it_is_announced(tiny_cfg, tmp_path, monkeypatch):
+    """Forced bf16 where the CPU has no bf16 matmul instructions runs (the tests above need it), but 100-500x
+    slower than float32 at SmolLM2 sizes: the run says so in its first lines."""
+    import gilbench.pipeline
+
+    monkeypatch.setattr(gilbench.pipeline, "cpu_has_native_bf16", lambda: False)
+    cfg = tiny_cfg("ppo", steps=1)
+    cfg.mixed_precision = "bf16"
+    lines = []
+    run(cfg, log=lines.append)
+    assert any("warning: mixed_precision=bf16" in line and "emulated" in line for line in lines[:3])
+    cfg = tiny_cfg("ppo", steps=1)
+    cfg.mixed_precision, cfg.output_dir = "no", str(tmp_path / "fp32")
+    lines.clear()
+    run(cfg, log=lines.append)
+    assert not any("emulated" in line for line in lines)

@@ -9,6 +9,7 @@ import shutil
 import stat
 
 import pytest
+import yaml
 
 import gilbench.rl.trainer as trainer_module
 from gilbench.cli import main
@@ -234,3 +235,13 @@ def test_a_killed_runs_temp_folders_are_removed_when_it_restarts(finished, tmp_p
     (out / "checkpoints" / ".step_3.tmp-zzz").mkdir()
     run(cfg, log=quiet)
     assert not list((out / "checkpoints").glob(".*tmp*"))
+
+
+def test_a_precision_mismatch_says_auto_resolves_per_machine(finished, tmp_path):
+    """mixed_precision auto is resolved and recorded per run, so a run started on a bf16 CPU and continued on
+    one without native bf16 differs in it: the refusal says why, not only what."""
+    cfg, out = copy_of(finished, tmp_path)
+    recorded = yaml.safe_load((out / "config.yaml").read_text())["mixed_precision"]
+    cfg.mixed_precision = "no" if recorded == "bf16" else "bf16"
+    with pytest.raises(GilbenchError, match="different config.*mixed_precision.*machine like the one that started it"):
+        run(cfg, log=quiet)

@@ -38,7 +38,7 @@ from pathlib import Path
 from gilbench.cli.flags import OUTPUT_DIR_HELP, parse_seeds, split_names
 from gilbench.cli.run import main_run
 from gilbench.errors import GilbenchError, require
-from gilbench.store import DEFAULT_OUTPUT_DIR, RunDir, RunStore
+from gilbench.store import DEFAULT_OUTPUT_DIR, RunDir, RunStore, different_config
 
 
 @dataclass
@@ -146,8 +146,7 @@ def check_jobs(jobs: list[Job], overwrite: bool = False) -> None:
         diff = RunDir(job.run_dir).config_differences(resolved.record())
         if diff and not overwrite:
             raise GilbenchError(
-                f"{job.run_dir} holds a run made with a different config ({'; '.join(diff)}); rerun the sweep with "
-                f"--overwrite to redo such runs, or pass another --output-dir"
+                different_config(job.run_dir, diff, "rerun the sweep with --overwrite to redo such runs")
             )
         if diff:
             job.argv.append("--overwrite")
