@@ -26,8 +26,9 @@ does the same work, and a MiniLM reward model:
   batch-64  64 prompts x 32 new tokens, 2 epochs x 2 minibatches; also prints the projected wall time of
             a 150-step run at this size
 Each line gives s/step split into rollout and update, generated tokens/s, peak RSS, and the step's matmul
-FLOPs (a model of the work, see step_flops) as a fraction of this machine's bf16 matmul peak, measured
-at start (a 2048^2 matmul on the same threads).
+FLOPs (a model of the work, see step_flops) as a fraction of this machine's matmul peak, measured at start (a
+2048^2 matmul on the same threads) in the fastest precision the CPU computes natively (`peak_dtype`: bfloat16
+with AVX512-BF16 or AMX, else float32).
 """
 
 from __future__ import annotations
@@ -58,6 +59,14 @@ PROJECTED_STEPS = 150
 
 
 # ----------------------------------------------------------------------------------- machine and FLOPs
+def native_peak_dtype() -> str:
+    """The fastest matmul precision this CPU computes natively: bfloat16 with AVX512-BF16/AMX, else float32 (an
+    emulated bfloat16 peak, 0.3-1.3 GFLOP/s on a Zen 3 EPYC, would make any step look like 100x the peak)."""
+    from gilbench.models.precision import cpu_has_native_bf16
+
+    return "bfloat16" if cpu_has_native_bf16() else "float32"
+
+
 def matmul_peak_gflops(dtype_name: str = "bfloat16", size: int = 2048, seconds: float = 1.0) -> float:
     """Median GFLOP/s of square matmuls on the current torch threads."""
     import torch
@@ -189,7 +198,8 @@ def run_gilbench(config: str, steps: int, method: str, threads: int, tiny_micro:
     from gilbench.pipeline import make_accelerator, quiet_transformers
 
     quiet_transformers()
-    peak = matmul_peak_gflops()
+    peak_dtype = native_peak_dtype()
+    peak = matmul_peak_gflops(peak_dtype)
     tmp = Path(tempfile.mkdtemp(prefix="gilbench_bench_"))
     cfg = bench_config(config, method, tiny_micro, overrides)
     cfg.rl.steps, cfg.output_dir = steps, str(tmp)
@@ -267,8 +277,9 @@ def run_gilbench(config: str, steps: int, method: str, threads: int, tiny_micro:
         "cpu_s_per_step": round(cpu_seconds / steps, 2),
         "load_avg_1min": round(os.getloadavg()[0], 2),
         "step_gflop": round(flops / 1e9, 1),
-        "bf16_peak_gflops": round(peak, 1),
-        "fraction_of_bf16_peak": round(flops / 1e9 / step / peak, 3),
+        "peak_dtype": peak_dtype,
+        "peak_gflops": round(peak, 1),
+        "fraction_of_peak": round(flops / 1e9 / step / peak, 3),
         "threads": threads,
     }
     if config == "batch-64":

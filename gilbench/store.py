@@ -14,6 +14,7 @@ a run is finished once its summary.json, written last, exists.
 
 from __future__ import annotations
 
+import os
 import platform
 import shutil
 import subprocess
@@ -232,5 +233,26 @@ def environment_record() -> dict:
         "versions": versions,
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "machine": machine_record(),
         "git": git_hash(),
+    }
+
+
+def machine_record() -> dict:
+    """What a run's wall times and ``mixed_precision: auto`` depend on: the CPU, its cores, native bf16, the GPU."""
+    import torch
+
+    from gilbench.models.precision import cpu_has_native_bf16
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "cpu_native_bf16": cpu_has_native_bf16(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }

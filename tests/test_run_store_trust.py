@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import stat
+from pathlib import Path
 
 import pytest
 import yaml
@@ -245,3 +246,12 @@ def test_a_precision_mismatch_says_auto_resolves_per_machine(finished, tmp_path)
     cfg.mixed_precision = "no" if recorded == "bf16" else "bf16"
     with pytest.raises(GilbenchError, match="different config.*mixed_precision.*machine like the one that started it"):
         run(cfg, log=quiet)
+
+
+def test_env_json_names_the_machine(finished):
+    """Wall times and mixed_precision auto depend on the machine, so the run records it."""
+    from gilbench.models.precision import cpu_has_native_bf16
+
+    env = json.loads((Path(finished.output_dir) / "toy" / "ppo-kl" / "seed0" / "env.json").read_text())
+    assert env["machine"]["cpu_native_bf16"] is cpu_has_native_bf16()
+    assert env["machine"]["cores"] >= 1 and env["machine"]["cpu"]
