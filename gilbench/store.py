@@ -69,6 +69,21 @@ def config_differences(old: dict, new: dict) -> list[str]:
     ]
 
 
+def config_spread(configs: list[dict]) -> dict[str, dict[str, int]]:
+    """Result-changing fields on which several runs' configs disagree, the seed aside: field -> {value: runs}.
+    Fields that only some configs know (added to the code later, at their defaults) are skipped."""
+    flat = [_flatten(c) for c in configs]
+    shared = set.intersection(*(set(f) for f in flat)) if flat else set()
+    spread = {}
+    for key in sorted(shared - NOT_RESULT_FIELDS - {"seed"}):
+        values: dict[str, int] = {}
+        for f in flat:
+            values[repr(f[key])] = values.get(repr(f[key]), 0) + 1
+        if len(values) > 1:
+            spread[key] = values
+    return spread
+
+
 class RunDir:
     """One run folder ``<root>/<task>/<method>/seed<k>``: its files, and whether it started and finished."""
 
@@ -99,6 +114,16 @@ class RunDir:
 
     def generation_files(self) -> list[Path]:
         return sorted(self.generations_dir.glob("*.jsonl"))
+
+    def config(self) -> dict | None:
+        """The config.yaml this run was made with (None if absent or unreadable)."""
+        from gilbench.config import yaml_load
+
+        try:
+            cfg = yaml_load(self.config_file.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, OSError):
+            return None
+        return cfg if isinstance(cfg, dict) else None
 
     def config_differences(self, resolved: dict) -> list[str]:
         """How ``resolved`` differs from the config of the work already here (empty: same, or nothing here yet)."""

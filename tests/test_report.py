@@ -270,3 +270,21 @@ def test_a_variant_is_a_row_of_its_own_under_its_methods_label(store, tmp_path):
     path.write_text(f"kind: stability\ntasks: [{TASK}]\nmethods: [gil, gil@b0.1]\ncolumns: [final, max_kl]\n")
     rows = md_rows(render_table(str(path), "md", str(root)))
     assert any(k.startswith(f"{TASK}/GIL@b0.1/") for k in rows) and any(k.startswith(f"{TASK}/GIL/") for k in rows)
+
+
+@pytest.mark.parametrize("kind", ["stability", "winrate"])
+def test_a_row_whose_seeds_differ_in_config_says_so(store, tmp_path, kind):
+    """Seed 2 of ppo-kl made in bf16, seeds 0-1 in fp32 (auto resolves per machine): the row's mean averages two
+    settings, so the table names the field and its values; a row of one config gets no such note."""
+    root = tmp_path / "runs"
+    shutil.copytree(store, root)
+    config = root / TASK / "ppo-kl" / "seed2" / "config.yaml"
+    assert "mixed_precision: 'no'\n" in config.read_text()
+    config.write_text(config.read_text().replace("mixed_precision: 'no'\n", "mixed_precision: bf16\n"))
+    path = tmp_path / "spec.yaml"
+    rows = "methods: [ppo-kl]" if kind == "stability" else "methods: [gil]\nbaselines: [ppo-kl]"
+    path.write_text(f"kind: {kind}\ntasks: [{TASK}]\n{rows}\n")
+    text = render_table(str(path), "md", str(root))
+    assert "Seeds of one row made with different configs" in text
+    assert f"PPO w/ KL ({TASK}): mixed_precision 'no' x2, 'bf16' x1" in text
+    assert "different configs" not in render_table(str(path), "md", str(store))

@@ -13,7 +13,7 @@ from pathlib import Path
 from gilbench.errors import GilbenchError
 from gilbench.report import store
 from gilbench.report.render import DAGGER, DASH, RENDERERS, Table, mean_sd, pct, pct_ci
-from gilbench.report.selection import GIL_FAMILY, methods_of, tasks_of, with_sections
+from gilbench.report.selection import GIL_FAMILY, methods_of, mixed_config_note, tasks_of, with_sections
 from gilbench.report.spec import TableSpec, load_spec
 from gilbench.report.stability import mean_sd as stat_mean_sd
 from gilbench.report.tables_runs import build_frontier, build_groups, build_stability
@@ -259,7 +259,19 @@ def build_table(spec: TableSpec, output_dir: str | Path) -> Table:
         "groups": build_groups,
         "frontier": build_frontier,
     }
-    return builders[spec.kind](spec, output_dir)
+    table = builders[spec.kind](spec, output_dir)
+    default_rows = {"winrate": ["gil"], "ood": ["gil"], "ablation": GIL_FAMILY}.get(spec.kind)  # as each builder
+    runs = [
+        (t, m)
+        for t in tasks_of(spec, output_dir)
+        for m in dict.fromkeys(
+            [*methods_of(spec, output_dir, t, default_rows), *(spec.baselines if default_rows else [])]
+        )
+    ]
+    note = mixed_config_note(spec, output_dir, runs)
+    if note:
+        table.notes.append(note)
+    return table
 
 
 def render_table(
