@@ -1,0 +1,33 @@
+"""The committed tables regenerate byte for byte from the committed runs, by the commands results/README.md gives."""
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from gilbench.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMANDS = [
+    shlex.split(line.split("#", 1)[0])
+    for line in (ROOT / "results" / "README.md").read_text(encoding="utf-8").splitlines()
+    if re.match(r"\s*gilbench table .*--out results/tables/", line)
+]
+
+
+def test_the_readme_lists_every_committed_table():
+    listed = {Path(argv[argv.index("--out") + 1]).name for argv in COMMANDS}
+    committed = {p.name for p in (ROOT / "results" / "tables").iterdir()}
+    assert committed <= listed | {"README.md"}, f"tables without a command in results/README.md: {committed - listed}"
+
+
+@pytest.mark.parametrize(
+    "argv", [a for a in COMMANDS if (ROOT / a[a.index("--out") + 1]).exists()], ids=lambda a: a[-1]
+)
+def test_a_committed_table_regenerates_byte_for_byte(argv, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)  # the commands' paths are relative to the repository
+    out = argv.index("--out") + 1
+    committed = ROOT / argv[out]
+    assert main([*argv[1:out], str(tmp_path / committed.name), *argv[out + 1 :]]) == 0
+    assert (tmp_path / committed.name).read_bytes() == committed.read_bytes(), f"regenerate it: {' '.join(argv)}"
