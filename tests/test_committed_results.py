@@ -31,3 +31,23 @@ def test_a_committed_table_regenerates_byte_for_byte(argv, tmp_path, monkeypatch
     committed = ROOT / argv[out]
     assert main([*argv[1:out], str(tmp_path / committed.name), *argv[out + 1 :]]) == 0
     assert (tmp_path / committed.name).read_bytes() == committed.read_bytes(), f"regenerate it: {' '.join(argv)}"
+
+
+PLOTS = [
+    shlex.split(line.split("#", 1)[0])
+    for line in (ROOT / "results" / "README.md").read_text(encoding="utf-8").splitlines()
+    if re.match(r"\s*gilbench plot .*--out-dir results/plots", line)
+]
+
+
+@pytest.mark.parametrize("argv", PLOTS, ids=lambda a: a[a.index("--task") + 1])
+def test_committed_plots_regenerate_byte_for_byte(argv, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    task = argv[argv.index("--task") + 1]
+    committed = sorted((ROOT / "results" / "plots").glob(f"{task}_*.png"))
+    if not committed:
+        pytest.skip(f"no committed plots of {task} yet")
+    out = argv.index("--out-dir") + 1
+    assert main([*argv[1:out], str(tmp_path), *argv[out + 1 :]]) == 0
+    for png in committed:
+        assert (tmp_path / png.name).read_bytes() == png.read_bytes(), f"regenerate it: {' '.join(argv)}"
