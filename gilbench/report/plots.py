@@ -51,8 +51,11 @@ def _figure(rows: int, cols: int, width: float, height: float, **share):
 
 
 def _save(fig, path: Path) -> Path:
+    import matplotlib
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, metadata={"Software": None})
+    # No timestamp, so the same results give the same bytes; the version, since another one may draw other pixels.
+    fig.savefig(path, metadata={"Software": f"matplotlib {matplotlib.__version__}"})
     return path
 
 
