@@ -24,6 +24,7 @@ from gilbench.cli.sweep import (
     waves,
     worker_env,
 )
+from gilbench.errors import GilbenchError
 from gilbench.files import atomic_write_json, mark_done
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -176,7 +177,8 @@ def test_slurm_submission_wires_wave_two_after_wave_one(tmp_path):
         def __init__(self, folder, params):
             self.params, self.array = params, 100 + len(calls)
 
-        def map_array(self, fn, argvs):
+        def map_array(self, fn, argvs, judge_curves):  # submitit: fn(argvs[i], judge_curves[i]) per array task
+            assert len(judge_curves) == len(argvs) and not any(judge_curves)  # no --judge-curve: nothing after
             calls.append((self.params, fn, argvs))
             return [FakeJob(f"{self.array}_{i}") for i in range(len(argvs))]
 
@@ -240,3 +242,30 @@ def test_a_variant_is_stored_beside_the_method_and_skipped_once_finished(tmp_pat
     capsys.readouterr()
     assert variant.func(variant) == 0
     assert "1 runs: 1 complete (skipped), 0 to run" in capsys.readouterr().out
+
+
+def test_judge_curve_follows_each_run_and_fills_in_finished_ones(tmp_path, capsys):
+    """--judge-curve JUDGE: each run is judged along training right after it finishes (so a grid cut short by the
+    end of a session keeps the curves of what finished), and a finished run without a current curve gets one."""
+    from gilbench import registry
+    from gilbench.eval.judges import ScoreJudge
+
+    registry.judges.register("test-length", lambda arg, ctx=None: ScoreJudge(score=lambda p, r: len(r), judge_id="len"))
+    out = tmp_path / "runs"
+    grid = ["--methods", "ppo-kl", "--tasks", "toy", "--seeds", "0,1"]
+    flags = tiny_flags(out, [*TINY_SETTINGS, "rl.steps=2"])
+    first = sweep_args(*grid[:-1], "0", *flags)
+    assert first.func(first) == 0  # seed 0, no curve asked for
+    curve0, curve1 = (out / "toy" / "ppo-kl" / f"seed{s}" / "judge_curve.jsonl" for s in (0, 1))
+    assert not curve0.exists()
+    both = sweep_args(*grid, *flags, "--judge-curve", "test-length", "--judge-window", "1")
+    assert both.func(both) == 0  # seed 1 runs then is judged; finished seed 0 is judged too
+    assert curve0.exists() and curve1.exists()
+    assert len(curve1.read_text().splitlines()) == 2  # one point per step (window 1)
+    stamp = curve1.stat().st_mtime_ns
+    capsys.readouterr()
+    assert both.func(both) == 0  # nothing left to run; the curves are current, so kept
+    assert "up to date" in capsys.readouterr().out and curve1.stat().st_mtime_ns == stamp
+    bad = sweep_args(*grid, *flags, "--judge-window", "2")
+    with pytest.raises(GilbenchError, match="--judge-window needs --judge-curve"):
+        bad.func(bad)

@@ -4,10 +4,13 @@
     gilbench sweep --methods gil,ppo-kl --tasks hh-ood,tldr-ood --seeds 0,1,2 --workers 2 --set rl.steps=200
     gilbench sweep ... --launcher slurm --partition gpu --gpus-per-node 1 --timeout-min 480 --slurm-folder results/slurm
     gilbench sweep ... --dry-run        # print the plan and the commands (and Slurm parameters); run nothing
+    gilbench sweep --methods ppo,ppo-kl --tasks qa-chat --seeds 0-2 --judge-curve qa-chat-gold --judge-window 10
 
 A run is complete when the run store says it finished (``RunDir.finished``); complete runs are skipped, unfinished ones
 rerun (and resume from their checkpoint). Every run is exactly ``gilbench run --method M --task T --seed K ...`` with
-the sweep's shared options, so a sweep and hand-made runs share the run store and its caches.
+the sweep's shared options, so a sweep and hand-made runs share the run store and its caches. With ``--judge-curve
+JUDGE`` each run is followed by ``gilbench judge-curve RUN --judge JUDGE``, so a long grid cut short keeps the curves
+of the runs that finished; finished runs without an up-to-date curve get one too.
 
 Launchers. ``local`` with ``--workers 1`` (the default) runs the grid one run after another *in this process*
 (``gilbench.cli.run.main_run``), so tasks and methods registered by code already imported (tests register a toy task this
@@ -51,6 +54,7 @@ class Job:
     overrides: list[str] = field(default_factory=list)  # the sweep's --set, for resolving the run's config here
     config_file: str | None = None
     fields: dict = field(default_factory=dict)  # config fields the sweep's flags set (limit, device, ...)
+    judge_curve: list[str] = field(default_factory=list)  # `gilbench judge-curve` arguments to run after the run
 
     @property
     def name(self) -> str:
@@ -58,6 +62,28 @@ class Job:
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "gilbench", "run", *self.argv]
+
+    def judge_curve_command(self) -> list[str]:
+        return [sys.executable, "-m", "gilbench", *self.judge_curve] if self.judge_curve else []
+
+
+def judge_curve_argv(
+    run_dir: Path, output_dir: str, judge: str | None, window: int | None, includes: list[str] = ()
+) -> list[str]:
+    """The `gilbench judge-curve` arguments for one run (empty without --judge-curve); it skips an up-to-date curve."""
+    if not judge:
+        return []
+    argv = ["judge-curve", str(run_dir), "--judge", judge, "--output-dir", os.path.abspath(output_dir)]
+    argv += ["--window", str(window)] if window else []
+    return argv + [x for inc in includes for x in ("--include", os.path.abspath(inc))]
+
+
+def run_then_judge(argv: list[str], judge_curve: list[str]) -> int:
+    """`gilbench run`, then (if it succeeded and one is asked for) its judge curve, in this process."""
+    from gilbench.cli.main import main
+
+    rc = main_run(argv)
+    return main(judge_curve) if rc == 0 and judge_curve else rc
 
 
 def is_complete(path: str | Path) -> bool:
@@ -160,7 +186,7 @@ def split_done(jobs: list[Job]) -> tuple[list[Job], list[Job]]:
 # ---------------------------------------------------------------------------------------------- local
 def run_in_process(job: Job) -> int:
     try:
-        return main_run(job.argv)
+        return run_then_judge(job.argv, job.judge_curve)
     except Exception:  # noqa: BLE001  (one broken run must not stop the grid)
         traceback.print_exc()
         return 1
@@ -178,12 +204,17 @@ def worker_env(workers: int, environ: dict | None = None, cores: int | None = No
 
 def run_subprocess(job: Job, workers: int = 1) -> int:
     job.run_dir.mkdir(parents=True, exist_ok=True)
+    rc = 0
     with open(job.run_dir / "sweep.log", "a") as logf:
-        logf.write(f"$ {shlex.join(job.command())}\n")
-        logf.flush()
-        return subprocess.run(
-            job.command(), stdout=logf, stderr=subprocess.STDOUT, check=False, env=worker_env(workers)
-        ).returncode
+        for command in (job.command(), job.judge_curve_command()):
+            if rc or not command:
+                break
+            logf.write(f"$ {shlex.join(command)}\n")
+            logf.flush()
+            rc = subprocess.run(
+                command, stdout=logf, stderr=subprocess.STDOUT, check=False, env=worker_env(workers)
+            ).returncode
+    return rc
 
 
 def run_local(
@@ -217,9 +248,10 @@ def run_local(
 
 
 # ---------------------------------------------------------------------------------------------- slurm
-def run_job(argv: list[str]) -> int:
-    """What a Slurm array task runs (pickled by submitit): one `gilbench run`, in the job's process."""
-    rc = main_run(argv)
+def run_job(argv: list[str], judge_curve: list[str] = ()) -> int:
+    """What a Slurm array task runs (pickled by submitit): one `gilbench run` (and its judge curve), in the job's
+    process."""
+    rc = run_then_judge(argv, list(judge_curve))
     if rc:
         raise RuntimeError(f"gilbench run {shlex.join(argv)} exited with status {rc}")
     return rc
@@ -272,7 +304,7 @@ def submit_slurm(
     for n, wave in enumerate(waves(jobs, primed), 1):
         extra = {"slurm_additional_parameters": {"dependency": "afterany:" + ":".join(wave_ids)}} if wave_ids else {}
         executor = executor_factory(folder, params | extra)
-        submitted = executor.map_array(run_job, [job.argv for job in wave])
+        submitted = executor.map_array(run_job, [job.argv for job in wave], [job.judge_curve for job in wave])
         wave_ids = sorted({str(s.job_id).split("_")[0] for s in submitted})
         ids += [str(s.job_id) for s in submitted]
         log(
@@ -316,6 +348,12 @@ def add_sweep_parser(subparsers) -> argparse.ArgumentParser:
         default=1,
         help="local: runs at once (1: sequential, in this process); slurm: array parallelism",
     )
+    p.add_argument(
+        "--judge-curve",
+        metavar="JUDGE",
+        help="after each run, `gilbench judge-curve` it with this judge (finished runs too: an up-to-date curve is kept)",
+    )
+    p.add_argument("--judge-window", type=int, help="steps per judge-curve point (with --judge-curve)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and commands; run or submit nothing")
     p.add_argument(
         "--overwrite", action="store_true", help="redo runs whose folder holds work made with a different config"
@@ -361,7 +399,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         args.device,
         args.data_dir,
     )
-    check_jobs(jobs, args.overwrite)
+    if args.judge_window is not None and not args.judge_curve:
+        raise GilbenchError("--judge-window needs --judge-curve JUDGE")
+    check_jobs(jobs, args.overwrite)  # resolves each run's folder (a variant's is <method>@<variant>)
+    for job in jobs:
+        job.judge_curve = judge_curve_argv(
+            job.run_dir, args.output_dir, args.judge_curve, args.judge_window, args.include
+        )
     todo, done = split_done(jobs)
     primed = primed_groups(jobs, args.output_dir)
     print(
@@ -380,9 +424,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.dry_run:
         for job in jobs:
             print(f"{'skip' if job in done else 'run '}  {shlex.join(job.command())}")
+            if job.judge_curve:
+                print(f"      {shlex.join(job.judge_curve_command())}")
         if args.launcher == "slurm":
             print(f"[sweep] submitit AutoExecutor(folder={folder!r}, cluster='slurm').update_parameters(**{params})")
         return 0
+    if args.judge_curve and args.launcher == "local":  # finished runs whose curve is missing or stale
+        from gilbench.cli.main import main
+
+        failed = [job.name for job in done if job.judge_curve and main(job.judge_curve)]
+        if failed:
+            raise GilbenchError(f"judge-curve failed for finished runs: {', '.join(failed)}")
     if not todo:
         return 0
     if args.launcher == "slurm":
