@@ -78,12 +78,21 @@ def judge_curve_argv(
     return argv + [x for inc in includes for x in ("--include", os.path.abspath(inc))]
 
 
+def main_judge_curve(argv: list[str]) -> int:
+    """`gilbench judge-curve ...` in this process (argv starts with "judge-curve"); exit status as the CLI's."""
+    from gilbench.cli.flags import run_command
+    from gilbench.cli.judge_curve import add_judge_curve_parser
+
+    parser = argparse.ArgumentParser(prog="gilbench")
+    add_judge_curve_parser(parser.add_subparsers())
+    args = parser.parse_args(argv)
+    return run_command(args, args.func)
+
+
 def run_then_judge(argv: list[str], judge_curve: list[str]) -> int:
     """`gilbench run`, then (if it succeeded and one is asked for) its judge curve, in this process."""
-    from gilbench.cli.main import main
-
     rc = main_run(argv)
-    return main(judge_curve) if rc == 0 and judge_curve else rc
+    return main_judge_curve(judge_curve) if rc == 0 and judge_curve else rc
 
 
 def is_complete(path: str | Path) -> bool:
@@ -430,9 +439,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             print(f"[sweep] submitit AutoExecutor(folder={folder!r}, cluster='slurm').update_parameters(**{params})")
         return 0
     if args.judge_curve and args.launcher == "local":  # finished runs whose curve is missing or stale
-        from gilbench.cli.main import main
-
-        failed = [job.name for job in done if job.judge_curve and main(job.judge_curve)]
+        failed = [job.name for job in done if job.judge_curve and main_judge_curve(job.judge_curve)]
         if failed:
             raise GilbenchError(f"judge-curve failed for finished runs: {', '.join(failed)}")
     if not todo:
