@@ -67,15 +67,15 @@ def read_llama_gguf(path: str | Path):
     n_kv_heads = int(_field(reader, "llama.attention.head_count_kv", n_heads))
     state = {}
     for tensor in reader.tensors:
-        values = dequantize(tensor.data, tensor.tensor_type).astype(np.float32, copy=False)
+        values = dequantize(tensor.data, tensor.tensor_type)
         values = values.reshape(tuple(reversed(tensor.shape.tolist())))  # GGUF lists the innermost dimension first
         if ".attn_q." in tensor.name:
             values = unpermute_rotary(values, n_heads)
         elif ".attn_k." in tensor.name:
             values = unpermute_rotary(values, n_kv_heads)
-        state[hf_name(tensor.name)] = torch.from_numpy(
-            np.array(values, order="C")
-        )  # a copy: F32 data is a read-only map
+        # F32 tensors come back as read-only views of the file: copy those (and only those) into owned memory
+        values = np.require(values, dtype=np.float32, requirements=["C_CONTIGUOUS", "WRITEABLE", "OWNDATA"])
+        state[hf_name(tensor.name)] = torch.from_numpy(values)
     hidden = int(_field(reader, "llama.embedding_length"))
     tokens = reader.fields.get("tokenizer.ggml.tokens")
     config = LlamaConfig(

@@ -168,7 +168,7 @@ class SmolLM2Preset(ModelPreset):
     )
 
     def folder(self) -> Path:
-        """The cached plain-safetensors folder, built from the GGUF on first use (~10 s, once)."""
+        """The cached plain-safetensors folder, built from the GGUF on first use (~20 s, once)."""
         target = cache_dir() / "models" / self.name
         if _cache_complete(target):
             return target
