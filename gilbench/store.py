@@ -116,31 +116,32 @@ class RunDir:
         return sorted(self.generations_dir.glob("*.jsonl"))
 
     def config(self) -> dict | None:
-        """The config.yaml this run was made with (None if absent or unreadable)."""
+        """The config.yaml this run was made with; None if there is none or it is damaged."""
+        try:
+            return self.read_config() if self.config_file.exists() else None
+        except GilbenchError:
+            return None
+
+    def read_config(self) -> dict:
+        """The config.yaml this run was made with, or a GilbenchError saying it is damaged and how to redo the run."""
         from gilbench.config import yaml_load
 
         try:
             cfg = yaml_load(self.config_file.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, OSError):
-            return None
-        return cfg if isinstance(cfg, dict) else None
-
-    def config_differences(self, resolved: dict) -> list[str]:
-        """How ``resolved`` differs from the config of the work already here (empty: same, or nothing here yet)."""
-        from gilbench.config import yaml_load
-
-        if not self.config_file.exists() or not self.started:
-            return []
-        try:
-            old = yaml_load(self.config_file.read_text(encoding="utf-8"))
-            if not isinstance(old, dict):
+            if not isinstance(cfg, dict):
                 raise ValueError("not a mapping")
         except (yaml.YAMLError, ValueError, OSError) as e:
             raise GilbenchError(
                 f"{self.config_file} is damaged ({type(e).__name__}), so this run's config is unknown; "
                 f"rerun with --overwrite to start the run again"
             ) from None
-        return config_differences(old, resolved)
+        return cfg
+
+    def config_differences(self, resolved: dict) -> list[str]:
+        """How ``resolved`` differs from the config of the work already here (empty: same, or nothing here yet)."""
+        if not self.config_file.exists() or not self.started:
+            return []
+        return config_differences(self.read_config(), resolved)
 
     def claim(self, resolved: dict, overwrite: bool = False) -> None:
         """Make this folder the run of config ``resolved``: refuse one holding another config's work, unless ``overwrite``."""

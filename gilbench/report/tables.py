@@ -103,10 +103,15 @@ def rate_cells(e: dict | None, columns: list[str], alpha: float) -> list[str]:
     return [cells[c] for c in columns]
 
 
+# The row methods of each comparison kind when the spec says `methods: auto` (the run tables use every method).
+DEFAULT_ROWS = {"winrate": ["gil"], "ood": ["gil"], "ablation": GIL_FAMILY}
+
+
 def build_winrate(spec: TableSpec, output_dir) -> Table:
     tasks = tasks_of(spec, output_dir)
     plan = {
-        t: [(m, b) for m in methods_of(spec, output_dir, t, ["gil"]) for b in spec.baselines if b != m] for t in tasks
+        t: [(m, b) for m in methods_of(spec, output_dir, t, DEFAULT_ROWS["winrate"]) for b in spec.baselines if b != m]
+        for t in tasks
     }
     comps = Comparisons(spec, output_dir, [(t, m, b) for t in tasks for m, b in plan[t]])
     show_method = len({m for t in tasks for m, _ in plan[t]}) > 1
@@ -148,7 +153,8 @@ def build_winrate(spec: TableSpec, output_dir) -> Table:
 def build_ood(spec: TableSpec, output_dir) -> Table:
     tasks, sels = tasks_of(spec, output_dir), spec.splits
     plan = {
-        t: [(m, b) for m in methods_of(spec, output_dir, t, ["gil"]) for b in spec.baselines if b != m] for t in tasks
+        t: [(m, b) for m in methods_of(spec, output_dir, t, DEFAULT_ROWS["ood"]) for b in spec.baselines if b != m]
+        for t in tasks
     }
     comps = Comparisons(spec, output_dir, [(t, m, b) for t in tasks for m, b in plan[t]])
     first, last = sel_label(sels[0]), sel_label(sels[-1])
@@ -209,7 +215,7 @@ def build_ood(spec: TableSpec, output_dir) -> Table:
 
 def build_ablation(spec: TableSpec, output_dir) -> Table:
     tasks, sels = tasks_of(spec, output_dir), spec.splits
-    plan = {t: methods_of(spec, output_dir, t, GIL_FAMILY) for t in tasks}
+    plan = {t: methods_of(spec, output_dir, t, DEFAULT_ROWS["ablation"]) for t in tasks}
     comps = Comparisons(spec, output_dir, [(t, m, b) for t in tasks for m in plan[t] for b in spec.baselines if b != m])
     headers = {
         "score": [("RM score", sel_label(s)) for s in sels],
@@ -260,7 +266,7 @@ def build_table(spec: TableSpec, output_dir: str | Path) -> Table:
         "frontier": build_frontier,
     }
     table = builders[spec.kind](spec, output_dir)
-    default_rows = {"winrate": ["gil"], "ood": ["gil"], "ablation": GIL_FAMILY}.get(spec.kind)  # as each builder
+    default_rows = DEFAULT_ROWS.get(spec.kind)
     runs = [
         (t, m)
         for t in tasks_of(spec, output_dir)
