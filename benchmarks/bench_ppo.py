@@ -190,6 +190,7 @@ def run_gilbench(config: str, steps: int, method: str, threads: int, tiny_micro:
 
     torch.set_num_threads(threads)
     from gilbench import registry
+    from gilbench.allocator import keep_freed_memory
     from gilbench.config import build_method_config
     from gilbench.data.types import Prompt, TaskData
     from gilbench.method import RunContext
@@ -198,6 +199,7 @@ def run_gilbench(config: str, steps: int, method: str, threads: int, tiny_micro:
     from gilbench.pipeline import make_accelerator, quiet_transformers
 
     quiet_transformers()
+    allocator = "glibc, freed memory kept" if keep_freed_memory() else "system default"
     peak_dtype = native_peak_dtype()
     peak = matmul_peak_gflops(peak_dtype)
     tmp = Path(tempfile.mkdtemp(prefix="gilbench_bench_"))
@@ -281,6 +283,7 @@ def run_gilbench(config: str, steps: int, method: str, threads: int, tiny_micro:
         "peak_gflops": round(peak, 1),
         "fraction_of_peak": round(flops / 1e9 / step / peak, 3),
         "threads": threads,
+        "allocator": allocator,
     }
     if config == "batch-64":
         out[f"projected_{PROJECTED_STEPS}_steps_min"] = round(PROJECTED_STEPS * step / 60, 1)

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from gilbench import registry, tracking
+from gilbench.allocator import keep_freed_memory
 from gilbench.config import RunConfig
 from gilbench.errors import GilbenchError
 from gilbench.files import (
@@ -84,6 +85,7 @@ def run(resolved: ResolvedRun | RunConfig, log=print, overwrite: bool = False) -
 
     ``resolved`` comes from ``gilbench.resolve.resolve_run``; a RunConfig built in code is taken as given (checked)."""
     t_start = time.time()
+    keep_freed_memory()
     quiet_transformers()
     if isinstance(resolved, RunConfig):
         resolved = resolve_config(resolved)

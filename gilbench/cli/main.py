@@ -16,6 +16,7 @@ import argparse
 import os
 
 from gilbench import registry
+from gilbench.allocator import keep_freed_memory
 from gilbench.cli.compare import add_compare_parser
 from gilbench.cli.fields import field_docs, field_rows
 from gilbench.cli.flags import add_include, run_command
@@ -124,6 +125,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    keep_freed_memory()  # before the first large tensor
     args = make_parser().parse_args(argv)
     return run_command(args, args.func)
 
