@@ -16,7 +16,9 @@ from gilbench.cli.sweep import (
     add_sweep_parser,
     is_complete,
     plan,
+    plan_estimate,
     primed_groups,
+    progress_line,
     run_local,
     slurm_parameters,
     split_done,
@@ -128,6 +130,33 @@ def test_local_pool_runs_wave_one_before_wave_two(tmp_path):
     status = run_local(jobs, workers=2, runner=fake, log=lambda s: None)
     assert set(order[:2]) == {"a/gil/seed0", "a/gil/seed1"} and set(order[2:]) == {"a/ppo/seed0", "a/ppo/seed1"}
     assert status == {"a/gil/seed0": 0, "a/gil/seed1": 0, "a/ppo/seed0": 0, "a/ppo/seed1": 3}
+
+
+def test_time_estimates_come_from_finished_seeds_and_this_sweeps_runs(tmp_path):
+    root = tmp_path / "runs"
+    for seed, seconds in ((0, 3000.0), (1, 5000.0)):  # ppo-kl's finished seeds: 4,000 s on average
+        atomic_write_json(root / "toy" / "ppo-kl" / f"seed{seed}" / "summary.json", {"seconds": seconds})
+    todo, _ = split_done(plan(["ppo-kl", "gil"], ["toy"], [0, 1, 2, 3], str(root)))
+    assert len(todo) == 6  # ppo-kl seeds 2-3 (4,000 s each) and gil seeds 0-3 (nothing to go by)
+    assert plan_estimate(todo, workers=1).startswith("[sweep] expected: about 2.2 h for 2 of the 6 runs to do")
+    assert "4 with none to go by" in plan_estimate(todo, workers=1)
+    assert "about 1.1 h for 2 of the 6" in plan_estimate(todo, workers=2)
+    assert "no time estimate" in plan_estimate(todo[2:], workers=1)
+    # after 2 of 5 runs, one failed: 3 left at the mean of the one that succeeded (1,800 s) = 1.5 h
+    assert (
+        progress_line([1800.0], 2, 5, 1, 1)
+        == "[sweep] 2 of 5 runs done (1 failed); about 1.5 h left at this sweep's mean of 1800 s per run"
+    )
+    assert progress_line([1800.0], 5, 5, 0, 1) == "[sweep] 5 of 5 runs done"
+
+
+def test_local_pool_logs_progress_after_each_run(tmp_path):
+    jobs = plan(["ppo"], ["a"], [0, 1, 2], str(tmp_path))
+    lines = []
+    run_local(jobs, runner=lambda job: 0, log=lines.append)
+    done = [line for line in lines if " runs done" in line]
+    assert [line.split(";")[0] for line in done] == [f"[sweep] {k} of 3 runs done" for k in (1, 2, 3)]
+    assert "left at this sweep's mean" in done[0] and "left" not in done[-1]
 
 
 def test_slurm_executor_parameters_and_sbatch_script(tmp_path, monkeypatch):

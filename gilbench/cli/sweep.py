@@ -12,6 +12,10 @@ the sweep's shared options, so a sweep and hand-made runs share the run store an
 JUDGE`` each run is followed by ``gilbench judge-curve RUN --judge JUDGE``, so a long grid cut short keeps the curves
 of the runs that finished; finished runs without an up-to-date curve get one too.
 
+Progress. A local sweep prints the grid's expected wall time at the start (each run as long as the mean of its
+finished seeds in the store; also with --dry-run) and, after each run, how many are done and the time left at this
+sweep's mean wall time per run.
+
 Launchers. ``local`` with ``--workers 1`` (the default) runs the grid one run after another *in this process*
 (``gilbench.cli.run.main_run``), so tasks and methods registered by code already imported (tests register a toy task this
 way) are visible; with ``--workers N`` it runs N subprocesses ``python -m gilbench run ...`` at a time, each logging
@@ -41,6 +45,7 @@ from pathlib import Path
 from gilbench.cli.flags import OUTPUT_DIR_HELP, parse_seeds, split_names
 from gilbench.cli.run import main_run
 from gilbench.errors import GilbenchError, require
+from gilbench.files import read_json
 from gilbench.store import DEFAULT_OUTPUT_DIR, RunDir, RunStore, different_config
 
 
@@ -192,6 +197,51 @@ def split_done(jobs: list[Job]) -> tuple[list[Job], list[Job]]:
     return [j for j in jobs if j not in done], done
 
 
+# ---------------------------------------------------------------------------------------------- time left
+def finished_seconds(run_dir: Path) -> list[float]:
+    """Wall times (summary.json ``seconds``) of the finished seeds beside ``run_dir`` (same task, method, variant)."""
+    times = []
+    for seed_dir in sorted(Path(run_dir).parent.glob("seed*")):
+        run = RunDir(seed_dir)
+        if run.finished:
+            seconds = read_json(run.summary_file).get("seconds")
+            if isinstance(seconds, (int, float)):
+                times.append(float(seconds))
+    return times
+
+
+def hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+
+
+def plan_estimate(todo: list[Job], workers: int) -> str:
+    """One line: the grid's expected wall time, each run as long as the mean of its finished seeds (one after
+    another on one worker, divided among several); runs with no finished seed to go by are counted apart."""
+    known, unknown = [], 0
+    for job in todo:
+        times = finished_seconds(job.run_dir)
+        if times:
+            known.append(sum(times) / len(times))
+        else:
+            unknown += 1
+    if not known:
+        return f"[sweep] no time estimate: none of the {len(todo)} runs to do has a finished seed to go by"
+    line = f"[sweep] expected: about {hours(sum(known) / workers)} for {len(known)} of the {len(todo)} runs to do"
+    line += " (each as long as the mean of its finished seeds"
+    return line + (f"; {unknown} with none to go by)" if unknown else ")")
+
+
+def progress_line(durations: list[float], finished: int, total: int, failed: int, workers: int) -> str:
+    """After each run of a sweep: how many are done, and the time left at this sweep's mean wall time per run."""
+    line = f"[sweep] {finished} of {total} runs done" + (f" ({failed} failed)" if failed else "")
+    if durations and finished < total:
+        mean = sum(durations) / len(durations)
+        line += (
+            f"; about {hours(mean * (total - finished) / workers)} left at this sweep's mean of {mean:.0f} s per run"
+        )
+    return line
+
+
 # ---------------------------------------------------------------------------------------------- local
 def run_in_process(job: Job) -> int:
     try:
@@ -238,6 +288,7 @@ def run_local(
         raise GilbenchError("--workers must be at least 1")
     runner = runner or (run_in_process if workers == 1 else functools.partial(run_subprocess, workers=workers))
     status: dict[str, int] = {}
+    durations: list[float] = []  # wall times of the runs that succeeded, for the time left
 
     def one(job: Job) -> None:
         t0 = time.time()
@@ -245,6 +296,10 @@ def run_local(
         status[job.name] = rc = runner(job)
         where = "" if workers == 1 else f"; log {job.run_dir / 'sweep.log'}"
         log(f"[sweep] {'done' if rc == 0 else f'FAILED (exit {rc})'} {job.name} in {time.time() - t0:.0f} s{where}")
+        if rc == 0:
+            durations.append(time.time() - t0)
+        failed = sum(1 for code in status.values() if code)
+        log(progress_line(durations, len(status), len(jobs), failed, workers))
 
     if workers == 1:
         for job in jobs:
@@ -421,6 +476,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         f"[sweep] {len(jobs)} runs: {len(done)} complete (skipped), {len(todo)} to run on {args.launcher}"
         + (f" ({args.workers} workers)" if args.launcher == "local" else "")
     )
+    if todo and args.launcher == "local":
+        print(plan_estimate(todo, args.workers))
     params = slurm_parameters(
         args.partition,
         args.gpus_per_node,
