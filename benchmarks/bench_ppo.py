@@ -190,7 +190,7 @@ def run_gilbench(config: str, steps: int, method: str, threads: int, tiny_micro:
 
     torch.set_num_threads(threads)
     from gilbench import registry
-    from gilbench.allocator import keep_freed_memory
+    from gilbench.allocator import allocator_setting
     from gilbench.config import build_method_config
     from gilbench.data.types import Prompt, TaskData
     from gilbench.method import RunContext
@@ -199,7 +199,7 @@ def run_gilbench(config: str, steps: int, method: str, threads: int, tiny_micro:
     from gilbench.pipeline import make_accelerator, quiet_transformers
 
     quiet_transformers()
-    allocator = "glibc, freed memory kept" if keep_freed_memory() else "system default"
+    allocator = allocator_setting()
     peak_dtype = native_peak_dtype()
     peak = matmul_peak_gflops(peak_dtype)
     tmp = Path(tempfile.mkdtemp(prefix="gilbench_bench_"))

@@ -29,3 +29,8 @@ def keep_freed_memory() -> bool:
     mallopt = ctypes.CDLL(None).mallopt
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+
+
+def allocator_setting() -> str:
+    """How this process allocates memory, for env.json and benchmark lines (tunes glibc first if not done yet)."""
+    return "glibc, freed memory kept" if keep_freed_memory() else "system default"

@@ -265,9 +265,11 @@ def environment_record() -> dict:
 
 
 def machine_record() -> dict:
-    """What a run's wall times and ``mixed_precision: auto`` depend on: the CPU, its cores, native bf16, the GPU."""
+    """What a run's wall times and ``mixed_precision: auto`` depend on: the CPU, its cores, native bf16, the GPU, and
+    the memory allocator (gilbench/allocator.py)."""
     import torch
 
+    from gilbench.allocator import allocator_setting
     from gilbench.models.precision import cpu_has_native_bf16
 
     cpu = platform.processor() or platform.machine()
@@ -281,4 +283,5 @@ def machine_record() -> dict:
         "cores": os.cpu_count(),
         "cpu_native_bf16": cpu_has_native_bf16(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "allocator": allocator_setting(),
     }

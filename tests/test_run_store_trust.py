@@ -255,3 +255,4 @@ def test_env_json_names_the_machine(finished):
     env = json.loads((Path(finished.output_dir) / "toy" / "ppo-kl" / "seed0" / "env.json").read_text())
     assert env["machine"]["cpu_native_bf16"] is cpu_has_native_bf16()
     assert env["machine"]["cores"] >= 1 and env["machine"]["cpu"]
+    assert env["machine"]["allocator"] in ("glibc, freed memory kept", "system default")
