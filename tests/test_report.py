@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from gilbench.errors import GilbenchError
 from gilbench.files import atomic_write_text
@@ -274,17 +275,20 @@ def test_a_variant_is_a_row_of_its_own_under_its_methods_label(store, tmp_path):
 
 @pytest.mark.parametrize("kind", ["stability", "winrate"])
 def test_a_row_whose_seeds_differ_in_config_says_so(store, tmp_path, kind):
-    """Seed 2 of ppo-kl made in bf16, seeds 0-1 in fp32 (auto resolves per machine): the row's mean averages two
-    settings, so the table names the field and its values; a row of one config gets no such note."""
+    """Seed 2 of ppo-kl made in the other precision than seeds 0-1 (auto resolves per machine: fp32 or bf16): the
+    row's mean averages two settings, so the table names the field and its values; a row of one config gets no such
+    note."""
     root = tmp_path / "runs"
     shutil.copytree(store, root)
     config = root / TASK / "ppo-kl" / "seed2" / "config.yaml"
-    assert "mixed_precision: 'no'\n" in config.read_text()
-    config.write_text(config.read_text().replace("mixed_precision: 'no'\n", "mixed_precision: bf16\n"))
+    record = yaml.safe_load(config.read_text())
+    made = record["mixed_precision"]  # what auto gave on this machine
+    other = record["mixed_precision"] = "bf16" if made == "no" else "no"
+    config.write_text(yaml.safe_dump(record, sort_keys=False))
     path = tmp_path / "spec.yaml"
     rows = "methods: [ppo-kl]" if kind == "stability" else "methods: [gil]\nbaselines: [ppo-kl]"
     path.write_text(f"kind: {kind}\ntasks: [{TASK}]\n{rows}\n")
     text = render_table(str(path), "md", str(root))
     assert "Seeds of one row made with different configs" in text
-    assert f"PPO w/ KL ({TASK}): mixed_precision 'no' x2, 'bf16' x1" in text
+    assert f"PPO w/ KL ({TASK}): mixed_precision {made!r} x2, {other!r} x1" in text
     assert "different configs" not in render_table(str(path), "md", str(store))
