@@ -16,9 +16,7 @@ from gilbench.cli.sweep import (
     add_sweep_parser,
     is_complete,
     plan,
-    plan_estimate,
     primed_groups,
-    progress_line,
     run_local,
     slurm_parameters,
     split_done,
@@ -26,6 +24,7 @@ from gilbench.cli.sweep import (
     waves,
     worker_env,
 )
+from gilbench.cli.sweep_time import plan_estimate, progress_line
 from gilbench.errors import GilbenchError
 from gilbench.files import atomic_write_json, mark_done
 

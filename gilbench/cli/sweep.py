@@ -44,8 +44,8 @@ from pathlib import Path
 
 from gilbench.cli.flags import OUTPUT_DIR_HELP, parse_seeds, split_names
 from gilbench.cli.run import main_run
+from gilbench.cli.sweep_time import plan_estimate, progress_line
 from gilbench.errors import GilbenchError, require
-from gilbench.files import read_json
 from gilbench.store import DEFAULT_OUTPUT_DIR, RunDir, RunStore, different_config
 
 
@@ -195,51 +195,6 @@ def check_jobs(jobs: list[Job], overwrite: bool = False) -> None:
 def split_done(jobs: list[Job]) -> tuple[list[Job], list[Job]]:
     done = [j for j in jobs if is_complete(j.run_dir) and "--overwrite" not in j.argv]
     return [j for j in jobs if j not in done], done
-
-
-# ---------------------------------------------------------------------------------------------- time left
-def finished_seconds(run_dir: Path) -> list[float]:
-    """Wall times (summary.json ``seconds``) of the finished seeds beside ``run_dir`` (same task, method, variant)."""
-    times = []
-    for seed_dir in sorted(Path(run_dir).parent.glob("seed*")):
-        run = RunDir(seed_dir)
-        if run.finished:
-            seconds = read_json(run.summary_file).get("seconds")
-            if isinstance(seconds, (int, float)):
-                times.append(float(seconds))
-    return times
-
-
-def hours(seconds: float) -> str:
-    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
-
-
-def plan_estimate(todo: list[Job], workers: int) -> str:
-    """One line: the grid's expected wall time, each run as long as the mean of its finished seeds (one after
-    another on one worker, divided among several); runs with no finished seed to go by are counted apart."""
-    known, unknown = [], 0
-    for job in todo:
-        times = finished_seconds(job.run_dir)
-        if times:
-            known.append(sum(times) / len(times))
-        else:
-            unknown += 1
-    if not known:
-        return f"[sweep] no time estimate: none of the {len(todo)} runs to do has a finished seed to go by"
-    line = f"[sweep] expected: about {hours(sum(known) / workers)} for {len(known)} of the {len(todo)} runs to do"
-    line += " (each as long as the mean of its finished seeds"
-    return line + (f"; {unknown} with none to go by)" if unknown else ")")
-
-
-def progress_line(durations: list[float], finished: int, total: int, failed: int, workers: int) -> str:
-    """After each run of a sweep: how many are done, and the time left at this sweep's mean wall time per run."""
-    line = f"[sweep] {finished} of {total} runs done" + (f" ({failed} failed)" if failed else "")
-    if durations and finished < total:
-        mean = sum(durations) / len(durations)
-        line += (
-            f"; about {hours(mean * (total - finished) / workers)} left at this sweep's mean of {mean:.0f} s per run"
-        )
-    return line
 
 
 # ---------------------------------------------------------------------------------------------- local

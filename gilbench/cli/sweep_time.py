@@ -1,0 +1,53 @@
+"""How long a sweep will take and has left: each run as long as the mean of its finished seeds (summary.json's
+``seconds``) before it starts, and at this sweep's own mean wall time per run as it goes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gilbench.files import read_json
+from gilbench.store import RunDir
+
+
+def finished_seconds(run_dir: Path) -> list[float]:
+    """Wall times (summary.json ``seconds``) of the finished seeds beside ``run_dir`` (same task, method, variant)."""
+    times = []
+    for seed_dir in sorted(Path(run_dir).parent.glob("seed*")):
+        run = RunDir(seed_dir)
+        if run.finished:
+            seconds = read_json(run.summary_file).get("seconds")
+            if isinstance(seconds, (int, float)):
+                times.append(float(seconds))
+    return times
+
+
+def hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+
+
+def plan_estimate(todo: list, workers: int) -> str:
+    """One line: the expected wall time of the sweep's ``todo`` Jobs, each as long as the mean of its finished seeds
+    (one after another on one worker, divided among several); runs with no finished seed to go by are counted apart."""
+    known, unknown = [], 0
+    for job in todo:
+        times = finished_seconds(job.run_dir)
+        if times:
+            known.append(sum(times) / len(times))
+        else:
+            unknown += 1
+    if not known:
+        return f"[sweep] no time estimate: none of the {len(todo)} runs to do has a finished seed to go by"
+    line = f"[sweep] expected: about {hours(sum(known) / workers)} for {len(known)} of the {len(todo)} runs to do"
+    line += " (each as long as the mean of its finished seeds"
+    return line + (f"; {unknown} with none to go by)" if unknown else ")")
+
+
+def progress_line(durations: list[float], finished: int, total: int, failed: int, workers: int) -> str:
+    """After each run of a sweep: how many are done, and the time left at this sweep's mean wall time per run."""
+    line = f"[sweep] {finished} of {total} runs done" + (f" ({failed} failed)" if failed else "")
+    if durations and finished < total:
+        mean = sum(durations) / len(durations)
+        line += (
+            f"; about {hours(mean * (total - finished) / workers)} left at this sweep's mean of {mean:.0f} s per run"
+        )
+    return line
