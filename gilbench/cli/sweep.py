@@ -249,10 +249,11 @@ def run_local(
         t0 = time.time()
         log(f"[sweep] start {job.name}")
         status[job.name] = rc = runner(job)
+        seconds = time.time() - t0
         where = "" if workers == 1 else f"; log {job.run_dir / 'sweep.log'}"
-        log(f"[sweep] {'done' if rc == 0 else f'FAILED (exit {rc})'} {job.name} in {time.time() - t0:.0f} s{where}")
+        log(f"[sweep] {'done' if rc == 0 else f'FAILED (exit {rc})'} {job.name} in {seconds:.0f} s{where}")
         if rc == 0:
-            durations.append(time.time() - t0)
+            durations.append(seconds)
         failed = sum(1 for code in status.values() if code)
         log(progress_line(durations, len(status), len(jobs), failed, workers))
 

@@ -6,19 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from gilbench.files import read_json
-from gilbench.store import RunDir
+from gilbench.store import RunStore
 
 
 def finished_seconds(run_dir: Path) -> list[float]:
     """Wall times (summary.json ``seconds``) of the finished seeds beside ``run_dir`` (same task, method, variant)."""
-    times = []
-    for seed_dir in sorted(Path(run_dir).parent.glob("seed*")):
-        run = RunDir(seed_dir)
-        if run.finished:
-            seconds = read_json(run.summary_file).get("seconds")
-            if isinstance(seconds, (int, float)):
-                times.append(float(seconds))
-    return times
+    method_dir = Path(run_dir).parent
+    store = RunStore(method_dir.parent.parent)
+    times = [
+        read_json(run.summary_file).get("seconds")
+        for run in store.finished_runs(method_dir.parent.name, method_dir.name)
+    ]
+    return [float(t) for t in times if isinstance(t, (int, float))]
 
 
 def hours(seconds: float) -> str:
