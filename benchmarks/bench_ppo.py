@@ -12,8 +12,12 @@ RSS is its own; the first step is excluded from the means (warm-up).
 `tiny` is the TRL peer's exact configuration (../shared/bench/README.md): GPT-2 with 2 layers, 2 heads,
 width 128, a 4096-token byte-level BPE trained on the peer's synthetic corpus, 64 prompts x 32 sampled
 tokens at temperature 1 with no EOS stop, k1 KL 0.05, 4 PPO epochs of one minibatch of 64, AdamW lr 5e-5,
-value coefficient 0.1, fp32, 2 threads, each minibatch run as 8 micro-batches of 8 (`--tiny-micro`; 64 was
-not faster on this width-128 model: 3.6 against 3.3 CPU-s per step, and takes more memory). The peer runs in its own virtual environment (TRL 0.24 pins transformers 4.57):
+value coefficient 0.1, 2 threads. Precision (`--tiny-precision`): both sides in fp32 (the peer README's
+configuration) or both under bf16 autocast (TRL's own PPOConfig default); `auto` picks bf16 where the CPU has
+native bf16, as gilbench's `mixed_precision: auto` does. The peer runs each minibatch as 8 micro-batches of 8
+(a larger one is not faster there: 2.76 against 2.82 s/step); gilbench as `--tiny-micro` rows, default 64, one
+micro-batch per minibatch: bf16 kernels want long rows (update 0.62 s at 64, 0.70 at 32, 1.18 at 8), for 170 MB
+more peak RSS. The peer runs in its own virtual environment (TRL 0.24 pins transformers 4.57):
 
     python3 -m venv .peer-venv && .peer-venv/bin/pip install torch==2.13.0 && \
     .peer-venv/bin/pip install torch==2.13.0 trl==0.24.0 transformers==4.57.1 accelerate==1.11.0 datasets==4.3.0 tokenizers==0.22.1
@@ -59,6 +63,13 @@ PROJECTED_STEPS = 150
 
 
 # ----------------------------------------------------------------------------------- machine and FLOPs
+def tiny_precision(args) -> str:
+    """fp32 or bf16, the precision both sides of the tiny comparison run."""
+    if args.tiny_precision == "auto":
+        return "bf16" if native_peak_dtype() == "bfloat16" else "fp32"
+    return args.tiny_precision
+
+
 def native_peak_dtype() -> str:
     """The fastest matmul precision this CPU computes natively: bfloat16 with AVX512-BF16/AMX, else float32 (an
     emulated bfloat16 peak, 0.3-1.3 GFLOP/s on a Zen 3 EPYC, would make any step look like 100x the peak)."""
@@ -290,8 +301,9 @@ def run_gilbench(config: str, steps: int, method: str, threads: int, tiny_micro:
     return out
 
 
-def run_peer(python: str, steps: int, threads: int) -> dict:
+def run_peer(python: str, steps: int, threads: int, precision: str) -> dict:
     cmd = [python, str(PEER_DIR / "trl_ppo_peer.py"), "--rollout-batches", str(steps), "--threads", str(threads)]
+    cmd += ["--bf16"] if precision == "bf16" else []
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"TRL peer failed:\n{out.stderr[-3000:]}")
@@ -318,6 +330,8 @@ def child(args, config: str) -> dict:
     ]
     for item in args.set:
         cmd += ["--set", item]
+    if config == "tiny":  # after --set, so it wins: both sides of the comparison run the same precision
+        cmd += ["--set", f"mixed_precision={tiny_precision(args)}"]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"benchmark child {config} failed:\n{out.stderr[-3000:]}")
@@ -335,7 +349,14 @@ def main() -> None:
     p.add_argument("--smollm2-steps", type=int, default=4, help="PPO steps of each smollm2 run (the first is warm-up)")
     p.add_argument("--repeats", type=int, default=3, help="tiny vs TRL invocations; the ratio is their median")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--tiny-micro", type=int, default=8, help="gilbench's micro-batch on tiny (TRL's is 8)")
+    p.add_argument("--tiny-micro", type=int, default=64, help="gilbench's micro-batch on tiny (TRL's is 8)")
+    p.add_argument(
+        "--tiny-precision",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="precision of both sides on tiny: fp32 (the peer README's configuration), bf16 autocast (TRL's "
+        "PPOConfig default), auto = bf16 where the CPU has native bf16",
+    )
     p.add_argument(
         "--set", action="append", default=[], help="config override KEY=VALUE for the gilbench runs (repeatable)"
     )
@@ -356,7 +377,7 @@ def main() -> None:
             ours = child(args, "tiny")
             print(json.dumps(ours | {"invocation": i + 1}), flush=True)
             if have_peer:
-                peer = run_peer(args.peer_python, args.steps, args.threads)
+                peer = run_peer(args.peer_python, args.steps, args.threads, tiny_precision(args))
                 line = {
                     k: peer[k]
                     for k in (
@@ -367,6 +388,7 @@ def main() -> None:
                         "episodes_per_s",
                         "tokens_per_s",
                         "peak_rss_mb",
+                        "precision",
                     )
                 }
                 print(json.dumps({"runner": "trl", "config": "tiny", "invocation": i + 1} | line), flush=True)
