@@ -30,7 +30,7 @@ from gilbench.data.format import format_prompt
 from gilbench.methods.gil import GILConfig, GroupHead, normalized_mutual_info, purity, train_group_head
 from gilbench.models.heads import ValueModel
 from gilbench.models.presets import load_causal_lm
-from gilbench.rl.rollout import critic_forward, tokenize_prompts
+from gilbench.rl.rollout import full_inputs, response_values, tokenize_prompts
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,9 +53,11 @@ def hidden_states(critic, tokenizer, batch: list[dict], max_prompt_length: int) 
     query, query_mask = tokenize_prompts(tokenizer, texts, max_prompt_length, "cpu")
     tokenizer.padding_side = "right"
     enc = tokenizer([row["response"] for row in batch], padding=True, add_special_tokens=False, return_tensors="pt")
-    args = (query, query_mask, enc["input_ids"], enc["attention_mask"])
+    ids, mask, pos = full_inputs(query, query_mask, enc["input_ids"], enc["attention_mask"])
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        return {at: critic_forward(critic, *args, hidden_at=at)[1].float() for at in ("response", "prompt")}
+        values, hidden = critic(ids, mask, pos)
+    pick = lambda at: response_values(values, hidden, query.shape[1], enc["attention_mask"], at)[1].float()  # noqa: E731
+    return {at: pick(at) for at in ("response", "prompt")}
 
 
 def batch_stats(p: torch.Tensor, batch: list[dict]) -> dict[str, float]:
