@@ -56,8 +56,10 @@ def hidden_states(critic, tokenizer, batch: list[dict], max_prompt_length: int) 
     ids, mask, pos = full_inputs(query, query_mask, enc["input_ids"], enc["attention_mask"])
     with torch.autocast("cpu", dtype=torch.bfloat16):
         values, hidden = critic(ids, mask, pos)
-    pick = lambda at: response_values(values, hidden, query.shape[1], enc["attention_mask"], at)[1].float()  # noqa: E731
-    return {at: pick(at) for at in ("response", "prompt")}
+    return {
+        at: response_values(values, hidden, query.shape[1], enc["attention_mask"], at)[1].float()
+        for at in ("response", "prompt")
+    }
 
 
 def batch_stats(p: torch.Tensor, batch: list[dict]) -> dict[str, float]:
@@ -98,6 +100,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     policy, tokenizer = load_causal_lm(args.policy)
     critic = ValueModel.from_causal_lm(policy).eval()
+    del policy  # the critic holds its own copy of the trunk
     train = load_batches(Path(args.train_run), first, last)
     test = load_batches(Path(args.test_run), first, last)
     hidden_train = [hidden_states(critic, tokenizer, b, args.max_prompt_length) for b in train]
