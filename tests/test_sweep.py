@@ -18,12 +18,11 @@ from gilbench.cli.sweep import (
     plan,
     primed_groups,
     run_local,
-    slurm_parameters,
     split_done,
-    submit_slurm,
     waves,
     worker_env,
 )
+from gilbench.cli.sweep_slurm import slurm_parameters, submit_slurm
 from gilbench.cli.sweep_time import plan_estimate, progress_line
 from gilbench.errors import GilbenchError
 from gilbench.files import atomic_write_json, mark_done
@@ -139,7 +138,8 @@ def test_time_estimates_come_from_finished_seeds_and_this_sweeps_runs(tmp_path):
     assert len(todo) == 6  # ppo-kl seeds 2-3 (4,000 s each) and gil seeds 0-3 (nothing to go by)
     assert plan_estimate(todo, workers=1).startswith("[sweep] expected: about 2.2 h for 2 of the 6 runs to do")
     assert "4 with none to go by" in plan_estimate(todo, workers=1)
-    assert "about 1.1 h for 2 of the 6" in plan_estimate(todo, workers=2)
+    two = plan_estimate(todo, workers=2)  # two runs at once on shared cores are each slower: a bound, not a promise
+    assert "about 2.2 h for 2 of the 6" in two and "2 workers at once take less, at best 1.1 h" in two
     assert "no time estimate" in plan_estimate(todo[2:], workers=1)
     # after 2 of 5 runs, one failed: 3 left at the mean of the one that succeeded (1,800 s) = 1.5 h
     assert (
@@ -160,7 +160,7 @@ def test_local_pool_logs_progress_after_each_run(tmp_path):
 
 def test_slurm_executor_parameters_and_sbatch_script(tmp_path, monkeypatch):
     pytest.importorskip("submitit")
-    from gilbench.cli.sweep import make_executor
+    from gilbench.cli.sweep_slurm import make_executor
 
     bin_dir = tmp_path / "bin"  # submitit checks that srun exists; nothing is ever submitted here
     bin_dir.mkdir()
@@ -193,7 +193,7 @@ def test_slurm_executor_parameters_and_sbatch_script(tmp_path, monkeypatch):
 
 
 def test_slurm_submission_wires_wave_two_after_wave_one(tmp_path):
-    from gilbench.cli.sweep import run_job
+    from gilbench.cli.sweep_slurm import run_job
 
     calls = []
 

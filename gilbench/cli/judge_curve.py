@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from gilbench.cli.flags import add_include, add_judge_options, check_numbers, judge_options
+from gilbench.cli.run import main_run
 from gilbench.errors import GilbenchError
 from gilbench.eval import judge_curve as jc
 from gilbench.store import DEFAULT_OUTPUT_DIR, ROLLOUTS
@@ -85,3 +86,19 @@ def cmd_judge_curve(args: argparse.Namespace) -> int:
         )
         print(f"[gilbench] {run}: win rate against the starting policy by step {wins} -> {run / jc.JUDGE_CURVE}")
     return 0
+
+
+def main_judge_curve(argv: list[str]) -> int:
+    """`gilbench judge-curve ...` in this process (argv starts with "judge-curve"); exit status as the CLI's."""
+    from gilbench.cli.flags import run_command
+
+    parser = argparse.ArgumentParser(prog="gilbench")
+    add_judge_curve_parser(parser.add_subparsers())
+    args = parser.parse_args(argv)
+    return run_command(args, args.func)
+
+
+def run_then_judge(argv: list[str], judge_curve: list[str]) -> int:
+    """`gilbench run`, then (if it succeeded and one is asked for) its judge curve, in this process (sweep's runs)."""
+    rc = main_run(argv)
+    return main_judge_curve(judge_curve) if rc == 0 and judge_curve else rc

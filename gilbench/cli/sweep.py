@@ -5,6 +5,7 @@
     gilbench sweep ... --launcher slurm --partition gpu --gpus-per-node 1 --timeout-min 480 --slurm-folder results/slurm
     gilbench sweep ... --dry-run        # print the plan and the commands (and Slurm parameters); run nothing
     gilbench sweep --methods ppo,ppo-kl --tasks qa-chat --seeds 0-2 --judge-curve qa-chat-gold --judge-window 10
+    gilbench sweep --plan results/qa-chat-study.yaml   # a study: grids in order, in one file (gilbench.cli.sweep_plan)
 
 A run is complete when the run store says it finished (``RunDir.finished``); complete runs are skipped, unfinished ones
 rerun (and resume from their checkpoint). Every run is exactly ``gilbench run --method M --task T --seed K ...`` with
@@ -42,11 +43,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gilbench.cli.flags import OUTPUT_DIR_HELP, parse_seeds, split_names
-from gilbench.cli.run import main_run
+from gilbench.cli.flags import OUTPUT_DIR_HELP
+from gilbench.cli.judge_curve import main_judge_curve, run_then_judge
+from gilbench.cli.sweep_plan import Grid, grid_from_args, load_plan, refuse_grid_flags, waves
+from gilbench.cli.sweep_slurm import slurm_parameters, submit_slurm
 from gilbench.cli.sweep_time import plan_estimate, progress_line
-from gilbench.errors import GilbenchError, require
-from gilbench.store import DEFAULT_OUTPUT_DIR, RunDir, RunStore, different_config
+from gilbench.errors import GilbenchError
+from gilbench.store import DEFAULT_OUTPUT_DIR, RunDir, RunStore, config_differences, different_config
 
 
 @dataclass
@@ -60,6 +63,7 @@ class Job:
     config_file: str | None = None
     fields: dict = field(default_factory=dict)  # config fields the sweep's flags set (limit, device, ...)
     judge_curve: list[str] = field(default_factory=list)  # `gilbench judge-curve` arguments to run after the run
+    record: dict = field(default_factory=dict)  # the resolved config (check_jobs)
 
     @property
     def name(self) -> str:
@@ -81,23 +85,6 @@ def judge_curve_argv(
     argv = ["judge-curve", str(run_dir), "--judge", judge, "--output-dir", os.path.abspath(output_dir)]
     argv += ["--window", str(window)] if window else []
     return argv + [x for inc in includes for x in ("--include", os.path.abspath(inc))]
-
-
-def main_judge_curve(argv: list[str]) -> int:
-    """`gilbench judge-curve ...` in this process (argv starts with "judge-curve"); exit status as the CLI's."""
-    from gilbench.cli.flags import run_command
-    from gilbench.cli.judge_curve import add_judge_curve_parser
-
-    parser = argparse.ArgumentParser(prog="gilbench")
-    add_judge_curve_parser(parser.add_subparsers())
-    args = parser.parse_args(argv)
-    return run_command(args, args.func)
-
-
-def run_then_judge(argv: list[str], judge_curve: list[str]) -> int:
-    """`gilbench run`, then (if it succeeded and one is asked for) its judge curve, in this process."""
-    rc = main_run(argv)
-    return main_judge_curve(judge_curve) if rc == 0 and judge_curve else rc
 
 
 def is_complete(path: str | Path) -> bool:
@@ -155,19 +142,6 @@ def plan(
     ]
 
 
-def waves(jobs: list[Job], primed: set[tuple[str, int]] = frozenset()) -> list[list[Job]]:
-    """[first run of each (task, seed) not yet primed, the rest]: runs of a (task, seed) share the SFT/RM caches."""
-    first, rest, seen = [], [], set(primed)
-    for job in jobs:
-        key = (job.task, job.seed)
-        (rest if key in seen else first).append(job)
-        seen.add(key)
-    if primed:  # groups with a finished run have their caches: their runs need not wait
-        first += [j for j in rest if (j.task, j.seed) in primed]
-        rest = [j for j in rest if (j.task, j.seed) not in primed]
-    return [w for w in (first, rest) if w]
-
-
 def primed_groups(jobs: list[Job], output_dir: str | Path) -> set[tuple[str, int]]:
     """(task, seed) groups with a finished run of any method in the store: their SFT/RM caches are (most likely) built."""
     store = RunStore(output_dir)
@@ -183,13 +157,59 @@ def check_jobs(jobs: list[Job], overwrite: bool = False) -> None:
         resolved = resolve_run(job.method, job.task, job.overrides, config_file=job.config_file, fields=job.fields)
         cfg = resolved.cfg  # a variant (config file or --set variant=...) lives in its own folder
         job.run_dir = RunStore(cfg.output_dir).run(job.task, cfg.run_name(), job.seed).path
-        diff = RunDir(job.run_dir).config_differences(resolved.record())
+        job.record = resolved.record()
+        diff = RunDir(job.run_dir).config_differences(job.record)
         if diff and not overwrite:
             raise GilbenchError(
                 different_config(job.run_dir, diff, "rerun the sweep with --overwrite to redo such runs")
             )
         if diff:
             job.argv.append("--overwrite")
+
+
+def sweep_jobs(grids: list[Grid], output_dir: str, overwrite: bool = False) -> list[Job]:
+    """The runs of the grids in order, each checked (check_jobs) and given its judge-curve command; a run that
+    several grids name is kept once, and refused if they would make it with different configs."""
+    from gilbench import registry
+
+    jobs: dict[Path, tuple[Job, str]] = {}
+    for grid in grids:
+        for name in grid.methods:
+            registry.methods.get(name)  # unknown names fail here, with close matches
+        for name in grid.tasks:
+            registry.tasks.get(name)
+        if grid.judge_window is not None and not grid.judge_curve:
+            raise GilbenchError(f"--judge-window needs --judge-curve JUDGE ({grid.where})")
+        grid_jobs = plan(
+            grid.methods,
+            grid.tasks,
+            grid.seeds,
+            output_dir,
+            grid.model,
+            grid.overrides,
+            grid.limit,
+            grid.includes,
+            grid.config,
+            grid.device,
+            grid.data_dir,
+        )
+        check_jobs(grid_jobs, overwrite)  # resolves each run's folder (a variant's is <method>@<variant>)
+        for job in grid_jobs:
+            job.judge_curve = judge_curve_argv(
+                job.run_dir, output_dir, grid.judge_curve, grid.judge_window, grid.includes
+            )
+            if job.run_dir in jobs:
+                first, where = jobs[job.run_dir]
+                diff = config_differences(first.record, job.record)
+                if diff or first.judge_curve != job.judge_curve:
+                    why = "; ".join(diff) or "their judge curves differ"
+                    raise GilbenchError(
+                        f"{where} and {grid.where} both make {job.name} but differently ({why}); give one a variant "
+                        "(set: {variant: NAME}) or drop it from the other"
+                    )
+                continue
+            jobs[job.run_dir] = (job, grid.where)
+    return [job for job, _ in jobs.values()]
 
 
 def split_done(jobs: list[Job]) -> tuple[list[Job], list[Job]]:
@@ -267,73 +287,6 @@ def run_local(
     return status
 
 
-# ---------------------------------------------------------------------------------------------- slurm
-def run_job(argv: list[str], judge_curve: list[str] = ()) -> int:
-    """What a Slurm array task runs (pickled by submitit): one `gilbench run` (and its judge curve), in the job's
-    process."""
-    rc = run_then_judge(argv, list(judge_curve))
-    if rc:
-        raise RuntimeError(f"gilbench run {shlex.join(argv)} exited with status {rc}")
-    return rc
-
-
-def slurm_parameters(
-    partition: str | None = None,
-    gpus_per_node: int = 1,
-    timeout_min: int = 240,
-    cpus_per_task: int = 8,
-    mem_gb: float | None = None,
-    array_parallelism: int | None = None,
-    name: str = "gilbench",
-) -> dict:
-    """Keyword arguments of submitit's ``AutoExecutor.update_parameters``."""
-    params = {
-        "name": name,
-        "timeout_min": timeout_min,
-        "gpus_per_node": gpus_per_node,
-        "cpus_per_task": cpus_per_task,
-        "nodes": 1,
-        "tasks_per_node": 1,
-    }
-    params |= {
-        k: v
-        for k, v in (("slurm_partition", partition), ("mem_gb", mem_gb), ("slurm_array_parallelism", array_parallelism))
-        if v
-    }
-    return params
-
-
-def make_executor(folder: str | Path, params: dict):
-    submitit = require("submitit", "gilbench sweep --launcher slurm", extra="slurm")
-    executor = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
-    executor.update_parameters(**params)
-    return executor
-
-
-def submit_slurm(
-    jobs: list[Job],
-    params: dict,
-    folder: str | Path,
-    primed: set = frozenset(),
-    executor_factory=make_executor,
-    log: Callable[[str], None] = print,
-) -> list[str]:
-    """Submit the jobs as one array per wave (wave 2 waits for wave 1 with afterany); returns the Slurm job ids."""
-    ids: list[str] = []
-    wave_ids: list[str] = []
-    for n, wave in enumerate(waves(jobs, primed), 1):
-        extra = {"slurm_additional_parameters": {"dependency": "afterany:" + ":".join(wave_ids)}} if wave_ids else {}
-        executor = executor_factory(folder, params | extra)
-        submitted = executor.map_array(run_job, [job.argv for job in wave], [job.judge_curve for job in wave])
-        wave_ids = sorted({str(s.job_id).split("_")[0] for s in submitted})
-        ids += [str(s.job_id) for s in submitted]
-        log(
-            f"[sweep] wave {n}: {len(wave)} runs as Slurm array {', '.join(wave_ids)}"
-            + (f" ({extra['slurm_additional_parameters']['dependency']})" if extra else "")
-        )
-    return ids
-
-
 # ---------------------------------------------------------------------------------------------- CLI
 def add_sweep_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -342,15 +295,16 @@ def add_sweep_parser(subparsers) -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--methods", required=True, help="M1,M2,... (registered methods)")
-    p.add_argument("--tasks", required=True, help="T1,T2,... (registered tasks)")
-    p.add_argument("--seeds", "--seed", dest="seeds", default="0", help="0 | 0,1,2 | 0-4 (default 0)")
+    p.add_argument("--plan", metavar="FILE", help="a YAML file of grids run in order, instead of the grid flags")
+    p.add_argument("--methods", help="M1,M2,... (registered methods)")
+    p.add_argument("--tasks", help="T1,T2,... (registered tasks)")
+    p.add_argument("--seeds", "--seed", dest="seeds", help="0 | 0,1,2 | 0-4 (default 0)")
     p.add_argument("--model", help="policy model for every run (preset, hub id or folder)")
     p.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="typed override for every run"
     )
     p.add_argument("--limit", type=int, help="cap prompts, pairs and examples per split")
-    p.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help=OUTPUT_DIR_HELP)
+    p.add_argument("--output-dir", help=OUTPUT_DIR_HELP + "; with --plan, instead of the plan's own")
     p.add_argument("--config", help="YAML file of config fields for every run")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--data-dir", help="local copies of hub datasets")
@@ -390,13 +344,16 @@ def add_sweep_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from gilbench import registry
+    if args.plan:
+        refuse_grid_flags(args)
+        grids, plan_output_dir = load_plan(args.plan)
+        from gilbench import registry
 
-    methods, tasks = split_names(args.methods), split_names(args.tasks)
-    for m in methods:
-        registry.methods.get(m)  # unknown names fail here, with close matches
-    for t in tasks:
-        registry.tasks.get(t)
+        for path in dict.fromkeys(inc for grid in grids for inc in grid.includes):
+            registry.include(path)  # the plan's plugins, before its names are looked up
+    else:
+        grids, plan_output_dir = [grid_from_args(args)], None
+    output_dir = args.output_dir or plan_output_dir or DEFAULT_OUTPUT_DIR
     for flag, value, lowest in (
         ("--workers", args.workers, 1),
         ("--gpus-per-node", args.gpus_per_node, 0),
@@ -406,31 +363,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     ):
         if value is not None and not value >= lowest:
             raise GilbenchError(f"{flag} {value}: must be at least {lowest:g}")
-    jobs = plan(
-        methods,
-        tasks,
-        parse_seeds(args.seeds, "--seeds"),
-        args.output_dir,
-        args.model,
-        args.overrides,
-        args.limit,
-        args.include,
-        args.config,
-        args.device,
-        args.data_dir,
-    )
-    if args.judge_window is not None and not args.judge_curve:
-        raise GilbenchError("--judge-window needs --judge-curve JUDGE")
-    check_jobs(jobs, args.overwrite)  # resolves each run's folder (a variant's is <method>@<variant>)
-    for job in jobs:
-        job.judge_curve = judge_curve_argv(
-            job.run_dir, args.output_dir, args.judge_curve, args.judge_window, args.include
-        )
+    jobs = sweep_jobs(grids, output_dir, args.overwrite)
     todo, done = split_done(jobs)
-    primed = primed_groups(jobs, args.output_dir)
+    primed = primed_groups(jobs, output_dir)
     print(
         f"[sweep] {len(jobs)} runs: {len(done)} complete (skipped), {len(todo)} to run on {args.launcher}"
-        + (f" ({args.workers} workers)" if args.launcher == "local" else "")
+        + (f" ({args.workers} worker{'s' if args.workers > 1 else ''})" if args.launcher == "local" else "")
     )
     if todo and args.launcher == "local":
         print(plan_estimate(todo, args.workers))
@@ -442,7 +380,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         args.mem_gb,
         args.workers if args.workers > 1 else None,
     )
-    folder = args.slurm_folder or os.path.join(os.path.abspath(args.output_dir), "slurm")
+    folder = args.slurm_folder or os.path.join(os.path.abspath(output_dir), "slurm")
     if args.dry_run:
         for job in jobs:
             print(f"{'skip' if job in done else 'run '}  {shlex.join(job.command())}")
@@ -451,7 +389,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         if args.launcher == "slurm":
             print(f"[sweep] submitit AutoExecutor(folder={folder!r}, cluster='slurm').update_parameters(**{params})")
         return 0
-    if args.judge_curve and args.launcher == "local":  # finished runs whose curve is missing or stale
+    if args.launcher == "local":  # finished runs whose curve (where one is asked for) is missing or stale
         failed = [job.name for job in done if job.judge_curve and main_judge_curve(job.judge_curve)]
         if failed:
             raise GilbenchError(f"judge-curve failed for finished runs: {', '.join(failed)}")

@@ -25,8 +25,9 @@ def hours(seconds: float) -> str:
 
 
 def plan_estimate(todo: list, workers: int) -> str:
-    """One line: the expected wall time of the sweep's ``todo`` Jobs, each as long as the mean of its finished seeds
-    (one after another on one worker, divided among several); runs with no finished seed to go by are counted apart."""
+    """One line: the expected wall time of the sweep's ``todo`` Jobs, each as long as the mean of its finished seeds,
+    one after another; runs with no finished seed to go by are counted apart. Several workers finish sooner only by
+    what the machine has to spare (two runs on the same two cores each run slower), so that is given as a bound."""
     known, unknown = [], 0
     for job in todo:
         times = finished_seconds(job.run_dir)
@@ -36,9 +37,16 @@ def plan_estimate(todo: list, workers: int) -> str:
             unknown += 1
     if not known:
         return f"[sweep] no time estimate: none of the {len(todo)} runs to do has a finished seed to go by"
-    line = f"[sweep] expected: about {hours(sum(known) / workers)} for {len(known)} of the {len(todo)} runs to do"
-    line += " (each as long as the mean of its finished seeds"
-    return line + (f"; {unknown} with none to go by)" if unknown else ")")
+    line = f"[sweep] expected: about {hours(sum(known))} for {len(known)} of the {len(todo)} runs to do"
+    line += " (each as long as the mean of its finished seeds" + (
+        f"; {unknown} with none to go by)" if unknown else ")"
+    )
+    if workers > 1:
+        line += (
+            f" one after another; {workers} workers at once take less, at best {hours(sum(known) / workers)} where "
+            "they do not share cores"
+        )
+    return line
 
 
 def progress_line(durations: list[float], finished: int, total: int, failed: int, workers: int) -> str:
