@@ -147,3 +147,20 @@ def test_mean_pooled_reward_model_learns_separable_pairs():
     )
     assert stats["rm/val_accuracy_before"] <= 0.5 and stats["rm/val_accuracy"] >= 0.95
     assert stats["rm/loss_end"] < stats["rm/loss_start"] - 0.2
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_scores_come_back_in_the_order_given_whatever_the_batching(pooling):
+    """More than a batch is scored in batches of similar length (less padding): each score must still be the one of
+    its own (prompt, response), as scored alone."""
+    model, tok = tiny_bert(seed=3)
+    set_reward_pooling(model, pooling)
+    prompts = ["the reply", "a question here is very fine", "good", "bad question", "here is the reply", "fine"] * 2
+    responses = ["very good", "bad", "the reply is a question here fine good", "fine", "awful very awful", "is"] * 2
+    scorer = RewardScorer(model, tok, max_length=32, batch_size=4)
+    batched = scorer.score(prompts, responses)
+    alone = torch.cat([scorer.score([p], [r]) for p, r in zip(prompts, responses)])
+    torch.testing.assert_close(batched, alone, atol=1e-5, rtol=1e-5)
+    assert batched.shape == (12,) and batched.dtype == torch.float32
+    assert len(set(batched[:6].tolist())) == 6  # distinct scores: a mix-up of rows would show
+    assert scorer.score([], []).shape == (0,)

@@ -110,11 +110,22 @@ class RewardScorer:
 
     @torch.no_grad()
     def score(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
+        """Scores in the order given. More than one batch is scored in batches of similar text length, so that short
+        texts are not padded to a long one's length (half the tokens of a reward model's held-out pairs); one batch
+        is scored as given (an RL rollout's scores do not depend on this)."""
         was_training = self.model.training
         self.model.eval()
+        n = len(prompts)
+        order = list(range(n))
+        if n > self.batch_size:
+            order.sort(key=lambda i: len(prompts[i]) + len(responses[i]))
         out = [
-            self.logits(prompts[i : i + self.batch_size], responses[i : i + self.batch_size])
-            for i in range(0, len(prompts), self.batch_size)
+            self.logits([prompts[i] for i in idx], [responses[i] for i in idx])
+            for idx in (order[k : k + self.batch_size] for k in range(0, n, self.batch_size))
         ]
         self.model.train(was_training)
-        return torch.cat(out).cpu() if out else torch.zeros(0)
+        if not out:
+            return torch.zeros(0)
+        scores = torch.empty(n, dtype=torch.float32)
+        scores[torch.tensor(order)] = torch.cat(out).float().cpu()
+        return scores
