@@ -227,7 +227,8 @@ def build_frontier(spec: TableSpec, output_dir) -> Table:
     table.notes.append(
         "Gold: the judge's mean score of each run's training samples per window of steps (`gilbench judge-curve RUN "
         "--judge <gold judge>`); start: the starting policy on the same prompts; peak: the best window (its step and "
-        "√KL, KL = the window's mean sequence KL in nats); end: the last window; proxy: the reward-model score the "
+        "√KL, KL = the window's mean sequence KL in nats; as the best of noisy windows it reads high, so peak − end "
+        "does too: benchmarks/gold_fall.py measures the fall with the peak picked on other samples); end: the last window; proxy: the reward-model score the "
         "policy was trained on. Gold at matched KL: each run's path interpolated at that √KL (— if no seed got that "
         "far; fewer seeds if some did not). Group gap: highest minus lowest prompt group's gold, first and last "
         "window. Mean ± SD across seeds."
