@@ -34,8 +34,12 @@ def cross_fitted(gold, window_of, step_of, unit_of, rng: np.random.Generator, sp
 
     ``unit_of``: the logged sample each entry is (a bootstrap draw repeats some); copies go to the same half."""
     n_windows = window_of.max() + 1
-    counts = np.bincount(window_of, minlength=n_windows)
-    means = np.bincount(window_of, weights=gold, minlength=n_windows) / counts
+
+    def window_means(mask: np.ndarray) -> np.ndarray:
+        counts = np.bincount(window_of[mask], minlength=n_windows)
+        return np.bincount(window_of[mask], weights=gold[mask], minlength=n_windows) / np.maximum(counts, 1)
+
+    means = window_means(np.ones(len(gold), dtype=bool))
     fall, rise = [], []
     for _ in range(splits):
         chosen = []
@@ -44,15 +48,9 @@ def cross_fitted(gold, window_of, step_of, unit_of, rng: np.random.Generator, sp
             chosen.append(rng.permutation(units)[: len(units) // 2])
         half = np.isin(unit_of, np.concatenate(chosen))
         for pick, hold in ((half, ~half), (~half, half)):
-            pick_means = np.bincount(window_of[pick], weights=gold[pick], minlength=n_windows) / np.maximum(
-                np.bincount(window_of[pick], minlength=n_windows), 1
-            )
-            hold_means = np.bincount(window_of[hold], weights=gold[hold], minlength=n_windows) / np.maximum(
-                np.bincount(window_of[hold], minlength=n_windows), 1
-            )
-            peak = int(pick_means.argmax())
-            fall.append(hold_means[peak] - hold_means[-1])
-            rise.append(hold_means[peak] - hold_means[0])
+            peak, held = int(window_means(pick).argmax()), window_means(hold)
+            fall.append(held[peak] - held[-1])
+            rise.append(held[peak] - held[0])
     return means.max() - means[-1], float(np.mean(fall)), float(np.mean(rise))
 
 
