@@ -55,6 +55,7 @@ def test_summary_of_one_path():
     s = summarise_path(gold_path(METRICS, CURVE), sqrt_kl_points=(1.0, 2.0))
     assert s["start_gold"] == pytest.approx(0.8) and s["peak_gold"] == 1.2 and s["peak_step"] == 4
     assert s["peak_sqrt_kl"] == pytest.approx(2.0) and s["end_gold"] == 0.9 and s["end_proxy"] == 1.4
+    assert s["late_gold"] == pytest.approx(1.05)  # the mean of the last two windows, 1.2 and 0.9
     assert s["drop"] == pytest.approx(0.3) and s["gold@1"] == pytest.approx(1.0) and s["gold@2"] == pytest.approx(1.2)
     assert s["gap_first"] is None and s["gap_end"] == pytest.approx(0.8)
 

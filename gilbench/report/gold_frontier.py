@@ -7,6 +7,7 @@ et al.), the gold score, the proxy (reward-model) score, and the gold score per 
 judged on the same prompts, is the point at KL 0. From the path:
 
 * peak: the window with the highest gold score (its step, gold, √KL); end: the last window; drop = peak − end;
+  late: the mean of the last two windows (the beta_policy sweep's selection rule reads it, results/README.md);
 * gold at matched KL: the path's gold score linearly interpolated at fixed √KL values (n/a if the run never got
   that far), so that methods that drift at different speeds are compared at equal distance from the start;
 * group gap: highest minus lowest group's gold, in the first and last window.
@@ -76,6 +77,7 @@ def summarise_path(path: list[dict], sqrt_kl_points=SQRT_KL_POINTS) -> dict | No
         "peak_step": peak["step"],
         "peak_sqrt_kl": peak["sqrt_kl"],
         "end_gold": end["gold"],
+        "late_gold": sum(p["gold"] for p in path[-2:]) / len(path[-2:]),
         "end_proxy": end["proxy"],
         "end_sqrt_kl": end["sqrt_kl"],
         "drop": peak["gold"] - end["gold"],

@@ -33,9 +33,23 @@ KIND_COLUMNS = {
     "ablation": ["score", "win"],
     "stability": ["final", "best", "best_step", "max_kl", "ev_final", "ev_mean", "length", "repetition", "kl", "judge"],
     "groups": ["groups", "worst", "gap", "nmi", "purity", "negative"],
-    "frontier": ["start", "peak", "peak_step", "peak_kl", "end", "drop", "end_proxy", "end_kl", "matched", "gap"],
+    "frontier": [
+        "start",
+        "peak",
+        "peak_step",
+        "peak_kl",
+        "end",
+        "late",
+        "drop",
+        "end_proxy",
+        "end_kl",
+        "matched",
+        "gap",
+    ],
 }
-DEFAULT_COLUMNS = {"winrate": ["win", "tie", "lose", "n"], **{k: v for k, v in KIND_COLUMNS.items() if k != "winrate"}}
+# a kind's default columns: all but winrate's p and diff, and frontier's late (the beta sweep's, tables/beta.yaml)
+DEFAULT_COLUMNS = {**KIND_COLUMNS, "winrate": ["win", "tie", "lose", "n"]}
+DEFAULT_COLUMNS["frontier"] = [c for c in KIND_COLUMNS["frontier"] if c != "late"]
 DEFAULT_LABELS = {
     "sft": "SFT",
     "ppo": "PPO",

@@ -187,6 +187,7 @@ FRONTIER_COLUMNS = {  # column -> (header group, header, summary key, digits)
     "peak_step": ("Gold", "peak step", "peak_step", 0),
     "peak_kl": ("Gold", "√KL at peak", "peak_sqrt_kl", 2),
     "end": ("Gold", "end", "end_gold", 3),
+    "late": ("Gold", "last 2 windows", "late_gold", 3),
     "drop": ("Gold", "peak − end", "drop", 3),
     "end_proxy": ("Proxy", "end", "end_proxy", 3),
     "end_kl": ("", "√KL end", "end_sqrt_kl", 2),
@@ -224,14 +225,15 @@ def build_frontier(spec: TableSpec, output_dir) -> Table:
             block.append([t, spec.label(m), str(agg["n"])] + cells)
         blocks.append(block)
     table.rows = with_sections(blocks)
+    late = "; last 2 windows: their mean" if "late" in spec.columns else ""
     table.notes.append(
         "Gold: the judge's mean score of each run's training samples per window of steps (`gilbench judge-curve RUN "
         "--judge <gold judge>`); start: the starting policy on the same prompts; peak: the best window (its step and "
         "√KL, KL = the window's mean sequence KL in nats; as the best of noisy windows it reads high, so peak − end "
-        "does too: benchmarks/gold_fall.py measures the fall with the peak picked on other samples); end: the last window; proxy: the reward-model score the "
-        "policy was trained on. Gold at matched KL: each run's path interpolated at that √KL (— if no seed got that "
-        "far; fewer seeds if some did not). Group gap: highest minus lowest prompt group's gold, first and last "
-        "window. Mean ± SD across seeds."
+        "does too: benchmarks/gold_fall.py measures the fall with the peak picked on other samples); end: the last "
+        f"window{late}; proxy: the reward-model score the policy was trained on. Gold at matched KL: each run's path "
+        "interpolated at that √KL (— if no seed got that far; fewer seeds if some did not). Group gap: highest minus "
+        "lowest prompt group's gold, first and last window. Mean ± SD across seeds."
     )
     if empty:
         table.notes.append(f"{DASH} no judge curve with scores stored: " + "; ".join(empty) + ".")
