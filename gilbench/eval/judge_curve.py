@@ -11,7 +11,8 @@ policy was trained on, and for score judges (gold, rm) the judge's own mean scor
 policy's responses, and per prompt group). A reward model being gamed shows
 as the score rising while the win rate falls; ``gilbench table --spec stability`` flags it and ``gilbench plot``
 draws it. The starting policy's responses are generated once per (starting model, prompts, sampling settings) and
-cached under ``<output-dir>/cache/reference``. A run whose stored curve already has this judge, tie policy and
+cached under ``<output-dir>/cache/reference/<task>-<key>.jsonl`` (small: the committed store keeps them, so judging
+a committed run again samples nothing). A run whose stored curve already has this judge, tie policy and
 windows over every logged step is skipped (``--overwrite`` judges it again), so a glob over a growing grid only
 judges the new runs.
 """
@@ -101,7 +102,7 @@ def reference_responses(
         rl.max_prompt_length,
         cfg.seed,
     )
-    cache = Path(output_dir) / "cache" / "reference" / f"{key}.jsonl"
+    cache = Path(output_dir) / "cache" / "reference" / f"{cfg.task}-{key}.jsonl"
     if cache.exists():
         return {r["id"]: r["response"] for r in map(json.loads, cache.read_text().splitlines())}
     spec = as_task_spec(registry.tasks.get(cfg.task), cfg.task)
