@@ -25,6 +25,7 @@ import numpy as np
 
 from gilbench.data.qachat_gold import GOLD_VERSION, GoldFunction, read_qa
 from gilbench.eval.judge_curve import JUDGE_CURVE, read_rollouts, windows
+from gilbench.eval.runs import load_run_config
 
 SPLITS = 200
 
@@ -54,7 +55,15 @@ def cross_fitted(gold, window_of, step_of, unit_of, rng: np.random.Generator, sp
     return means.max() - means[-1], float(np.mean(fall)), float(np.mean(rise))
 
 
+def refuse(message: str) -> None:
+    print(f"gold_fall: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def run_fall(run: Path, gold_fn: GoldFunction, window: int, n_boot: int, seed: int) -> dict:
+    task = load_run_config(run).task
+    if task != "qa-chat":
+        refuse(f"{run} is a {task} run; this script scores with the qa-chat gold function only: pass qa-chat runs")
     rows = read_rollouts(run)
     steps = sorted({r["step"] for r in rows})
     window_index = {s: i for i, group in enumerate(windows(steps, window)) for s in group}
@@ -65,10 +74,13 @@ def run_fall(run: Path, gold_fn: GoldFunction, window: int, n_boot: int, seed: i
     if curve_file.exists():  # the stored curve must agree, or this is not the gold it was judged with
         stored = [json.loads(line) for line in curve_file.read_text().splitlines() if line.strip()]
         mine = np.bincount(window_of, weights=gold) / np.bincount(window_of)
-        if all(p["judge"] == f"gold-{GOLD_VERSION}" for p in stored) and len(stored) == len(mine):
+        if all(p["judge"] == f"gold-{GOLD_VERSION}" for p in stored):
+            if len(stored) != len(mine):
+                size = stored[0]["step"] - stored[0]["first_step"] + 1
+                refuse(f"{run}: its {JUDGE_CURVE} has windows of {size} steps, not {window}: pass --window {size}")
             worst = max(abs(p["judge_score"] - m) for p, m in zip(stored, mine))
             if worst > 1e-3:
-                sys.exit(f"{run}: window gold differs from {JUDGE_CURVE} by {worst:.4f}; is --window its window?")
+                refuse(f"{run}: window gold differs from {JUDGE_CURVE} by {worst:.4f}; pass its window as --window")
     rng = np.random.default_rng(seed)
     naive, fall, rise = cross_fitted(gold, window_of, step_of, np.arange(len(rows)), rng)
     prompts = np.array([r["prompt_id"] for r in rows])
