@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gilbench.data.qachat_gold import GOLD_VERSION, GoldFunction, read_qa
+from gilbench.data.qachat_gold import GOLD_VERSION, GoldFunction, judge_gold_function
 from gilbench.eval.judge_curve import JUDGE_CURVE, read_rollouts, windows
 from gilbench.eval.runs import load_run_config
 
@@ -105,8 +105,7 @@ def main() -> None:
     ap.add_argument("--n-boot", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    qa = read_qa()
-    gold_fn = GoldFunction({**qa["trivia"], **qa["chatterbot-qa"]}, semantic=True)
+    gold_fn = judge_gold_function()
     by_method = defaultdict(list)
     for run in args.runs:
         r = run_fall(run, gold_fn, args.window, args.n_boot, args.seed)

@@ -27,7 +27,7 @@ import torch
 from accelerate import Accelerator
 
 from gilbench.data.qachat import load_qa_chat
-from gilbench.data.qachat_gold import GoldFunction, read_qa
+from gilbench.data.qachat_gold import judge_gold_function
 from gilbench.models.presets import load_causal_lm, load_sequence_classifier
 from gilbench.models.reward import RewardScorer
 from gilbench.stages.generate import generate_split
@@ -107,8 +107,7 @@ def main() -> None:
         samples_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
         del policy
 
-    qa = read_qa()
-    gold = GoldFunction({**qa["trivia"], **qa["chatterbot-qa"]})
+    gold = judge_gold_function()
     prompts, responses = [r["prompt"] for r in rows], [r["response"] for r in rows]
     shouted = [exclaimed(r) for r in responses]
     g0, g1 = gold.score(prompts, responses), gold.score(prompts, shouted)

@@ -153,6 +153,12 @@ class GoldFunction:
         ]
 
 
+def judge_gold_function() -> GoldFunction:
+    """The gold function over every packaged reference (trivia and chatterbot-qa), as the judge ``qa-chat-gold``."""
+    qa = read_qa()
+    return GoldFunction({**qa["trivia"], **qa["chatterbot-qa"]}, semantic=True)
+
+
 # ------------------------------------------------------------------ the labellers
 def bias_draw(prompt: str, a: str, b: str) -> float:
     """A fixed number in [0, 1) per (prompt, unordered reply pair): the pair goes to the biased labeller if < bias_rate."""

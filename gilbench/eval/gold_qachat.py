@@ -6,7 +6,7 @@ from the run; the policy trains on a learned reward model and is judged by this 
 
 from __future__ import annotations
 
-from gilbench.data.qachat_gold import GOLD_VERSION, KIND_WEIGHTS, SERIOUS_TONE, GoldFunction, read_qa
+from gilbench.data.qachat_gold import GOLD_VERSION, KIND_WEIGHTS, SERIOUS_TONE, judge_gold_function
 from gilbench.eval.gold import gold_judge_setup
 from gilbench.eval.judges import ScoreJudge
 from gilbench.registry import register_judge
@@ -16,8 +16,7 @@ from gilbench.registry import register_judge
 def qa_chat_gold_judge(arg: str | None, ctx=None):
     """The qa-chat gold function as a judge (``qa-chat-gold[:TIE_MARGIN]``, default 0.05)."""
     margin = gold_judge_setup("qa-chat-gold", arg, ctx, task_family="qa-chat")
-    qa = read_qa()
-    gold = GoldFunction({**qa["trivia"], **qa["chatterbot-qa"]}, semantic=True)
+    gold = judge_gold_function()
     return ScoreJudge(
         score_batch=gold.score,
         tie_margin=margin,
