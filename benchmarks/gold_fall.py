@@ -117,9 +117,9 @@ def main() -> None:
         )
     for method, rs in by_method.items():
         falls, naive = [r["fall"] for r in rs], [r["naive"] for r in rs]
-        sd = statistics.stdev(falls) if len(falls) > 1 else float("nan")
+        sd = f" +- {statistics.stdev(falls):.3f}" if len(falls) > 1 else ""  # no spread from one seed
         print(
-            f"{method}: {len(rs)} seeds, peak - end cross-fitted {statistics.mean(falls):+.3f} +- {sd:.3f} "
+            f"{method}: {len(rs)} seed{'s' if len(rs) > 1 else ''}, peak - end cross-fitted {statistics.mean(falls):+.3f}{sd} "
             f"(naive {statistics.mean(naive):+.3f}); seeds with a fall whose CI excludes 0: "
             f"{sum(r['lo'] > 0 for r in rs)}/{len(rs)}"
         )
