@@ -280,23 +280,35 @@ def resolve_set_key(key: str, cfg: RunConfig, method_config_cls: type | None) ->
     )
 
 
-def load_yaml_config(path: str | Path) -> dict:
+def yaml_problem(e: yaml.YAMLError) -> str:
+    """A parser error in one short phrase with its place: PyYAML's own message spans several lines."""
+    mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None) or str(e).splitlines()[0]
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
+
+
+def read_yaml_mapping(path: str | Path, what: str, fix: str) -> dict:
+    """The mapping in the YAML file ``path`` (an empty file is ``{}``). A missing, unreadable or malformed file is one
+    GilbenchError naming ``what`` the file is (``--config``, ``task file``...) and how to ``fix`` it."""
     path = Path(path)
     if not path.is_file():
-        raise GilbenchError(
-            f"--config {path}: {'is a directory' if path.is_dir() else 'no such file'}; give a YAML file of config fields"
-        )
+        raise GilbenchError(f"{what} {path}: {'is a folder' if path.is_dir() else 'no such file'}; {fix}")
     try:
-        data = yaml_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise GilbenchError(
-            f"--config {path}: not a valid UTF-8 YAML file ({' '.join(str(e).split())}); fix or recreate it"
-        ) from e
+        data = yaml_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise GilbenchError(f"{what} {path} is not UTF-8 text (byte {e.start}); {fix}") from None
+    except yaml.YAMLError as e:
+        raise GilbenchError(f"{what} {path} is not valid YAML ({yaml_problem(e)}); {fix}") from None
     except OSError as e:
-        raise GilbenchError(f"--config {path}: cannot read it ({e.strerror}); check its permissions") from e
+        raise GilbenchError(f"{what} {path}: cannot read it ({e.strerror or e}); check its permissions") from None
+    if data is None:
+        return {}
     if not isinstance(data, dict):
-        raise GilbenchError(f"--config {path}: expected a mapping of config fields, got {type(data).__name__}")
+        raise GilbenchError(f"{what} {path} must be a mapping of key: value fields, got {type(data).__name__}; {fix}")
     return data
+
+
+def load_yaml_config(path: str | Path) -> dict:
+    return read_yaml_mapping(path, "--config", "give a YAML file of config fields")
 
 
 def build_method_config(method_config_cls: type | None, args: dict, method: str) -> Any:

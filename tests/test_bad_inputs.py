@@ -102,7 +102,7 @@ TASK = "name: t\ndescription: d\nloader: conftest:toy_task\n"
     [
         (None, "no such file"),
         ("dir", "is a folder"),
-        (b"\x89PNG\r\n\x1a\n\x00\xff", "not a UTF-8 YAML"),
+        (b"\x89PNG\r\n\x1a\n\x00\xff", "not UTF-8 text"),
         (TASK + "defaults: {rl.stepz: 4}\n", "rl.stepz"),
         (TASK + "defaults: {rl.steps: 0}\n", "rl.steps"),
         (TASK + "defaults: {rl.lr: 1e-5}\n", None),

@@ -156,6 +156,18 @@ def test_user_spec_file_and_spec_errors(store, tmp_path):
         load_spec("nope")
 
 
+@pytest.mark.parametrize(
+    "write, named",
+    [("dir", "is a folder"), (b"\x89PNG\x00\xff", "is not UTF-8 text"), (b"kind: [winrate\n", "is not valid YAML")],
+)
+def test_a_broken_spec_file_is_one_line_naming_it(tmp_path, write, named):
+    path = tmp_path / "mine.yaml"
+    path.mkdir() if write == "dir" else path.write_bytes(write)
+    with pytest.raises(GilbenchError, match=f"table spec {path}.*{named}") as error:
+        load_spec(str(path))
+    assert "\n" not in str(error.value)
+
+
 def test_table_and_plot_commands(store, tmp_path):
     from gilbench.cli.report import add_plot_parser, add_table_parser
 

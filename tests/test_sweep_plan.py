@@ -73,11 +73,11 @@ def test_a_malformed_plan_is_refused_with_what_to_fix(tmp_path, doc, message):
 
 
 def test_unreadable_or_invalid_files_name_the_problem(tmp_path):
-    with pytest.raises(GilbenchError, match="cannot read it"):
+    with pytest.raises(GilbenchError, match="missing.yaml: no such file"):
         load_plan(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("grids: [\n")
-    with pytest.raises(GilbenchError, match="is not valid YAML"):
+    with pytest.raises(GilbenchError, match=r"is not valid YAML \(.* at line 2, column 1\)"):
         load_plan(bad)
 
 

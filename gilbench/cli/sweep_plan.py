@@ -28,9 +28,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from gilbench.cli.flags import parse_seeds, split_names
+from gilbench.config import read_yaml_mapping
 from gilbench.errors import GilbenchError
 
 GRID_KEYS = (
@@ -118,15 +117,8 @@ def refuse_grid_flags(args: argparse.Namespace) -> None:
 def load_plan(path: str | Path) -> tuple[list[Grid], str | None]:
     """The grids of a plan file, in order, and its output_dir (None if it names none)."""
     path = Path(path)
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise GilbenchError(
-            f"--plan {path}: cannot read it ({e.strerror or e}); pass the path of a plan YAML file"
-        ) from None
-    except yaml.YAMLError as e:
-        raise GilbenchError(f"--plan {path} is not valid YAML ({str(e).splitlines()[0]}); fix the file") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("grids"), list) or not doc["grids"]:
+    doc = read_yaml_mapping(path, "--plan", "pass a plan YAML file (see gilbench sweep --help)")
+    if not isinstance(doc.get("grids"), list) or not doc["grids"]:
         raise GilbenchError(f"--plan {path} needs a non-empty list under grids: (see gilbench sweep --help)")
     check_keys(doc, PLAN_KEYS, f"{path}")
     common = doc.get("common") or {}

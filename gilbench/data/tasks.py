@@ -29,9 +29,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from gilbench.config import RunConfig, nest, update_dataclass, yaml_load
+from gilbench.config import RunConfig, nest, read_yaml_mapping, update_dataclass
 from gilbench.data.types import TaskData
 from gilbench.errors import GilbenchError
 from gilbench.registry import register_task
@@ -141,21 +139,7 @@ def check_task_data(data: TaskData, name: str) -> None:
 
 
 def _read_yaml_mapping(path: Path) -> dict:
-    if not path.is_file():
-        raise GilbenchError(
-            f"{path}: {'is a folder' if path.is_dir() else 'no such file'}; give a task YAML file (see tasks/*.yaml)"
-        )
-    try:
-        raw = yaml_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise GilbenchError(
-            f"{path}: not a UTF-8 YAML task file ({' '.join(str(e).split())[:120]}); see tasks/*.yaml for the layout"
-        ) from None
-    except OSError as e:
-        raise GilbenchError(f"{path}: cannot read it ({e.strerror}); check its permissions") from None
-    if not isinstance(raw, dict):
-        raise GilbenchError(f"{path}: a task file must be a mapping of fields, got {type(raw).__name__}")
-    return raw
+    return read_yaml_mapping(path, "task file", "see tasks/*.yaml for the layout")
 
 
 def with_include(raw: dict, path: Path) -> dict:

@@ -91,15 +91,13 @@ def pair_generations(rows_a: dict, rows_b: dict) -> tuple[list[dict], dict]:
 
 def load_run_config(run: Path):
     """The RunConfig a run folder was made with (its config.yaml), type-checked like any config file."""
-    import yaml
-
     from gilbench.config import RunConfig, update_dataclass
 
-    path = RunDir(run).config_file
-    if not path.exists():
-        raise GilbenchError(f"{path} is missing: {run} is not a gilbench run folder")
+    run_dir = RunDir(run)
+    if not run_dir.config_file.exists():
+        raise GilbenchError(f"{run_dir.config_file} is missing: {run} is not a gilbench run folder")
     cfg = RunConfig()
-    update_dataclass(cfg, yaml.safe_load(path.read_text()) or {})
+    update_dataclass(cfg, run_dir.read_config())
     return cfg
 
 

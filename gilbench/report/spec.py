@@ -23,8 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-import yaml
-
+from gilbench.config import read_yaml_mapping
 from gilbench.errors import GilbenchError
 
 KIND_COLUMNS = {
@@ -155,8 +154,4 @@ def load_spec(name_or_file: str) -> TableSpec:
             f"no table spec '{name_or_file}': give a .yaml file or one of {', '.join(available_specs()) or '(none found)'} "
             f"(looked in {', '.join(str(d) for d in spec_dirs())})"
         )
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise GilbenchError(f"table spec {path}: not valid YAML ({e})") from None
-    return parse_spec(data, path.stem)
+    return parse_spec(read_yaml_mapping(path, "table spec", "see tables/*.yaml for the layout"), path.stem)
