@@ -1,6 +1,6 @@
 """Audit: run >= 100 bad inputs through the ``gilbench`` command line and classify what each one does.
 
-    python benchmarks/audit_bad_inputs.py [--out audit.json] [--only SUBSTRING]
+    python benchmarks/audit_bad_inputs.py [--out audit.json] [--keep]
 
 Every case is a bad input: a CLI flag, a config field, a task file, a data file, a judge option or damaged
 run state. The right outcome is a *clean error*: exit code 2 and exactly one ``error:`` line on stderr,
@@ -24,7 +24,7 @@ from audit_cases_runs import run_state_cases
 from audit_harness import Audit, transcript, write_hh
 
 
-def all_cases(audit: Audit, only: str | None) -> None:
+def all_cases(audit: Audit) -> None:
     f = audit.folder
     run = audit.run_args
     c = audit.case
@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     audit = Audit(root)
     t0 = time.time()
     try:
-        all_cases(audit, None)
+        all_cases(audit)
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)

@@ -100,6 +100,12 @@ def run_state_cases(audit: Audit) -> None:
     c("report", "table --format nope", ["table", "--spec", "main", "--format", "nope", "--output-dir", str(store)])
     c("report", "plot on a missing store", ["plot", "--task", "audit-toy", "--output-dir", "/nonexistent/store"])
     c("report", "plot --task nope", ["plot", "--task", "nope", "--output-dir", str(store)])
+    broken = {"a folder": None, "non-UTF-8 bytes": b"\x89PNG\x00\xff", "bad YAML": b"kind: [winrate\n"}
+    broken_plans = broken | {"empty": b"", "a list": b"- ppo\n"}
+    for name, content in broken.items():
+        spec = f() / "mine.yaml"
+        spec.mkdir() if content is None else spec.write_bytes(content)
+        c("report", f"table --spec file: {name}", ["table", "--spec", str(spec), "--output-dir", str(store)])
     sweep = [
         "sweep",
         "--include",
@@ -121,6 +127,10 @@ def run_state_cases(audit: Audit) -> None:
         "sweep --set rl.steps=0",
         [*sweep, "--methods", "ppo-kl", "--set", "rl.steps=0", "--output-dir", str(f())],
     )
+    for name, content in broken_plans.items():
+        plan = f() / "plan.yaml"
+        plan.mkdir() if content is None else plan.write_bytes(content)
+        c("sweep", f"sweep --plan file: {name}", ["sweep", "--plan", str(plan), "--dry-run"])
     dst, _ = copy_store(audit, store)
     c(
         "sweep",
