@@ -63,14 +63,19 @@ PLOTS = [
 ]
 
 
-@pytest.mark.parametrize("argv", PLOTS, ids=lambda a: a[a.index("--task") + 1])
+def _flag(argv: list[str], flag: str) -> str | None:
+    return argv[argv.index(flag) + 1] if flag in argv else None
+
+
+@pytest.mark.parametrize("argv", PLOTS, ids=lambda a: _flag(a, "--name") or _flag(a, "--task"))
 def test_committed_plots_regenerate_byte_for_byte(argv, tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
-    task = argv[argv.index("--task") + 1]
+    task = _flag(argv, "--task")
     skip_if_runs_in_flight([task])
-    committed = sorted((ROOT / "results" / "plots").glob(f"{task}_*.png"))
+    stem = _flag(argv, "--name") or task
+    committed = sorted((ROOT / "results" / "plots").glob(f"{stem}_*.png"))
     if not committed:
-        pytest.skip(f"no committed plots of {task} yet")
+        pytest.skip(f"no committed plots named {stem}_*.png yet")
     import matplotlib
     from PIL import Image
 

@@ -191,6 +191,25 @@ def test_table_and_plot_commands(store, tmp_path):
     args = parser.parse_args(["plot", "--task", "nope", "--output-dir", str(store)])
     with pytest.raises(GilbenchError, match="no runs or comparisons of task 'nope'"):
         args.func(args)
+    subset = ["plot", "--task", TASK, "--output-dir", str(store), "--out-dir", str(tmp_path / "grid")]
+    args = parser.parse_args([*subset, "--methods", "gil,ppo-kl", "--name", "grid"])
+    assert args.func(args) == 0
+    assert sorted(p.name for p in (tmp_path / "grid").glob("*.png"))[0] == "grid_curves.png"
+    args = parser.parse_args([*subset, "--methods", "gil,ppo-lk"])
+    with pytest.raises(GilbenchError, match="unknown method of task .* 'ppo-lk'. Did you mean 'ppo-kl'"):
+        args.func(args)
+
+
+def test_plot_panels_hold_one_family_and_at_most_four_methods():
+    from gilbench.report.plots import families
+
+    methods = ["ppo", "ppo-kl", "gil", "gil@b0.1", "gil@b0.1-clamp", "gil@b0.3", "gil-no-inv", "ppo-kl@kl0.01", "rloo"]
+    assert families(methods) == {
+        "ppo family": ["ppo", "ppo-kl", "ppo-kl@kl0.01"],
+        "gil family (1/2)": ["gil", "gil@b0.1", "gil@b0.1-clamp", "gil@b0.3"],
+        "gil family (2/2)": ["gil-no-inv"],
+        "rloo family": ["rloo"],
+    }
 
 
 # ------------------------------------------------------------------------------------------------ stability

@@ -3,6 +3,7 @@
 gilbench table --spec main --format latex --out results/tables/main.tex
 gilbench table --spec tables/my_table.yaml --format md --output-dir results/runs
 gilbench plot --task chitchat-ood --methods gil,ppo-kl --out-dir results/plots
+gilbench plot --task qa-chat --methods ppo-kl,gil@b0.3 --name qa-chat-grid --out-dir results/plots
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 
 from gilbench.cli.flags import OUTPUT_DIR_HELP, split_names
 from gilbench.errors import GilbenchError
+from gilbench.registry import unknown_name_message
 from gilbench.report import html
 from gilbench.report.tables import render_table
 from gilbench.store import DEFAULT_OUTPUT_DIR
@@ -76,6 +78,9 @@ def add_plot_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help=OUTPUT_DIR_HELP)
     p.add_argument("--out-dir", default="results/plots", help="folder for the PNG files (default results/plots)")
     p.add_argument("--judge", help="judge id of the win-rate plot (default: the most common stored one)")
+    p.add_argument(
+        "--name", help="file-name stem of the plots, NAME_curves.png ... (default: the task; give one with --methods)"
+    )
     p.set_defaults(func=cmd_plot)
     return p
 
@@ -93,7 +98,12 @@ def cmd_plot(args: argparse.Namespace) -> int:
             f"no runs or comparisons of task '{args.task}' under {args.output_dir}; "
             f"tasks there: {', '.join(store.task_names(args.output_dir)) or '(none)'}"
         )
-    written = make_plots(args.output_dir, args.task, _names(args.methods), args.out_dir, args.judge)
+    methods = _names(args.methods)
+    known = store.method_names(args.output_dir, args.task)
+    for m in methods or []:
+        if m not in known:
+            raise GilbenchError(f"--methods: {unknown_name_message(f'method of task {args.task}', m, known)}")
+    written = make_plots(args.output_dir, args.task, methods, args.out_dir, args.judge, name=args.name)
     for path in written:
         print(f"[gilbench] wrote {path}")
     if not written:

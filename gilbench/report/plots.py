@@ -1,19 +1,24 @@
 """PNG plots of stored runs and comparisons (matplotlib's Agg canvas; no display, no pyplot state).
 
-``make_plots(output_dir, task)`` writes into ``out_dir``:
+``make_plots(output_dir, task)`` writes into ``out_dir`` (``name`` replaces ``<task>`` in the file names, so a
+subset of methods, e.g. one study's grid, gets plots of its own beside the task's). Methods are drawn by *family*,
+the first part of the name with the variant dropped (gil, gil@b0.3, gil-no-inv ... are one), at most PANEL_MAX to a
+panel:
 
-* ``<task>_curves.png``   score, KL, length and entropy per step: one row per method family (gil, gil-no-inv ... are
-  one family), mean over seeds with a ± SD band, the other families' means in grey behind, y axes shared per column;
+* ``<task>_curves.png``   score, KL, length and entropy per step: one row per method family, mean over seeds with a
+  ± SD band, the other methods' means in grey behind, y axes shared per column;
 * ``<task>_groups.png``   GIL-style runs, one panel each (two per row): each inferred group's score per step, groups
   ranked high to low at each step (group numbers are arbitrary per run), mean ± SD over seeds, the batch mean dashed;
 * ``<task>_frontier.png`` reward vs KL, one panel per family: each method's path through training (mean KL and score
   over seeds at each step, the last step marked) over every step of every seed (dots);
 * ``<task>_winrates.png`` win / tie / lose bars of each stored comparison, ID and OOD side by side;
-* ``<task>_gold_frontier.png`` runs whose judge curve has a score judge (gold): gold and proxy score against √KL,
-  each method's mean path over seeds with a ± SD band, the starting policy at √KL 0 (gilbench/report/gold_frontier.py);
+* ``<task>_gold_frontier.png`` runs whose judge curve has a score judge (gold): gold and proxy score against √KL, one
+  row per family, each method's mean path over seeds with a ± SD band, the starting policy at √KL 0, the other
+  methods' paths in grey behind (gilbench/report/gold_frontier.py);
 * ``<task>_judge_curve.png`` runs with a ``judge_curve.jsonl`` (``gilbench judge-curve``): the reward-model score the
   policy was trained on next to the judge's win rate against the starting policy on the same samples, per method,
-  mean ± SD over seeds -- reward hacking shows as the first rising while the second falls.
+  mean ± SD over seeds, the other methods' means in grey -- reward hacking shows as the first rising while the second
+  falls.
 
 A plot without data is skipped (and said so through ``log``). Colours: Okabe & Ito's colour-blind-safe palette;
 legends sit outside the data; figures are at most a page wide (``PAGE_WIDTH`` plus a legend column).
@@ -38,7 +43,7 @@ CURVES = (
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442"]
 OUTCOME_COLORS = {"win": "#0072B2", "tie": "#BBBBBB", "lose": "#E69F00"}  # blue / grey / orange, not red / green
 PAGE_WIDTH = 8.0  # inches: every figure fits a page's width at 110 dpi (880 px)
-CONTEXT = "#CCCCCC"  # other families' mean curves, drawn thin behind each panel for reference
+CONTEXT = "#CCCCCC"  # the other panels' mean curves, drawn thin behind each panel for reference
 
 
 def _figure(rows: int, cols: int, width: float, height: float, **share):
@@ -83,19 +88,29 @@ def _plot_band(ax, steps, mean, sd, color, label, **kw):
 
 
 def family(method: str) -> str:
-    """Methods are grouped by the first part of their name: gil, gil-fixed-kl, gil-no-inv ... are one family."""
-    return method.split("-")[0]
+    """Methods are grouped by the first part of their name, variant dropped: gil, gil@b0.3, gil-no-inv ... are one."""
+    return method.split("@")[0].split("-")[0]
+
+
+PANEL_MAX = 4  # methods drawn in colour in one panel; a larger family continues in the next row
 
 
 def families(methods: list[str]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
+    """Panels of at most PANEL_MAX methods of one family, titled "gil family" or "gil family (1/3)", in the order
+    given."""
+    whole: dict[str, list[str]] = {}
     for m in methods:
-        out.setdefault(family(m), []).append(m)
+        whole.setdefault(family(m), []).append(m)
+    out: dict[str, list[str]] = {}
+    for fam, members in whole.items():
+        parts = [members[i : i + PANEL_MAX] for i in range(0, len(members), PANEL_MAX)]
+        for k, part in enumerate(parts):
+            out[f"{fam} family" + ("" if len(parts) == 1 else f" ({k + 1}/{len(parts)})")] = part
     return out
 
 
 def _colors(methods: list[str]) -> dict[str, str]:
-    """A colour per method, distinct within its family (each family is drawn in a panel of its own)."""
+    """A colour per method, distinct within its panel (each panel holds one family's methods)."""
     return {m: OKABE_ITO[i % len(OKABE_ITO)] for members in families(methods).values() for i, m in enumerate(members)}
 
 
@@ -132,7 +147,7 @@ def plot_curves(runs: dict[str, list[list[dict]]], task: str, path: Path) -> Pat
                 ax.set_xlabel("PPO step", fontsize=8)
         _legend_right(axes[row, -1])
     fig.suptitle(
-        f"{task}: training curves by method family, mean ± SD over seeds (grey: the other families' means)", fontsize=9
+        f"{task}: training curves by method family, mean ± SD over seeds (grey: the other methods' means)", fontsize=9
     )
     return _save(fig, path)
 
@@ -212,7 +227,7 @@ def plot_frontier(runs: dict[str, list[list[dict]]], task: str, path: Path) -> P
             _, score, _ = band([store.series(rows, "objective/score") for rows in seeds])
             ax.plot(kl, score, color=colors[m], lw=1.8, label=f"{m} (n={len(seeds)})")
             ax.plot(kl[-1:], score[-1:], color=colors[m], marker="o", ms=5)
-        ax.set_title(f"{fam} family", fontsize=9)
+        ax.set_title(fam, fontsize=9)
         ax.set_xlabel("KL to reference (nats)", fontsize=8)
         ax.set_ylabel("reward-model score", fontsize=8)
         ax.tick_params(labelsize=7)
@@ -232,19 +247,23 @@ def plot_judge_curves(curves: dict[str, list[list[dict]]], task: str, path: Path
     colors, fams = _colors(list(curves)), families(list(curves))
     fig, axes = _figure(len(fams), 2, PAGE_WIDTH + 1.6, 0.9 + 1.9 * len(fams), sharex=True, sharey="col")
     judges = sorted({p.get("judge", "?") for seeds in curves.values() for c in seeds for p in c})
+    means = {
+        (m, key): band(
+            [
+                ([p["step"] for p in c if p.get(key) is not None], [p[key] for p in c if p.get(key) is not None])
+                for c in seeds
+            ]
+        )
+        for m, seeds in curves.items()
+        for key in ("rm_score", "win")
+    }
     for row, members in enumerate(fams.values()):
-        for m in members:
-            for ax, key in zip(axes[row], ("rm_score", "win")):
-                steps, mean, sd = band(
-                    [
-                        (
-                            [p["step"] for p in c if p.get(key) is not None],
-                            [p[key] for p in c if p.get(key) is not None],
-                        )
-                        for c in curves[m]
-                    ]
-                )
-                _plot_band(ax, steps, mean, sd, colors[m], f"{m} (n={len(curves[m])})", marker="o", ms=3)
+        for ax, key in zip(axes[row], ("rm_score", "win")):
+            for m in curves:
+                if m not in members:
+                    ax.plot(*means[(m, key)][:2], color=CONTEXT, lw=0.8, zorder=0)
+            for m in members:
+                _plot_band(ax, *means[(m, key)], colors[m], f"{m} (n={len(curves[m])})", marker="o", ms=3)
         axes[row, 1].axhline(0.5, color="black", lw=0.8, ls=":")
         for ax in axes[row]:
             ax.grid(alpha=0.3)
@@ -255,42 +274,56 @@ def plot_judge_curves(curves: dict[str, list[list[dict]]], task: str, path: Path
     for ax in axes[-1]:
         ax.set_xlabel("PPO step", fontsize=8)
     fig.suptitle(
-        f"{task}: does the judge agree with the reward model along training? (mean ± SD over seeds)", fontsize=9
+        f"{task}: does the judge agree with the reward model along training? "
+        "(mean ± SD over seeds; grey: the other methods)",
+        fontsize=9,
     )
     return _save(fig, path)
 
 
-def plot_gold_frontier(paths: dict[str, list[list[dict]]], task: str, path: Path) -> Path | None:
-    """Gold and proxy score against √KL in two panels: each method's mean path over seeds, ± SD band."""
+def _mean_gold_path(seeds: list[list[dict]], key: str):
+    """√KL and the mean and SD over seeds of ``key`` at each window, the starting policy at √KL 0 (gold only)."""
     import numpy as np
 
+    n = min(len(p) for p in seeds)  # seeds share their windows; one still in flight is cut to the shortest
+    x = np.array([[0.0] + [p["sqrt_kl"] or 0.0 for p in sp[:n]] for sp in seeds]).mean(0)
+    first = [start_gold(sp) if key == "gold" else None for sp in seeds]
+    y = np.array([[np.nan if f is None else f] + [p[key] for p in sp[:n]] for f, sp in zip(first, seeds)], float)
+    keep = ~np.isnan(y).all(0)
+    sd = np.nanstd(y[:, keep], 0, ddof=1) if len(seeds) > 1 else None
+    return x[keep], np.nanmean(y[:, keep], 0), sd
+
+
+def plot_gold_frontier(paths: dict[str, list[list[dict]]], task: str, path: Path) -> Path | None:
+    """Small multiples: one row per method family, gold and proxy score against √KL; each method's mean path over
+    seeds with a ± SD band, every other method's mean path in grey behind."""
     paths = {m: seeds for m, seeds in paths.items() if seeds}
     if not paths:
         return None
-    fig, axes = _figure(1, 2, PAGE_WIDTH + 1.6, 3.2, sharex=True)
-    for i, (m, seeds) in enumerate(paths.items()):
-        n = min(len(p) for p in seeds)  # seeds share their windows; one still in flight is cut to the shortest
-        x = np.array([[0.0] + [p["sqrt_kl"] or 0.0 for p in seeds_path[:n]] for seeds_path in seeds]).mean(0)
-        for ax, key in zip(axes[0], ("gold", "proxy")):
-            first = [start_gold(sp) if key == "gold" else None for sp in seeds]
-            y = np.array(
-                [[np.nan if f is None else f] + [p[key] for p in sp[:n]] for f, sp in zip(first, seeds)], float
-            )
-            keep = ~np.isnan(y).all(0)
-            mean = np.nanmean(y[:, keep], 0)
-            color = OKABE_ITO[i % len(OKABE_ITO)]
-            ax.plot(x[keep], mean, color=color, lw=1.8, marker="o", ms=3, label=f"{m} (n={len(seeds)})")
-            if len(seeds) > 1:
-                sd = np.nanstd(y[:, keep], 0, ddof=1)
-                ax.fill_between(x[keep], mean - sd, mean + sd, color=color, alpha=0.2, lw=0)
+    colors, fams = _colors(list(paths)), families(list(paths))
+    means = {(m, key): _mean_gold_path(seeds, key) for m, seeds in paths.items() for key in ("gold", "proxy")}
+    fig, axes = _figure(len(fams), 2, PAGE_WIDTH + 1.6, 0.9 + 2.2 * len(fams), sharex=True, sharey="col")
+    for row, members in enumerate(fams.values()):
+        for ax, key in zip(axes[row], ("gold", "proxy")):
+            for m in paths:
+                if m not in members:
+                    ax.plot(*means[(m, key)][:2], color=CONTEXT, lw=0.8, zorder=0)
+            for m in members:
+                x, mean, sd = means[(m, key)]
+                ax.plot(x, mean, color=colors[m], lw=1.8, marker="o", ms=3, label=f"{m} (n={len(paths[m])})")
+                if sd is not None:
+                    ax.fill_between(x, mean - sd, mean + sd, color=colors[m], alpha=0.2, lw=0)
+            ax.grid(alpha=0.3)
+            ax.tick_params(labelsize=7)
+        _legend_right(axes[row, 1])
     axes[0, 0].set_title("gold score of the training samples (the judge)", fontsize=8)
     axes[0, 1].set_title("reward-model score (the proxy the policy maximises)", fontsize=8)
-    for ax in axes[0]:
+    for ax in axes[-1]:
         ax.set_xlabel("√KL to the starting policy (√nats)", fontsize=8)
-        ax.grid(alpha=0.3)
-        ax.tick_params(labelsize=7)
-    _legend_right(axes[0, 1])
-    fig.suptitle(f"{task}: proxy vs gold along training (mean ± SD over seeds, ● a window of steps)", fontsize=9)
+    fig.suptitle(
+        f"{task}: proxy vs gold along training (mean ± SD over seeds, ● a window of steps; grey: the other methods)",
+        fontsize=9,
+    )
     return _save(fig, path)
 
 
@@ -372,8 +405,10 @@ def make_plots(
     out_dir="results/plots",
     judge: str | None = None,
     log=print,
+    name: str | None = None,
 ) -> list[Path]:
     names = methods or store.method_names(output_dir, task)
+    name = name or task
     runs = {m: [store.read_metrics(d) for d in store.seed_dirs(output_dir, task, m)] for m in names}
     runs = {m: r for m, r in runs.items() if r}
     curves = {m: [store.read_judge_curve(d) for d in store.seed_dirs(output_dir, task, m)] for m in names}
@@ -381,12 +416,12 @@ def make_plots(
     out = Path(out_dir)
     written = []
     for kind, made in (
-        ("curves", plot_curves(runs, task, out / f"{task}_curves.png")),
-        ("groups", plot_groups(runs, task, out / f"{task}_groups.png")),
-        ("frontier", plot_frontier(runs, task, out / f"{task}_frontier.png")),
-        ("winrates", plot_winrates(output_dir, task, methods, out / f"{task}_winrates.png", judge)),
-        ("judge curve", plot_judge_curves(curves, task, out / f"{task}_judge_curve.png")),
-        ("gold frontier", plot_gold_frontier(gold, task, out / f"{task}_gold_frontier.png")),
+        ("curves", plot_curves(runs, task, out / f"{name}_curves.png")),
+        ("groups", plot_groups(runs, task, out / f"{name}_groups.png")),
+        ("frontier", plot_frontier(runs, task, out / f"{name}_frontier.png")),
+        ("winrates", plot_winrates(output_dir, task, methods, out / f"{name}_winrates.png", judge)),
+        ("judge curve", plot_judge_curves(curves, task, out / f"{name}_judge_curve.png")),
+        ("gold frontier", plot_gold_frontier(gold, task, out / f"{name}_gold_frontier.png")),
     ):
         if made is None:
             log(f"[gilbench] plot {kind}: no data for task {task} under {output_dir}; skipped")
