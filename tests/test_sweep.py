@@ -23,7 +23,7 @@ from gilbench.cli.sweep import (
     worker_env,
 )
 from gilbench.cli.sweep_slurm import slurm_parameters, submit_slurm
-from gilbench.cli.sweep_time import plan_estimate, progress_line
+from gilbench.cli.sweep_time import done_line, plan_estimate, progress_line
 from gilbench.errors import GilbenchError
 from gilbench.files import atomic_write_json, mark_done
 
@@ -141,6 +141,12 @@ def test_time_estimates_come_from_finished_seeds_and_this_sweeps_runs(tmp_path):
     two = plan_estimate(todo, workers=2)  # two runs at once on shared cores are each slower: a bound, not a promise
     assert "about 2.2 h for 2 of the 6" in two and "2 workers at once take less, at best 1.1 h" in two
     assert "no time estimate" in plan_estimate(todo[2:], workers=1)
+    todo, done = split_done(plan(["ppo-kl", "gil"], ["toy"], [0, 1, 2, 3], str(root)))
+    assert done_line(done) == "[sweep] the 2 complete runs took 2.2 h (summary.json seconds; judge curves not counted)"
+    # gil has no finished seed: its 4 runs at the mean of the sweep's complete runs (4,000 s) = 4.4 h
+    assert "4 with none to go by: about 4.4 h more at the mean of this sweep's complete runs, 4000 s" in plan_estimate(
+        todo, workers=1, done=done
+    )
     # after 2 of 5 runs, one failed: 3 left at the mean of the one that succeeded (1,800 s) = 1.5 h
     assert (
         progress_line([1800.0], 2, 5, 1, 1)

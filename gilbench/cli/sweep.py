@@ -13,8 +13,8 @@ the sweep's shared options, so a sweep and hand-made runs share the run store an
 JUDGE`` each run is followed by ``gilbench judge-curve RUN --judge JUDGE``, so a long grid cut short keeps the curves
 of the runs that finished; finished runs without an up-to-date curve get one too.
 
-Progress. A local sweep prints the grid's expected wall time at the start (each run as long as the mean of its
-finished seeds in the store; also with --dry-run) and, after each run, how many are done and the time left at this
+Progress. A local sweep prints at the start (also with --dry-run) the wall time its complete runs took and the
+expected wall time of the rest (each run as long as the mean of its finished seeds in the store) and, after each run, how many are done and the time left at this
 sweep's mean wall time per run.
 
 Launchers. ``local`` with ``--workers 1`` (the default) runs the grid one run after another *in this process*
@@ -47,7 +47,7 @@ from gilbench.cli.flags import OUTPUT_DIR_HELP
 from gilbench.cli.judge_curve import main_judge_curve, run_then_judge
 from gilbench.cli.sweep_plan import Grid, grid_from_args, load_plan, refuse_grid_flags, waves
 from gilbench.cli.sweep_slurm import slurm_parameters, submit_slurm
-from gilbench.cli.sweep_time import plan_estimate, progress_line
+from gilbench.cli.sweep_time import done_line, plan_estimate, progress_line
 from gilbench.errors import GilbenchError
 from gilbench.store import DEFAULT_OUTPUT_DIR, RunDir, RunStore, config_differences, different_config
 
@@ -370,8 +370,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         f"[sweep] {len(jobs)} runs: {len(done)} complete (skipped), {len(todo)} to run on {args.launcher}"
         + (f" ({args.workers} worker{'s' if args.workers > 1 else ''})" if args.launcher == "local" else "")
     )
+    if done:
+        print(done_line(done))
     if todo and args.launcher == "local":
-        print(plan_estimate(todo, args.workers))
+        print(plan_estimate(todo, args.workers, done))
     params = slurm_parameters(
         args.partition,
         args.gpus_per_node,
