@@ -195,6 +195,9 @@ def test_table_and_plot_commands(store, tmp_path):
     args = parser.parse_args([*subset, "--methods", "gil,ppo-kl", "--name", "grid"])
     assert args.func(args) == 0
     assert sorted(p.name for p in (tmp_path / "grid").glob("*.png"))[0] == "grid_curves.png"
+    args = parser.parse_args([*subset, "--name", "../grid"])
+    with pytest.raises(GilbenchError, match="--name '../grid': give a file-name stem"):
+        args.func(args)
     args = parser.parse_args([*subset, "--methods", "gil,ppo-lk"])
     with pytest.raises(GilbenchError, match="unknown method of task .* 'ppo-lk'. Did you mean 'ppo-kl'"):
         args.func(args)

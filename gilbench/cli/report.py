@@ -9,6 +9,7 @@ gilbench plot --task qa-chat --methods ppo-kl,gil@b0.3 --name qa-chat-grid --out
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from gilbench.cli.flags import OUTPUT_DIR_HELP, split_names
 from gilbench.errors import GilbenchError
@@ -19,8 +20,6 @@ from gilbench.store import DEFAULT_OUTPUT_DIR
 
 
 def require_store(output_dir: str) -> None:
-    from pathlib import Path
-
     if not Path(output_dir).is_dir():
         raise GilbenchError(
             f"--output-dir {output_dir}: no such run store; pass the folder your runs went to "
@@ -97,6 +96,10 @@ def cmd_plot(args: argparse.Namespace) -> int:
         raise GilbenchError(
             f"no runs or comparisons of task '{args.task}' under {args.output_dir}; "
             f"tasks there: {', '.join(store.task_names(args.output_dir)) or '(none)'}"
+        )
+    if args.name is not None and (not args.name or args.name != Path(args.name).name or args.name.startswith(".")):
+        raise GilbenchError(
+            f"--name {args.name!r}: give a file-name stem such as qa-chat-grid (no folders; --out-dir says where)"
         )
     methods = _names(args.methods)
     known = store.method_names(args.output_dir, args.task)
