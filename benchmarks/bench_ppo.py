@@ -5,6 +5,7 @@
     python benchmarks/bench_ppo.py --only tiny        # tiny vs TRL only (median of --repeats invocations)
     python benchmarks/bench_ppo.py --only main-job    # one smollm2 config (main-job, ppo-2x2 or batch-64)
     python benchmarks/bench_ppo.py --set mixed_precision=no --set model.lora=false   # any config override
+    python benchmarks/bench_ppo.py --only main-job --device cuda --policy-shape DIR --reward tiny   # a GPU, no weights
 
 Every result is one JSON line with a `config` field. Each measured run is a fresh child process, so its peak
 RSS is its own; the first step is excluded from the means (warm-up).
@@ -33,6 +34,12 @@ Each line gives s/step split into rollout and update, generated tokens/s, peak R
 FLOPs (a model of the work, see step_flops) as a fraction of this machine's matmul peak, measured at start (a
 2048^2 matmul on the same threads) in the fastest precision the CPU computes natively (`peak_dtype`: bfloat16
 with AVX512-BF16 or AMX, else float32).
+
+On a GPU (`--device cuda`) the peak is a bf16 8192^2 matmul on that GPU and each line adds the GPU's peak
+allocated memory. `--policy-shape DIR` takes a folder with only the policy's config.json and tokenizer files and
+builds the policy from the config with random weights: with fixed-length samples a step's work does not depend
+on the weights, so a machine without the model's weights (a lent GPU with no hub) still times its step.
+`--reward` swaps the MiniLM reward model for another preset or folder (`tiny` where MiniLM is absent).
 """
 
 from __future__ import annotations
@@ -78,17 +85,22 @@ def native_peak_dtype() -> str:
     return "bfloat16" if cpu_has_native_bf16() else "float32"
 
 
-def matmul_peak_gflops(dtype_name: str = "bfloat16", size: int = 2048, seconds: float = 1.0) -> float:
-    """Median GFLOP/s of square matmuls on the current torch threads."""
+def matmul_peak_gflops(
+    dtype_name: str = "bfloat16", size: int = 2048, seconds: float = 1.0, device: str = "cpu"
+) -> float:
+    """Median GFLOP/s of square matmuls on the current torch threads (or on the GPU ``device``)."""
     import torch
 
     dtype = getattr(torch, dtype_name)
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a, b = (torch.randn(size, size, dtype=dtype, device=device) for _ in range(2))
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     torch.mm(a, b)
+    sync()
     samples, end = [], time.perf_counter() + seconds
     while time.perf_counter() < end or len(samples) < 3:
         t = time.perf_counter()
         torch.mm(a, b)
+        sync()
         samples.append(2 * size**3 / (time.perf_counter() - t) / 1e9)
     return statistics.median(samples)
 
@@ -168,21 +180,37 @@ def peer_model_and_prompts(folder: Path, n_prompts: int, prompt_len: int, seed: 
     return [tok.decode(p) for p in prompt_ids]
 
 
-def bench_config(config: str, method: str, tiny_micro: int, overrides: list[str]):
+def random_policy(shape_dir: Path, folder: Path) -> Path:
+    """A policy in ``folder`` built from ``shape_dir``'s config.json with random weights, its tokenizer copied."""
+    import shutil
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(shape_dir)).save_pretrained(folder)
+    for f in shape_dir.iterdir():
+        if f.name.startswith("tokenizer") or f.name in ("special_tokens_map.json", "chat_template.jinja"):
+            shutil.copy(f, folder / f.name)
+    return folder
+
+
+def bench_config(config: str, method: str, tiny_micro: int, overrides: list[str], device: str = "cpu"):
     """The RunConfig of one benchmark configuration, its sizes (B, R, epochs) and prompt format."""
     from gilbench import registry
     from gilbench.config import RunConfig, nest, parse_cli_value, update_dataclass
     from gilbench.resolve import config_for_method
 
     if config == "tiny":
-        cfg = RunConfig(method=method, device="cpu", mixed_precision="no")
+        cfg = RunConfig(method=method, device=device, mixed_precision="no")
         B, R, epochs, minibatches = 64, 32, 4, 1
         cfg.rl.micro_batch_size, cfg.rl.max_prompt_length = tiny_micro, 32
         cfg.rl.lr = cfg.rl.critic_lr = 5e-5
         for dotted, value in getattr(registry.methods.get(method), "defaults", {}).items():
             update_dataclass(cfg, nest(dotted, value))
     else:
-        cfg = config_for_method(method, task="chitchat-ood", device="cpu")
+        cfg = config_for_method(method, task="chitchat-ood", device=device)  # auto precision resolves for it
         B, R, epochs, minibatches = SMOLLM2_CONFIGS[config]
         cfg.rl.micro_batch_size = min(cfg.rl.micro_batch_size, B // minibatches)
     rl = cfg.rl
@@ -196,8 +224,11 @@ def bench_config(config: str, method: str, tiny_micro: int, overrides: list[str]
     return cfg
 
 
-def run_gilbench(config: str, steps: int, method: str, threads: int, tiny_micro: int, overrides: list[str]) -> dict:
+def run_gilbench(args, config: str) -> dict:
     import torch
+
+    steps, method, threads, tiny_micro, overrides = args.steps, args.method, args.threads, args.tiny_micro, args.set
+    on_gpu = args.device.startswith("cuda")
 
     torch.set_num_threads(threads)
     from gilbench import registry
@@ -211,16 +242,19 @@ def run_gilbench(config: str, steps: int, method: str, threads: int, tiny_micro:
 
     quiet_transformers()
     allocator = allocator_setting()
-    peak_dtype = native_peak_dtype()
-    peak = matmul_peak_gflops(peak_dtype)
+    peak_dtype = "bfloat16" if on_gpu else native_peak_dtype()
+    peak = matmul_peak_gflops(peak_dtype, 8192, device=args.device) if on_gpu else matmul_peak_gflops(peak_dtype)
     tmp = Path(tempfile.mkdtemp(prefix="gilbench_bench_"))
-    cfg = bench_config(config, method, tiny_micro, overrides)
+    cfg = bench_config(config, method, tiny_micro, overrides, args.device)
     cfg.rl.steps, cfg.output_dir = steps, str(tmp)
+    shape = None
     if config == "tiny":
         texts = peer_model_and_prompts(tmp, 512, 16)
         sft_path, reward_path, fmt = tmp / "policy", str(tmp / "reward"), "plain"
     else:
-        sft_path, reward_path, fmt = get_preset(cfg.model.policy).folder(), "minilm", "chat"  # the cached safetensors
+        # the cached safetensors, or a random policy of the same shape
+        shape = args.policy_shape and random_policy(Path(args.policy_shape), tmp / "policy")
+        sft_path, reward_path, fmt = shape or get_preset(cfg.model.policy).folder(), args.reward, "chat"
         texts = [f"Tell me something interesting about topic number {i}." for i in range(512)]
     task = TaskData(
         name="bench",
@@ -269,7 +303,9 @@ def run_gilbench(config: str, steps: int, method: str, threads: int, tiny_micro:
     out = {
         "runner": "gilbench",
         "config": config,
-        "model": "tiny (peer GPT-2)" if config == "tiny" else cfg.model.policy,
+        "model": "tiny (peer GPT-2)" if config == "tiny" else cfg.model.policy + (" (random weights)" if shape else ""),
+        "reward_model": "tiny (peer GPT-2)" if config == "tiny" else reward_path,
+        "device": trainer.acc.device.type,
         "method": method,
         "batch": f"{rl.rollout_batch_size}x{rl.max_new_tokens}",
         "epochs_x_minibatches": f"{rl.ppo_epochs}x{rl.rollout_batch_size // rl.minibatch_size}",
@@ -296,6 +332,9 @@ def run_gilbench(config: str, steps: int, method: str, threads: int, tiny_micro:
         "threads": threads,
         "allocator": allocator,
     }
+    if on_gpu:
+        out["peak_gpu_mem_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        out["gpu"] = torch.cuda.get_device_name()
     if config == "batch-64":
         out[f"projected_{PROJECTED_STEPS}_steps_min"] = round(PROJECTED_STEPS * step / 60, 1)
     return out
@@ -327,7 +366,12 @@ def child(args, config: str) -> dict:
         str(args.threads),
         "--tiny-micro",
         str(args.tiny_micro),
+        "--device",
+        args.device,
+        "--reward",
+        args.reward,
     ]
+    cmd += ["--policy-shape", args.policy_shape] if args.policy_shape else []
     for item in args.set:
         cmd += ["--set", item]
     if config == "tiny":  # after --set, so it wins: both sides of the comparison run the same precision
@@ -363,10 +407,13 @@ def main() -> None:
     p.add_argument(
         "--peer-python", default=str(ROOT / ".peer-venv" / "bin" / "python"), help="python of the TRL venv ('' to skip)"
     )
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N: where the gilbench runs train")
+    p.add_argument("--policy-shape", help="folder with a config.json and tokenizer: a random policy of that shape")
+    p.add_argument("--reward", default="minilm", help="reward model of the smollm2 configs (preset or folder)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:  # each run in its own process, so peak RSS is its own
-        print(json.dumps(run_gilbench(args.child, args.steps, args.method, args.threads, args.tiny_micro, args.set)))
+        print(json.dumps(run_gilbench(args, args.child)))
         return
     configs = args.only or ["tiny", *SMOLLM2_CONFIGS]
     print(json.dumps({"machine": machine(), "load_avg_at_start": os.getloadavg()}), flush=True)

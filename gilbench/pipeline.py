@@ -181,7 +181,7 @@ def generate_stage(
         else:
             if policy is None:
                 policy, tokenizer = load_causal_lm(str(policy_dir))
-                policy.to(accelerator.device)
+            policy.to(accelerator.device)  # also a trained one: SFT's and DPO's come back from wherever they were
             rows = generate_split(
                 policy,
                 tokenizer,

@@ -18,6 +18,10 @@ from gilbench.resolve import config_for_method  # noqa: E402
 
 torch.set_num_threads(1)  # tiny models: threads cost more than they give, and CI machines are shared
 
+# The device of the tiny-model runs: cpu here and in CI; a GPU machine reruns the loop tests with cuda
+# (benchmarks/gpu_check.sh).
+TEST_DEVICE = os.environ.get("GILBENCH_TEST_DEVICE", "cpu")
+
 TOPICS = {
     "pets": ["cats", "dogs", "fish", "birds", "rabbits", "horses"],
     "food": ["bread", "pasta", "soup", "rice", "cake", "tea"],
@@ -61,7 +65,7 @@ register_task("toy")(toy_task)
 
 def tiny_config(tmp_path, method: str = "ppo-kl", steps: int = 3, **rl) -> RunConfig:
     """A run that finishes in seconds on a CPU: tiny model, 8 prompts a step, 8 new tokens."""
-    cfg = config_for_method(method, task="toy", seed=0, output_dir=str(tmp_path / "runs"), device="cpu")
+    cfg = config_for_method(method, task="toy", seed=0, output_dir=str(tmp_path / "runs"), device=TEST_DEVICE)
     cfg.model.policy = "tiny"
     cfg.mixed_precision = "no"  # the same numbers on every machine (auto would pick bf16 where the CPU has it)
     cfg.sft.max_examples, cfg.sft.batch_size, cfg.sft.max_length = 16, 8, 64

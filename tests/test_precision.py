@@ -177,12 +177,12 @@ def test_bf16_on_a_cpu_that_emulates_it_is_announced(tiny_cfg, tmp_path, monkeyp
 
     monkeypatch.setattr(gilbench.pipeline, "cpu_has_native_bf16", lambda: False)
     cfg = tiny_cfg("ppo", steps=1)
-    cfg.mixed_precision = "bf16"
+    cfg.mixed_precision, cfg.device = "bf16", "cpu"  # a CPU check, also where GILBENCH_TEST_DEVICE=cuda
     lines = []
     run(cfg, log=lines.append)
     assert any("warning: mixed_precision=bf16" in line and "emulated" in line for line in lines[:3])
     cfg = tiny_cfg("ppo", steps=1)
-    cfg.mixed_precision, cfg.output_dir = "no", str(tmp_path / "fp32")
+    cfg.mixed_precision, cfg.device, cfg.output_dir = "no", "cpu", str(tmp_path / "fp32")
     lines.clear()
     run(cfg, log=lines.append)
     assert not any("emulated" in line for line in lines)

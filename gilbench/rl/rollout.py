@@ -9,12 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import transformers
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from gilbench.models.heads import head_values, position_ids_from_mask
 from gilbench.rl.core import token_logprobs, token_logprobs_and_entropy
 
-CACHE = "cache" if int(transformers.__version__.split(".")[0]) >= 5 else "past_key_values"  # renamed in 5.0
+# The KV cache's name in model outputs and forward arguments: `cache` in recent transformers, `past_key_values`
+# in older releases (5.17 among them): read it off the output class rather than guess from a version number.
+CACHE = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 
 @dataclass
