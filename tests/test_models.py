@@ -104,13 +104,13 @@ def test_sequence_scores_padding_invariant():
     with torch.no_grad():
         left_scores = sequence_scores(clf, left.input_ids, left.attention_mask)
         right_scores = sequence_scores(clf, right.input_ids, right.attention_mask)
-        alone = torch.cat([sequence_scores(clf, **tok([t], return_tensors="pt")) for t in texts])
+        alone = torch.cat([sequence_scores(clf, *ids_and_mask(tok([t], return_tensors="pt"))) for t in texts])
     assert left_scores.shape == (2,)
     torch.testing.assert_close(left_scores, alone, atol=1e-5, rtol=0)
     torch.testing.assert_close(right_scores, alone, atol=1e-5, rtol=0)
     # the real final eos (== pad) is the scored token, not the token before it
     with torch.no_grad():
-        no_eos = sequence_scores(clf, **tok(["a longer sequence here"], return_tensors="pt"))
+        no_eos = sequence_scores(clf, *ids_and_mask(tok(["a longer sequence here"], return_tensors="pt")))
     assert not torch.allclose(no_eos, alone[:1])
 
 
@@ -188,3 +188,8 @@ def test_smollm2_loads_from_cache():
     start = time.perf_counter()
     load_causal_lm("smollm2-135m")
     assert time.perf_counter() - start < 10
+
+
+def ids_and_mask(enc) -> tuple[torch.Tensor, torch.Tensor]:
+    """A tokenizer's ids and mask alone (transformers 4.x also returns token_type_ids)."""
+    return enc["input_ids"], enc["attention_mask"]
