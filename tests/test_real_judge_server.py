@@ -103,12 +103,13 @@ def server(tmp_path_factory):
                 time.sleep(0.3)
         yield {"url": f"http://127.0.0.1:{port}/v1", "model": str(folder), "log": log, "startup_s": time.time() - t0}
     finally:
-        os.kill(proc.pid, signal.SIGTERM)  # by its PID, and only the one we started
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
+        if proc.poll() is None:  # still running (one that never came up has exited: the failure above says why)
+            os.kill(proc.pid, signal.SIGTERM)  # by its PID, and only the one we started
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
 def compare(root: Path, server: dict, *extra: str) -> dict:
