@@ -30,7 +30,7 @@ from gilbench.files import (
     read_json,
 )
 from gilbench.method import RunContext
-from gilbench.models.precision import cpu_has_native_bf16, resolve_mixed_precision
+from gilbench.models.precision import bf16_emulated, resolve_mixed_precision
 from gilbench.models.reward import RewardScorer
 from gilbench.resolve import ResolvedRun, resolve_config
 from gilbench.rl import checkpoint
@@ -113,7 +113,7 @@ def run(resolved: ResolvedRun | RunConfig, log=print, overwrite: bool = False) -
     log(
         f"[gilbench] {cfg.run_name()} on {cfg.task}, seed {cfg.seed}, model {cfg.model.policy}, device {accelerator.device} -> {out}"
     )
-    if accelerator.device.type == "cpu" and accelerator.mixed_precision == "bf16" and not cpu_has_native_bf16():
+    if bf16_emulated(accelerator.device.type, accelerator.mixed_precision):
         log(
             "[gilbench] warning: mixed_precision=bf16 on a CPU without AVX512-BF16 or AMX: bfloat16 matmuls are "
             "emulated here, 100-500x slower than float32; mixed_precision=auto picks float32 on this machine"

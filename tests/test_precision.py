@@ -173,9 +173,7 @@ def test_token_logprobs_backward_leaves_float32_logits_untouched():
 def test_bf16_on_a_cpu_that_emulates_it_is_announced(tiny_cfg, tmp_path, monkeypatch):
     """Forced bf16 where the CPU has no bf16 matmul instructions runs (the tests above need it), but 100-500x
     slower than float32 at SmolLM2 sizes: the run says so in its first lines."""
-    import gilbench.pipeline
-
-    monkeypatch.setattr(gilbench.pipeline, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
     cfg = tiny_cfg("ppo", steps=1)
     cfg.mixed_precision, cfg.device = "bf16", "cpu"  # a CPU check, also where GILBENCH_TEST_DEVICE=cuda
     lines = []

@@ -303,3 +303,20 @@ def test_judge_curve_follows_each_run_and_fills_in_finished_ones(tmp_path, capsy
     bad = sweep_args(*grid, *flags, "--judge-window", "2")
     with pytest.raises(GilbenchError, match="--judge-window needs --judge-curve"):
         bad.func(bad)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_a_sweep_warns_when_its_bf16_runs_would_be_emulated_on_this_cpu(tmp_path, capsys, monkeypatch, native):
+    """A plan pinned to bf16, started on a CPU without bf16 instructions: its time estimate comes from other
+    machines and each run would take 100-500x longer, so the sweep says so before it starts."""
+    from gilbench.models import precision
+
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: native)
+    base = ["--tasks", "toy", "--seeds", "0", "--device", "cpu", "--output-dir", str(tmp_path / "runs"), "--dry-run"]
+    args = sweep_args("--methods", "ppo-kl,gil", "--set", "mixed_precision=bf16", *base)
+    assert args.func(args) == 0
+    warned = "2 of the runs to do compute bf16 on this CPU" in capsys.readouterr().out
+    assert warned is not native
+    args = sweep_args("--methods", "ppo-kl", "--set", "mixed_precision=fp32", *base)
+    assert args.func(args) == 0
+    assert "warning" not in capsys.readouterr().out

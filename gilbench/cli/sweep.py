@@ -15,7 +15,8 @@ of the runs that finished; finished runs without an up-to-date curve get one too
 
 Progress. A local sweep prints at the start (also with --dry-run) the wall time its complete runs took and the
 expected wall time of the rest (each run as long as the mean of its finished seeds in the store) and, after each run, how many are done and the time left at this
-sweep's mean wall time per run.
+sweep's mean wall time per run. It warns when runs pinned to bf16
+would run on a CPU that emulates bf16 (100-500x slower than those estimates).
 
 Launchers. ``local`` with ``--workers 1`` (the default) runs the grid one run after another *in this process*
 (``gilbench.cli.run.main_run``), so tasks and methods registered by code already imported (tests register a toy task this
@@ -212,6 +213,13 @@ def sweep_jobs(grids: list[Grid], output_dir: str, overwrite: bool = False) -> l
     return [job for job, _ in jobs.values()]
 
 
+def emulated_bf16_runs(jobs: list[Job]) -> list[Job]:
+    """The jobs that would compute bfloat16 on this machine's CPU where it only emulates it."""
+    from gilbench.models.precision import bf16_emulated
+
+    return [job for job in jobs if bf16_emulated(job.record.get("device", "auto"), job.record.get("mixed_precision"))]
+
+
 def split_done(jobs: list[Job]) -> tuple[list[Job], list[Job]]:
     done = [j for j in jobs if is_complete(j.run_dir) and "--overwrite" not in j.argv]
     return [j for j in jobs if j not in done], done
@@ -374,6 +382,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(done_line(done))
     if todo and args.launcher == "local":
         print(plan_estimate(todo, args.workers, done))
+        slow = emulated_bf16_runs(todo)
+        if slow:
+            print(
+                f"[sweep] warning: {len(slow)} of the runs to do compute bf16 on this CPU, which has no AVX512-BF16 or "
+                "AMX and emulates it 100-500x slower than float32: the times above are other machines'. Run them on "
+                "a CPU with native bf16 or a GPU; --set mixed_precision=fp32 would make them another config"
+            )
     params = slurm_parameters(
         args.partition,
         args.gpus_per_node,

@@ -31,6 +31,13 @@ def cpu_has_native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def bf16_emulated(device: str, precision: str) -> bool:
+    """Whether a run on ``device`` (cpu, cuda, cuda:N or auto) in ``precision`` computes bfloat16 on a CPU that only
+    emulates it (100-500x slower than float32 at SmolLM2 sizes)."""
+    on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    return precision == "bf16" and on_cpu and not cpu_has_native_bf16()
+
+
 def resolve_mixed_precision(setting: str, device: str) -> str:
     """``no``, ``bf16`` or ``fp16`` for ``device`` (``cpu``, ``cuda``, ``cuda:N`` or ``auto``)."""
     if setting not in MIXED_PRECISION:
