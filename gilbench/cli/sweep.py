@@ -14,8 +14,8 @@ JUDGE`` each run is followed by ``gilbench judge-curve RUN --judge JUDGE``, so a
 of the runs that finished; finished runs without an up-to-date curve get one too.
 
 Progress. A local sweep prints at the start (also with --dry-run) the wall time its complete runs took and the
-expected wall time of the rest (each run as long as the mean of its finished seeds in the store) and, after each run, how many are done and the time left at this
-sweep's mean wall time per run. It warns when runs pinned to bf16
+expected wall time of the rest (each run as long as the mean of its finished seeds in the store) and, after each
+run, how many are done and the time left at this sweep's mean wall time per run. It warns when runs pinned to bf16
 would run on a CPU that emulates bf16 (100-500x slower than those estimates).
 
 Launchers. ``local`` with ``--workers 1`` (the default) runs the grid one run after another *in this process*
