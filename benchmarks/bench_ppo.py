@@ -243,7 +243,7 @@ def run_gilbench(args, config: str) -> dict:
     quiet_transformers()
     allocator = allocator_setting()
     peak_dtype = "bfloat16" if on_gpu else native_peak_dtype()
-    peak = matmul_peak_gflops(peak_dtype, 8192, device=args.device) if on_gpu else matmul_peak_gflops(peak_dtype)
+    peak = matmul_peak_gflops(peak_dtype, 8192 if on_gpu else 2048, device=args.device)
     tmp = Path(tempfile.mkdtemp(prefix="gilbench_bench_"))
     cfg = bench_config(config, method, tiny_micro, overrides, args.device)
     cfg.rl.steps, cfg.output_dir = steps, str(tmp)

@@ -151,7 +151,8 @@ def run(resolved: ResolvedRun | RunConfig, log=print, overwrite: bool = False) -
             tokenizer.save_pretrained(tmp)
             mark_done(tmp)
         atomic_write_json(out / "method_summary.json", ctx.summary)
-        trained = (policy, tokenizer)  # evaluate it as is instead of reloading what was just saved
+        # evaluate it as is instead of reloading what was just saved (SFT and DPO hand theirs back on the CPU)
+        trained = (policy.to(accelerator.device), tokenizer)
         if not cfg.rl.keep_checkpoint:
             checkpoint.discard(out)
     else:
@@ -181,7 +182,7 @@ def generate_stage(
         else:
             if policy is None:
                 policy, tokenizer = load_causal_lm(str(policy_dir))
-            policy.to(accelerator.device)  # also a trained one: SFT's and DPO's come back from wherever they were
+                policy.to(accelerator.device)
             rows = generate_split(
                 policy,
                 tokenizer,
