@@ -176,8 +176,10 @@ def write_compare(
     judge: str = "gold-v1",
     n: int = 24,
     n_boot: int = 200,
+    scores: bool = False,
 ) -> dict:
-    """``<root>/<task>/compare/<a>_vs_<b>/<judge>/results.json`` from judged pairs; ``p_win`` per distribution."""
+    """``<root>/<task>/compare/<a>_vs_<b>/<judge>/results.json`` from judged pairs; ``p_win`` per distribution;
+    ``scores``: a score judge's scores too, A ahead by 0.1 more with each seed."""
     rng, records = random.Random(f"{a}/{b}/{judge}"), []
     for seed in seeds:
         for split, dist in SPLITS:
@@ -201,6 +203,8 @@ def write_compare(
                     "rm_score_a": 0.3 + 0.01 * i,
                     "rm_score_b": 0.25 + 0.01 * i,
                 }
+                if scores:
+                    item |= {"score_a": 1.0 + 0.1 * seed + 0.01 * i, "score_b": 1.0 + 0.02 * (i % 5)}
                 outs = [o["outcome"] for o in orders]
                 combined = outs[0] if len(set(outs)) == 1 else "tie"
                 records.append(

@@ -122,6 +122,19 @@ def test_paired_score_difference_by_hand():
     assert stats.score_difference([{"cluster": "0", "win": 1.0}], "x") is None  # a verdict judge: no scores
 
 
+def test_score_difference_across_seeds_by_hand():
+    # (seed, score A, score B): seed means of A - B are 0.2, 0.4, 0.0 -> mean 0.2, SD 0.2, SE 0.2 / sqrt(3);
+    # t(0.975, df 2) = 4.302653 -> half-width 0.496827
+    rows = [(0, 1.0, 0.9), (0, 1.0, 0.7), (1, 0.9, 0.5), (2, 0.5, 0.5)]
+    items = [{"cluster": str(i), "seed": s, "score_a": a, "score_b": b} for i, (s, a, b) in enumerate(rows)]
+    seeds = stats.score_difference(items, "x")["across_seeds"]
+    assert seeds["k"] == 3 and seeds["per_seed"] == pytest.approx({"0": 0.2, "1": 0.4, "2": 0.0})
+    assert seeds["mean"] == pytest.approx(0.2)
+    assert seeds["ci"] == pytest.approx([0.2 - 0.496827, 0.2 + 0.496827], abs=1e-6)
+    one = stats.across_seeds(items[:2], lambda it: it["score_a"] - it["score_b"])
+    assert one["k"] == 1 and one["mean"] == pytest.approx(0.2) and one["ci"] is None  # no spread to measure
+
+
 def test_compare_results_files(tmp_path):
     a, b = make_runs(tmp_path / "runs", seeds=(0, 1))
     judge = ScoreJudge(lambda p, r: float("GOOD" in r), tie_margin=0.5, judge_id="marker")

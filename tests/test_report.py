@@ -104,6 +104,10 @@ def test_flipping_swaps_the_score_difference():
     d = _flip_entry(entry)["score_difference"]
     assert (d["a"], d["b"], d["diff"], d["diff_ci"]) == (0.8, 1.0, -0.2, [-0.35, -0.1])
     assert (d["prompt_sign_test"]["wins"], d["prompt_sign_test"]["losses"]) == (2, 5)
+    seeds = {"k": 2, "per_seed": {"0": 0.1, "1": 0.3}, "mean": 0.2, "ci": [-1.1, 1.5]}
+    entry["score_difference"]["across_seeds"] = seeds
+    flipped = _flip_entry(entry)["score_difference"]["across_seeds"]
+    assert flipped == {"k": 2, "per_seed": {"0": -0.1, "1": -0.3}, "mean": -0.2, "ci": [-1.5, 1.1]}
 
 
 def test_opposite_comparison_is_read_flipped(store):
@@ -154,6 +158,28 @@ def test_user_spec_file_and_spec_errors(store, tmp_path):
         parse_spec({"kind": "ood", "columns": ["tie"]}, "x")
     with pytest.raises(GilbenchError, match="no table spec 'nope'"):
         load_spec("nope")
+
+
+def test_the_seed_column_is_the_t_interval_over_seeds(tmp_path):
+    from report_fixtures import write_compare
+
+    root = make_store(tmp_path / "runs", seeds=(0, 1, 2), steps=12)
+    r = write_compare(root, TASK, "gil", "rloo", {"id": 0.5, "ood": 0.5}, (0, 1, 2), scores=True)
+    seeds = r["distributions"]["ood"]["score_difference"]["across_seeds"]
+    assert seeds["k"] == 3 and seeds["ci"][0] < seeds["mean"] < seeds["ci"][1]
+    path = tmp_path / "spec.yaml"
+    path.write_text(f"kind: winrate\ntasks: [{TASK}]\nmethods: [gil]\nbaselines: [rloo]\ncolumns: [diff, seed_diff]\n")
+    text = render_table(str(path), "md", str(root))
+    row = next(v for k, v in md_rows(text).items() if k.startswith(f"{TASK}/RLOO/"))
+    lo, hi = seeds["ci"]
+    assert row[-1] == f"{seeds['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}] (3)" and "t-interval over seeds" in text
+    path.write_text(
+        f"kind: ablation\ntasks: [{TASK}]\nmethods: [gil]\nbaselines: [rloo]\nsplits: [ood]\ncolumns: [diff, seed_diff]\n"
+    )
+    ablation = render_table(str(path), "md", str(root))
+    assert f"| {seeds['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}] (3) |" in ablation and "Δ seeds vs RLOO" in ablation
+    seen_from_rloo = load_compare(root, TASK, "rloo", "gil", "gold-v1")["distributions"]["ood"]
+    assert seen_from_rloo["score_difference"]["across_seeds"]["ci"] == [-hi, -lo]
 
 
 @pytest.mark.parametrize(

@@ -199,6 +199,13 @@ def format_results(r: dict) -> str:
                 f"[{d['diff_ci'][0]:+.3f}, {d['diff_ci'][1]:+.3f}] (N={d['n']}, {d['n_prompts']} prompts; "
                 f"sign test over prompts {st['wins']}/{st['losses']}, p={st['p']:.3g})"
             )
+            seeds = d.get("across_seeds")
+            if seeds and seeds["ci"]:
+                per_seed = ", ".join(f"{v:+.3f}" for v in seeds["per_seed"].values())
+                lines.append(
+                    f"  over {seeds['k']} training seeds ({per_seed}): {seeds['mean']:+.3f} "
+                    f"[{seeds['ci'][0]:+.3f}, {seeds['ci'][1]:+.3f}] (t-interval: what retraining would give)"
+                )
         w = e.get("worst_group_score")
         if w:
             lines.append(

@@ -7,6 +7,10 @@ prompts; the sign test over prompts (``prompt_sign_test``) averages a prompt's s
 the sign test over items. Score judges (gold, rm) also give each item both scores: ``score_difference`` is the
 paired A - B difference, the primary metric where a gold function exists. CIs are percentile intervals; every resampling stream is seeded by (seed, row label), so a table is
 reproducible and a row does not change when other rows are added.
+
+The prompt bootstrap holds each seed's trained policies fixed: it says how sure we are about *these* runs, not about
+retraining. ``across_seeds`` gives the other view for the score difference: each training seed's mean difference and
+a t-interval over seeds (df = seeds - 1), the uncertainty that decides "does A beat B" when seeds disagree.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import hashlib
 
 import numpy as np
 from scipy.stats import binomtest
+from scipy.stats import t as student_t
 
 LEVEL = 0.95
 _CHUNK = 256  # bootstrap draws per block, to bound memory with many prompts
@@ -84,16 +89,33 @@ def prompt_sign_test(items: list[dict], key=lambda it: it["win"] - it["lose"]) -
     return {"wins": wins, "losses": losses, "p": float(p), "n_prompts": len(means)}
 
 
+def across_seeds(items: list[dict], key) -> dict:
+    """Each training seed's mean of ``key(item)`` over its items, their mean, and a 95 % t-interval over seeds (None
+    with fewer than 2 seeds): the spread from retraining, which resampling prompts does not see."""
+    per_seed: dict = {}
+    for it in items:
+        per_seed.setdefault(it["seed"], []).append(key(it))
+    means = np.array([np.mean(per_seed[s]) for s in sorted(per_seed)], float)
+    out = {"k": len(means), "per_seed": {str(s): float(m) for s, m in zip(sorted(per_seed), means)}}
+    out["mean"] = float(means.mean()) if len(means) else None
+    out["ci"] = None
+    if len(means) >= 2:
+        half = float(student_t.ppf((1 + LEVEL) / 2, len(means) - 1) * means.std(ddof=1) / np.sqrt(len(means)))
+        out["ci"] = [out["mean"] - half, out["mean"] + half]
+    return out
+
+
 def score_difference(items: list[dict], label: str, n_boot: int = 2000, seed: int = 0) -> dict | None:
     """Paired A - B difference of a score judge's scores (the primary metric of a gold judge): the mean over items
-    with a 95 % CI from resampling prompts (all seeds of a prompt together), both methods' means, and the sign
-    test over prompts. None when the judge gives no scores."""
+    with a 95 % CI from resampling prompts (all seeds of a prompt together), both methods' means, the sign test over
+    prompts and, where items name their seed, the difference across seeds (``across_seeds``). None when the judge
+    gives no scores."""
     scored = [it for it in items if it.get("score_a") is not None and it.get("score_b") is not None]
     if not scored:
         return None
     a, b = (np.array([it[k] for it in scored], float) for k in ("score_a", "score_b"))
     draws = cluster_bootstrap([it["cluster"] for it in scored], {"d": a - b}, n_boot, rng_for(seed, "diff/" + label))
-    return {
+    out = {
         "n": len(scored),
         "n_prompts": len({it["cluster"] for it in scored}),
         "a": float(a.mean()),
@@ -102,6 +124,9 @@ def score_difference(items: list[dict], label: str, n_boot: int = 2000, seed: in
         "diff_ci": interval(draws["d"]),
         "prompt_sign_test": prompt_sign_test(scored, key=lambda it: it["score_a"] - it["score_b"]),
     }
+    if all("seed" in it for it in scored):
+        out["across_seeds"] = across_seeds(scored, lambda it: it["score_a"] - it["score_b"])
+    return out
 
 
 def gap(

@@ -27,9 +27,9 @@ from gilbench.config import read_yaml_mapping
 from gilbench.errors import GilbenchError
 
 KIND_COLUMNS = {
-    "winrate": ["win", "tie", "lose", "n", "p", "diff"],
+    "winrate": ["win", "tie", "lose", "n", "p", "diff", "seed_diff"],
     "ood": ["win", "gap", "rm"],
-    "ablation": ["score", "win"],
+    "ablation": ["score", "win", "diff", "seed_diff"],
     "stability": ["final", "best", "best_step", "max_kl", "ev_final", "ev_mean", "length", "repetition", "kl", "judge"],
     "groups": ["groups", "worst", "gap", "nmi", "purity", "negative"],
     "frontier": [
@@ -46,8 +46,8 @@ KIND_COLUMNS = {
         "gap",
     ],
 }
-# a kind's default columns: all but winrate's p and diff, and frontier's late (the beta sweep's, tables/beta.yaml)
-DEFAULT_COLUMNS = {**KIND_COLUMNS, "winrate": ["win", "tie", "lose", "n"]}
+# a kind's default columns: all but winrate's p, diff and seed_diff, ablation's diff and seed_diff, and frontier's late (the beta sweep's, tables/beta.yaml)
+DEFAULT_COLUMNS = {**KIND_COLUMNS, "winrate": ["win", "tie", "lose", "n"], "ablation": ["score", "win"]}
 DEFAULT_COLUMNS["frontier"] = [c for c in KIND_COLUMNS["frontier"] if c != "late"]
 DEFAULT_LABELS = {
     "sft": "SFT",
@@ -55,6 +55,8 @@ DEFAULT_LABELS = {
     "ppo-kl": "PPO w/ KL",
     "ppo-ptx": "PPO-ptx",
     "dpo": "DPO",
+    "rloo": "RLOO",
+    "grpo": "GRPO",
     "gil": "GIL",
     "gil-fixed-kl": "GIL w/o dynamic KL",
     "gil-no-inv": "GIL w/o invariant learning",

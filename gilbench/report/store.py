@@ -115,6 +115,13 @@ def _flip_entry(e: dict) -> dict:
             "diff_ci": [-hi, -lo],
             "prompt_sign_test": _swap_counts(d["prompt_sign_test"]),
         }
+        seeds = d.get("across_seeds")
+        if seeds:
+            out["score_difference"]["across_seeds"] = seeds | {
+                "per_seed": {k: -v for k, v in seeds["per_seed"].items()},
+                "mean": -seeds["mean"],
+                "ci": [-seeds["ci"][1], -seeds["ci"][0]] if seeds["ci"] else None,
+            }
     if e.get("worst_group_score"):
         out["worst_group_score"] = {"a": e["worst_group_score"]["b"], "b": e["worst_group_score"]["a"]}
     return out

@@ -100,6 +100,12 @@ def rate_cells(e: dict | None, columns: list[str], alpha: float) -> list[str]:
     cells |= {"n": str(e["n"]), "p": f"{st['p']:.3g}" if st.get("p") is not None else DASH}
     d = e.get("score_difference")
     cells["diff"] = f"{d['diff']:+.3f} [{d['diff_ci'][0]:+.3f}, {d['diff_ci'][1]:+.3f}]" if d else DASH
+    seeds = (d or {}).get("across_seeds")
+    cells["seed_diff"] = DASH
+    if seeds and seeds["ci"]:
+        cells["seed_diff"] = f"{seeds['mean']:+.3f} [{seeds['ci'][0]:+.3f}, {seeds['ci'][1]:+.3f}] ({seeds['k']})"
+    elif seeds:
+        cells["seed_diff"] = f"{seeds['mean']:+.3f} ({seeds['k']})"
     return [cells[c] for c in columns]
 
 
@@ -115,7 +121,7 @@ def build_winrate(spec: TableSpec, output_dir) -> Table:
     }
     comps = Comparisons(spec, output_dir, [(t, m, b) for t in tasks for m, b in plan[t]])
     show_method = len({m for t in tasks for m, _ in plan[t]}) > 1
-    names = {"win": "Win", "tie": "Tie", "lose": "Lose", "n": "N", "p": "p", "diff": "Δ score"}
+    names = {"win": "Win", "tie": "Tie", "lose": "Lose", "n": "N", "p": "p", "diff": "Δ score", "seed_diff": "Δ seeds"}
     lead = [("", "Task")] + ([("", "Method")] if show_method else []) + [("", "vs")]
     table = Table(
         spec.name,
@@ -142,6 +148,12 @@ def build_winrate(spec: TableSpec, output_dir) -> Table:
         table.notes.append(
             "Δ score: the score judge's paired difference, row method minus opponent, on the same prompt and seed "
             "[95 % CI, prompts resampled]; — for judges without scores."
+        )
+    if "seed_diff" in spec.columns:
+        table.notes.append(
+            "Δ seeds: the same difference as the mean of each training seed's paired difference, with a 95 % t-interval "
+            "over seeds (seeds in brackets; no interval with one): what retraining would give, which resampling "
+            "prompts does not see."
         )
     note = health_note(entries)
     if note:
@@ -220,6 +232,8 @@ def build_ablation(spec: TableSpec, output_dir) -> Table:
     headers = {
         "score": [("RM score", sel_label(s)) for s in sels],
         "win": [(f"Win % vs {spec.label(b)}", sel_label(s)) for b in spec.baselines for s in sels],
+        "diff": [(f"Δ score vs {spec.label(b)}", sel_label(s)) for b in spec.baselines for s in sels],
+        "seed_diff": [(f"Δ seeds vs {spec.label(b)}", sel_label(s)) for b in spec.baselines for s in sels],
     }
     table = Table(
         spec.name,
@@ -237,12 +251,14 @@ def build_ablation(spec: TableSpec, output_dir) -> Table:
             cells = {
                 "score": [mean_sd(stat_mean_sd([store.summary_score(s, sel) for s in summaries])) for sel in sels],
                 "win": [],
+                "diff": [],
+                "seed_diff": [],
             }
             for b in spec.baselines:
                 r = comps.get(t, m, b) if b != m else None
-                cells["win"] += [
-                    rate_cells(e, ["win"], spec.alpha)[0] for e in comps.pick(r, sels, f"{m} vs {b} ({t})")
-                ]
+                for e in comps.pick(r, sels, f"{m} vs {b} ({t})"):
+                    for column in ("win", "diff", "seed_diff"):
+                        cells[column].append(rate_cells(e, [column], spec.alpha)[0])
             block.append([t, spec.label(m), str(len(summaries))] + [x for c in spec.columns for x in cells[c]])
         blocks.append(block)
     table.rows = with_sections(blocks)
@@ -250,6 +266,11 @@ def build_ablation(spec: TableSpec, output_dir) -> Table:
         "RM score: each run's mean reward-model score on the split (ID / OOD: n-weighted over their splits), "
         f"mean ± SD across seeds. Win %: [95 % bootstrap CI]; {DAGGER} sign test p < {spec.alpha:g}."
     )
+    if {"diff", "seed_diff"} & set(spec.columns):
+        table.notes.append(
+            "Δ score: the score judge's paired difference, row method minus opponent [95 % CI, prompts resampled]; "
+            "Δ seeds: the mean of each training seed's difference with a 95 % t-interval over seeds (seeds in brackets)."
+        )
     if absent:
         table.notes.append(f"{DASH} no finished runs (summary.json): " + "; ".join(absent) + ".")
     comps.finish(table)
