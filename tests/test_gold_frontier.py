@@ -6,6 +6,7 @@ import pytest
 from report_fixtures import curve, write_run
 
 from gilbench.errors import GilbenchError
+from gilbench.eval.stats import welch_difference
 from gilbench.files import atomic_write_text, dumps
 from gilbench.report.gold_frontier import gold_at, gold_path, summarise_method, summarise_path
 from gilbench.report.spec import parse_spec
@@ -58,6 +59,7 @@ def test_summary_of_one_path():
     assert s["late_gold"] == pytest.approx(1.05)  # the mean of the last two windows, 1.2 and 0.9
     assert s["drop"] == pytest.approx(0.3) and s["gold@1"] == pytest.approx(1.0) and s["gold@2"] == pytest.approx(1.2)
     assert s["gap_first"] is None and s["gap_end"] == pytest.approx(0.8)
+    assert s["worst_late"] == pytest.approx(0.7)  # trivia in both of the last two windows: 0.9, 0.5
 
 
 def test_summary_across_seeds_is_mean_and_sd():
@@ -80,3 +82,33 @@ def test_frontier_table_from_stored_runs(tmp_path):
     assert cells["first → end"] == "— → 0.800 ± 0.000"  # the first window has no groups, the last does
     with pytest.raises(GilbenchError, match="sqrt_kl values must be positive"):
         parse_spec({"kind": "frontier", "sqrt_kl": [0]}, "f")
+
+
+def test_welch_difference_by_hand():
+    # a: mean 1.0, SD 0.2, 4 runs; b: mean 0.8, SD 0.1, 5 runs -> variances of the means 0.01 and 0.002, SE sqrt(0.012);
+    # Welch df = 0.012^2 / (0.01^2 / 3 + 0.002^2 / 4) = 4.19417; t(0.975, 4.19417) = 2.726479 -> half-width 0.298671
+    d = welch_difference({"mean": 1.0, "sd": 0.2, "n": 4}, {"mean": 0.8, "sd": 0.1, "n": 5})
+    assert d["diff"] == pytest.approx(0.2) and d["df"] == pytest.approx(4.194175, abs=1e-6)
+    assert d["ci"] == pytest.approx([0.2 - 0.298671, 0.2 + 0.298671], abs=1e-6)
+    one = welch_difference({"mean": 1.0, "sd": None, "n": 1}, {"mean": 0.8, "sd": 0.1, "n": 5})
+    assert one == {"diff": pytest.approx(0.2), "ci": None, "df": None}  # one seed: a difference, no interval
+    assert welch_difference({"mean": None, "sd": None, "n": 0}, {"mean": 0.8, "sd": 0.1, "n": 5}) is None
+
+
+def test_frontier_rows_against_a_baseline(tmp_path):
+    shifted = [dict(p, judge_score=p["judge_score"] + 0.1 * k) for k, p in enumerate(CURVE)]
+    for method, judged in (("gil", CURVE), ("ppo-kl", shifted)):
+        for seed in (0, 1):
+            rows = [dict(r, **m) for r, m in zip(curve(6, seed=seed), METRICS)]
+            run = write_run(tmp_path, "toy", method, seed, rows)
+            points = [dict(p, judge_score=p["judge_score"] + 0.02 * seed) for p in judged]
+            atomic_write_text(run / "judge_curve.jsonl", "".join(dumps(p, sort_keys=True) + "\n" for p in points))
+    spec = {"kind": "frontier", "methods": ["ppo-kl", "gil"], "baselines": ["ppo-kl"], "columns": ["late", "worst"]}
+    table = build_table(parse_spec(spec, "f"), tmp_path)
+    assert [r[1:3] for r in table.rows] == [["PPO w/ KL", "2"], ["GIL", "2"], ["GIL − PPO w/ KL", "2 vs 2"]]
+    # late gold: GIL 1.05 (+0.01 on average over its seeds), PPO w/ KL 1.05 + (0.1 + 0.2) / 2 = 1.20 (+0.01): -0.150;
+    # both SDs are equal (0.0141), so Welch's df is 2 and the half-width t(0.975, 2) * 0.01414 = 4.302653 * 0.01414
+    half = 4.302653 * math.sqrt(0.0002 / 2 + 0.0002 / 2)
+    assert table.rows[2][3] == f"-0.150 [{-0.150 - half:+.3f}, {-0.150 + half:+.3f}]"
+    assert table.rows[2][4] == "+0.000 [+0.000, +0.000]"  # worst group: groups carry no shift, SD 0: no spread
+    assert any("Welch" in n for n in table.notes)

@@ -105,6 +105,22 @@ def across_seeds(items: list[dict], key) -> dict:
     return out
 
 
+def welch_difference(a: dict, b: dict) -> dict | None:
+    """``a - b`` for two groups of runs given as ``{"mean", "sd", "n"}`` (unpaired: seeds of different methods), with
+    a 95 % Welch t-interval (None unless both have 2 or more runs); None where a mean is missing."""
+    if not a or not b or a.get("mean") is None or b.get("mean") is None:
+        return None
+    out = {"diff": a["mean"] - b["mean"], "ci": None, "df": None}
+    if a.get("n", 0) >= 2 and b.get("n", 0) >= 2 and a.get("sd") is not None and b.get("sd") is not None:
+        va, vb = a["sd"] ** 2 / a["n"], b["sd"] ** 2 / b["n"]
+        out["ci"] = [out["diff"], out["diff"]]  # no spread in either group: the difference is exact
+        if va + vb > 0:
+            df = (va + vb) ** 2 / (va**2 / (a["n"] - 1) + vb**2 / (b["n"] - 1))
+            half = float(student_t.ppf((1 + LEVEL) / 2, df) * np.sqrt(va + vb))
+            out |= {"ci": [out["diff"] - half, out["diff"] + half], "df": float(df)}
+    return out
+
+
 def score_difference(items: list[dict], label: str, n_boot: int = 2000, seed: int = 0) -> dict | None:
     """Paired A - B difference of a score judge's scores (the primary metric of a gold judge): the mean over items
     with a 95 % CI from resampling prompts (all seeds of a prompt together), both methods' means, the sign test over

@@ -10,7 +10,8 @@ judged on the same prompts, is the point at KL 0. From the path:
   late: the mean of the last two windows (the beta_policy sweep's selection rule reads it, results/README.md);
 * gold at matched KL: the path's gold score linearly interpolated at fixed √KL values (n/a if the run never got
   that far), so that methods that drift at different speeds are compared at equal distance from the start;
-* group gap: highest minus lowest group's gold, in the first and last window.
+* group gap: highest minus lowest group's gold, in the first and last window; worst group: the lowest group's gold
+  over the last two windows (the worst-group view of invariance).
 
 ``gilbench table --spec frontier`` shows these as mean ± SD across seeds; ``gilbench plot`` draws the paths
 (gilbench/report/plots.py ``plot_gold_frontier``).
@@ -67,6 +68,11 @@ def _group_gap(point: dict) -> float | None:
     return max(groups.values()) - min(groups.values()) if len(groups) > 1 else None
 
 
+def _worst_group(point: dict) -> float | None:
+    groups = point.get("groups") or {}
+    return min(groups.values()) if groups else None
+
+
 def summarise_path(path: list[dict], sqrt_kl_points=SQRT_KL_POINTS) -> dict | None:
     if not path:
         return None
@@ -83,8 +89,14 @@ def summarise_path(path: list[dict], sqrt_kl_points=SQRT_KL_POINTS) -> dict | No
         "drop": peak["gold"] - end["gold"],
         "gap_first": _group_gap(path[0]),
         "gap_end": _group_gap(end),
+        "worst_late": _mean([_worst_group(p) for p in path[-2:]]),
         **{f"gold@{x:g}": gold_at(path, x) for x in sqrt_kl_points},
     }
+
+
+def _mean(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
 
 
 def method_paths(output_dir, task: str, method: str) -> list[list[dict]]:

@@ -4,7 +4,8 @@
     title: GIL against each baseline
     tasks: auto              # task names, or auto (every task where a row method has a finished run)
     methods: [gil]           # rows: these methods ...
-    baselines: [sft, ppo]    # ... against these opponents (compare results <method>_vs_<baseline>)
+    baselines: [sft, ppo]    # ... against these opponents (compare results <method>_vs_<baseline>; frontier: a row
+                             #     "method − baseline" under each method, across seeds)
     judge: null              # judge id (folder under compare/A_vs_B/, or openai:MODEL / hf:MODEL); null: the stored one
     splits: [id, ood]        # distributions (id, ood) or split names (id:test)
     columns: [win, tie, lose, n]   # which columns, in order (each kind lists its own; empty: the kind's default)
@@ -44,11 +45,13 @@ KIND_COLUMNS = {
         "end_kl",
         "matched",
         "gap",
+        "worst",
     ],
 }
-# a kind's default columns: all but winrate's p, diff and seed_diff, ablation's diff and seed_diff, and frontier's late (the beta sweep's, tables/beta.yaml)
+# a kind's default columns: all but winrate's p, diff and seed_diff, ablation's diff and seed_diff, frontier's late
+# (the beta sweep's, tables/beta.yaml) and worst
 DEFAULT_COLUMNS = {**KIND_COLUMNS, "winrate": ["win", "tie", "lose", "n"], "ablation": ["score", "win"]}
-DEFAULT_COLUMNS["frontier"] = [c for c in KIND_COLUMNS["frontier"] if c != "late"]
+DEFAULT_COLUMNS["frontier"] = [c for c in KIND_COLUMNS["frontier"] if c not in ("late", "worst")]
 DEFAULT_LABELS = {
     "sft": "SFT",
     "ppo": "PPO",

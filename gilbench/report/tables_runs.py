@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+from gilbench.eval.stats import welch_difference
 from gilbench.report import store
 from gilbench.report.gold_frontier import method_paths, summarise_method
 from gilbench.report.render import DASH, Table, mean_sd, num
@@ -192,7 +193,31 @@ FRONTIER_COLUMNS = {  # column -> (header group, header, summary key, digits)
     "end_proxy": ("Proxy", "end", "end_proxy", 3),
     "end_kl": ("", "√KL end", "end_sqrt_kl", 2),
     "gap": ("Group gap", "first → end", None, 3),
+    "worst": ("Gold", "worst group, last 2", "worst_late", 3),
 }
+
+
+def difference_cell(a: dict | None, b: dict | None, digits: int) -> str:
+    """Row method minus baseline across seeds: the difference of means [95 % Welch t-interval]."""
+    d = welch_difference(a, b)
+    if d is None:
+        return DASH
+    text = num(d["diff"], digits, signed=True)
+    return text + (f" [{num(d['ci'][0], digits, True)}, {num(d['ci'][1], digits, True)}]" if d["ci"] else "")
+
+
+def frontier_difference_row(spec: TableSpec, task: str, m: str, b: str, agg: dict, base: dict | None) -> list[str]:
+    cells = []
+    for c in spec.columns:
+        if c == "matched":
+            cells += [difference_cell(agg[f"gold@{x:g}"], base and base[f"gold@{x:g}"], 3) for x in spec.sqrt_kl]
+        elif c == "gap":
+            cells.append(difference_cell(agg["gap_end"], base and base["gap_end"], 3))
+        else:
+            key, digits = FRONTIER_COLUMNS[c][2:]
+            cells.append(difference_cell(agg[key], base and base[key], digits))
+    seeds = f"{agg['n']} vs {base['n'] if base else 0}"
+    return [task, f"{spec.label(m)} − {spec.label(b)}", seeds] + cells
 
 
 def build_frontier(spec: TableSpec, output_dir) -> Table:
@@ -205,7 +230,7 @@ def build_frontier(spec: TableSpec, output_dir) -> Table:
     table = Table(spec.name, spec.title, [("", "Task"), ("", "Method"), ("", "Seeds")] + headers, n_label_columns=2)
     blocks, empty = [], []
     for t in tasks_of(spec, output_dir):
-        block = []
+        block, bases = [], {}
         for m in methods_of(spec, output_dir, t, None):
             agg = summarise_method(method_paths(output_dir, t, m), spec.sqrt_kl)
             if agg is None:
@@ -223,6 +248,10 @@ def build_frontier(spec: TableSpec, output_dir) -> Table:
                 else:
                     cells.append(mean_sd(agg[FRONTIER_COLUMNS[c][2]], FRONTIER_COLUMNS[c][3]))
             block.append([t, spec.label(m), str(agg["n"])] + cells)
+            for b in (b for b in spec.baselines if b != m):
+                if b not in bases:
+                    bases[b] = summarise_method(method_paths(output_dir, t, b), spec.sqrt_kl)
+                block.append(frontier_difference_row(spec, t, m, b, agg, bases[b]))
         blocks.append(block)
     table.rows = with_sections(blocks)
     late = "; last 2 windows: their mean" if "late" in spec.columns else ""
@@ -235,6 +264,13 @@ def build_frontier(spec: TableSpec, output_dir) -> Table:
         "interpolated at that √KL (— if no seed got that far; fewer seeds if some did not). Group gap: highest minus "
         "lowest prompt group's gold, first and last window. Mean ± SD across seeds."
     )
+    if "worst" in spec.columns:
+        table.notes[-1] += " Worst group: the lowest prompt group's gold in each of the last two windows, their mean."
+    if spec.baselines:
+        table.notes.append(
+            "Rows A − B: the difference of A's and B's means across seeds (seeds of different methods, unpaired) "
+            "[95 % Welch t-interval; none without 2 seeds of each]; the group-gap cell is that of the end window."
+        )
     if empty:
         table.notes.append(f"{DASH} no judge curve with scores stored: " + "; ".join(empty) + ".")
     return table
