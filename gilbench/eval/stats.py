@@ -10,7 +10,8 @@ reproducible and a row does not change when other rows are added.
 
 The prompt bootstrap holds each seed's trained policies fixed: it says how sure we are about *these* runs, not about
 retraining. ``across_seeds`` gives the other view for the score difference: each training seed's mean difference and
-a t-interval over seeds (df = seeds - 1), the uncertainty that decides "does A beat B" when seeds disagree.
+a t-interval over seeds (df = seeds - 1), the uncertainty that decides "does A beat B" when seeds disagree. Seed s of
+A meets seed s of B: both trained against that seed's reward model (cached by seed), so the difference is paired.
 """
 
 from __future__ import annotations
