@@ -12,6 +12,9 @@ panel:
 * ``<task>_frontier.png`` reward vs KL, one panel per family: each method's path through training (mean KL and score
   over seeds at each step, the last step marked) over every step of every seed (dots);
 * ``<task>_winrates.png`` win / tie / lose bars of each stored comparison, ID and OOD side by side;
+* ``<task>_differences.png`` comparisons under a score judge (gold, rm): the paired score difference, first method
+  minus second, ID and OOD side by side, with the 95 % interval over training seeds (thick) and the prompt
+  bootstrap's (thin): the headline "does A beat B" at a glance;
 * ``<task>_gold_frontier.png`` runs whose judge curve has a score judge (gold): gold and proxy score against √KL, one
   row per family, each method's mean path over seeds with a ± SD band, the starting policy at √KL 0, the other
   methods' paths in grey behind (gilbench/report/gold_frontier.py);
@@ -335,14 +338,20 @@ def stored_pairs(output_dir, task: str, methods: list[str] | None) -> list[tuple
     return [(a, b) for a, b in pairs if methods is None or a in methods]
 
 
-def plot_winrates(
-    output_dir, task: str, methods: list[str] | None, path: Path, judge: str | None = None
-) -> Path | None:
+def stored_comparisons(output_dir, task: str, methods: list[str] | None, judge: str | None):
+    """(judge id, [(a, b, results)]) of the stored comparisons of ``methods`` (all: None) under ``judge`` (default:
+    the judge most comparisons have)."""
     pairs = stored_pairs(output_dir, task, methods)
     counts = Counter(j for a, b in pairs for j in store.judges_for(output_dir, task, a, b))
     judge = store.judge_id(judge) or (min(counts, key=lambda j: (-counts[j], j)) if counts else None)
     results = [(a, b, store.load_compare(output_dir, task, a, b, judge)) for a, b in pairs] if judge else []
-    results = [(a, b, r) for a, b, r in results if r]
+    return judge, [(a, b, r) for a, b, r in results if r]
+
+
+def plot_winrates(
+    output_dir, task: str, methods: list[str] | None, path: Path, judge: str | None = None
+) -> Path | None:
+    judge, results = stored_comparisons(output_dir, task, methods, judge)
     if not results:
         return None
     dists = [d for d in ("id", "ood") if any(d in r["distributions"] for _, _, r in results)]
@@ -398,6 +407,64 @@ def plot_winrates(
     return _save(fig, path)
 
 
+def plot_differences(
+    output_dir, task: str, methods: list[str] | None, path: Path, judge: str | None = None
+) -> Path | None:
+    judge, results = stored_comparisons(output_dir, task, methods, judge)
+    scored = [(a, b, r) for a, b, r in results if any("score_difference" in e for e in r["distributions"].values())]
+    if not scored:
+        return None
+    dists = [d for d in ("id", "ood") if any(d in r["distributions"] for _, _, r in scored)]
+    fig, axes = _figure(1, len(dists), PAGE_WIDTH, 1.3 + 0.4 * len(scored), sharey=True)
+    for ax, dist in zip(axes[0], dists):
+        for i, (_, _, r) in enumerate(scored):
+            d = (r["distributions"].get(dist) or {}).get("score_difference")
+            if not d:
+                continue
+            seeds = d.get("across_seeds") or {}
+            if seeds.get("ci"):
+                ax.plot(seeds["ci"], [i, i], color=OKABE_ITO[5], lw=6, solid_capstyle="butt", label="seeds")
+            per_seed = list((seeds.get("per_seed") or {}).values())
+            ax.plot(per_seed, [i - 0.25] * len(per_seed), "v", color=OKABE_ITO[3], ms=4, ls="none", label="each")
+            lo, hi = d["diff_ci"]
+            ax.errorbar(
+                d["diff"],
+                i,
+                xerr=[[d["diff"] - lo], [hi - d["diff"]]],
+                fmt="o",
+                color="black",
+                ms=4,
+                capsize=2.5,
+                lw=1,
+                label="prompts",
+            )
+        ax.axvline(0, color="#888888", lw=0.8, ls="--")
+        ax.set(title=f"{dist.upper()} prompts", xlabel=f"{judge} score, first − second")
+    labels = []
+    for a, b, r in scored:
+        ks = {(e.get("score_difference") or {}).get("across_seeds", {}).get("k") for e in r["distributions"].values()}
+        k = max((x for x in ks if x), default=None)
+        labels.append(f"{a} − {b}" + (f" ({k} seeds)" if k else ""))
+    axes[0, 0].set_yticks(range(len(scored)), labels, fontsize=8)
+    axes[0, 0].invert_yaxis()
+    handles, names = axes[0, 0].get_legend_handles_labels()
+    unique = dict(zip(names, handles))
+    text = {
+        "each": "each training seed",
+        "seeds": "95 % CI over seeds (t)",
+        "prompts": "95 % CI over prompts (bootstrap)",
+    }
+    fig.legend(
+        [unique[n] for n in text if n in unique],
+        [text[n] for n in text if n in unique],
+        loc="outside lower center",
+        ncols=3,
+        fontsize=8,
+    )
+    fig.suptitle(f"{task}: paired score difference of each comparison")
+    return _save(fig, path)
+
+
 def make_plots(
     output_dir,
     task: str,
@@ -420,6 +487,7 @@ def make_plots(
         ("groups", plot_groups(runs, task, out / f"{name}_groups.png")),
         ("frontier", plot_frontier(runs, task, out / f"{name}_frontier.png")),
         ("winrates", plot_winrates(output_dir, task, methods, out / f"{name}_winrates.png", judge)),
+        ("differences", plot_differences(output_dir, task, methods, out / f"{name}_differences.png", judge)),
         ("judge curve", plot_judge_curves(curves, task, out / f"{name}_judge_curve.png")),
         ("gold frontier", plot_gold_frontier(gold, task, out / f"{name}_gold_frontier.png")),
     ):
