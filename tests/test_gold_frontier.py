@@ -112,3 +112,6 @@ def test_frontier_rows_against_a_baseline(tmp_path):
     assert table.rows[2][3] == f"-0.150 [{-0.150 - half:+.3f}, {-0.150 + half:+.3f}]"
     assert table.rows[2][4] == "+0.000 [+0.000, +0.000]"  # worst group: groups carry no shift, SD 0: no spread
     assert any("Welch" in n for n in table.notes)
+    spec["baselines"] = ["ppo-lk"]  # a baseline without runs: dashes, and the note names it
+    table = build_table(parse_spec(spec, "f"), tmp_path)
+    assert table.rows[-1][2:] == ["2 vs 0", "—", "—"] and "ppo-lk (toy)" in table.notes[-1]

@@ -251,6 +251,8 @@ def build_frontier(spec: TableSpec, output_dir) -> Table:
             for b in (b for b in spec.baselines if b != m):
                 if b not in bases:
                     bases[b] = summarise_method(method_paths(output_dir, t, b), spec.sqrt_kl)
+                    if bases[b] is None and f"{b} ({t})" not in empty:
+                        empty.append(f"{b} ({t})")
                 block.append(frontier_difference_row(spec, t, m, b, agg, bases[b]))
         blocks.append(block)
     table.rows = with_sections(blocks)
