@@ -180,7 +180,7 @@ def test_the_seed_column_is_the_t_interval_over_seeds(tmp_path):
     assert f"| {seeds['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}] (3) |" in ablation and "Δ seeds vs RLOO" in ablation
     seen_from_rloo = load_compare(root, TASK, "rloo", "gil", "gold-v1")["distributions"]["ood"]
     assert seen_from_rloo["score_difference"]["across_seeds"]["ci"] == [-hi, -lo]
-    from gilbench.report.plots import plot_differences
+    from gilbench.report.plots_compare import plot_differences
 
     png = plot_differences(root, TASK, ["gil"], tmp_path / "d.png", "gold-v1")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # drawn from the one comparison with scores

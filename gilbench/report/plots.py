@@ -11,7 +11,8 @@ panel:
   ranked high to low at each step (group numbers are arbitrary per run), mean ± SD over seeds, the batch mean dashed;
 * ``<task>_frontier.png`` reward vs KL, one panel per family: each method's path through training (mean KL and score
   over seeds at each step, the last step marked) over every step of every seed (dots);
-* ``<task>_winrates.png`` win / tie / lose bars of each stored comparison, ID and OOD side by side;
+* ``<task>_winrates.png`` win / tie / lose bars of each stored comparison, ID and OOD side by side (this and the next:
+  plots_compare.py);
 * ``<task>_differences.png`` comparisons under a score judge (gold, rm): the paired score difference, first method
   minus second, ID and OOD side by side, with the 95 % interval over training seeds (thick) and the prompt
   bootstrap's (thin): the headline "does A beat B" at a glance;
@@ -29,11 +30,12 @@ legends sit outside the data; figures are at most a page wide (``PAGE_WIDTH`` pl
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 from gilbench.report import store
+from gilbench.report.figure import CONTEXT, OKABE_ITO, PAGE_WIDTH, figure, save
 from gilbench.report.gold_frontier import method_paths, start_gold
+from gilbench.report.plots_compare import plot_differences, plot_winrates
 from gilbench.report.stability import frontier
 
 CURVES = (
@@ -42,29 +44,6 @@ CURVES = (
     ("completions/mean_length", "mean length (tokens)"),
     ("objective/entropy", "entropy (nats / token)"),
 )
-# Okabe & Ito's palette: distinguishable with the common colour-vision deficiencies, and in greyscale by lightness.
-OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442"]
-OUTCOME_COLORS = {"win": "#0072B2", "tie": "#BBBBBB", "lose": "#E69F00"}  # blue / grey / orange, not red / green
-PAGE_WIDTH = 8.0  # inches: every figure fits a page's width at 110 dpi (880 px)
-CONTEXT = "#CCCCCC"  # the other panels' mean curves, drawn thin behind each panel for reference
-
-
-def _figure(rows: int, cols: int, width: float, height: float, **share):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig, fig.subplots(rows, cols, squeeze=False, **share)
-
-
-def _save(fig, path: Path) -> Path:
-    import matplotlib
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # No timestamp, so the same results give the same bytes; the version, since another one may draw other pixels.
-    fig.savefig(path, metadata={"Software": f"matplotlib {matplotlib.__version__}"})
-    return path
 
 
 def band(per_seed: list[tuple[list[int], list[float]]]) -> tuple[list[int], list[float], list[float]]:
@@ -130,7 +109,7 @@ def plot_curves(runs: dict[str, list[list[dict]]], task: str, path: Path) -> Pat
     means = {
         (m, name): band([store.series(rows, name) for rows in seeds]) for m, seeds in runs.items() for name, _ in CURVES
     }
-    fig, axes = _figure(len(fams), len(CURVES), PAGE_WIDTH + 1.6, 0.9 + 1.75 * len(fams), sharex=True, sharey="col")
+    fig, axes = figure(len(fams), len(CURVES), PAGE_WIDTH + 1.6, 0.9 + 1.75 * len(fams), sharex=True, sharey="col")
     for row, members in enumerate(fams.values()):
         for col, (name, label) in enumerate(CURVES):
             ax = axes[row, col]
@@ -152,7 +131,7 @@ def plot_curves(runs: dict[str, list[list[dict]]], task: str, path: Path) -> Pat
     fig.suptitle(
         f"{task}: training curves by method family, mean ± SD over seeds (grey: the other methods' means)", fontsize=9
     )
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _ranked_groups(rows: list[dict]) -> list[tuple[list[int], list[float]]]:
@@ -180,7 +159,7 @@ def plot_groups(runs: dict[str, list[list[dict]]], task: str, path: Path) -> Pat
         return None
     cols = min(2, len(runs))
     rows_n = (len(runs) + cols - 1) // cols
-    fig, axes = _figure(rows_n, cols, PAGE_WIDTH, 0.9 + 2.6 * rows_n, sharex=True, sharey=True)
+    fig, axes = figure(rows_n, cols, PAGE_WIDTH, 0.9 + 2.6 * rows_n, sharex=True, sharey=True)
     for ax in axes.flat[len(runs) :]:
         ax.set_visible(False)
     for ax, (m, seeds) in zip(axes.flat, runs.items()):
@@ -200,7 +179,7 @@ def plot_groups(runs: dict[str, list[list[dict]]], task: str, path: Path) -> Pat
     handles, labels = next(iter(axes.flat)).get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)), fontsize=8, frameon=False)
     fig.suptitle(f"{task}: inferred-group scores, ranked high to low at each step (mean ± SD over seeds)", fontsize=9)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_frontier(runs: dict[str, list[list[dict]]], task: str, path: Path) -> Path | None:
@@ -211,7 +190,7 @@ def plot_frontier(runs: dict[str, list[list[dict]]], task: str, path: Path) -> P
     colors, fams = _colors(list(runs)), families(list(runs))
     cols = min(3, len(fams))
     rows_n = (len(fams) + cols - 1) // cols
-    fig, axes = _figure(
+    fig, axes = figure(
         rows_n, cols, PAGE_WIDTH, 1.2 + 3.0 * rows_n, sharey=True
     )  # KL scales differ: one family must not squash another
     for ax in axes.flat[len(fams) :]:
@@ -239,7 +218,7 @@ def plot_frontier(runs: dict[str, list[list[dict]]], task: str, path: Path) -> P
     fig.suptitle(
         f"{task}: reward vs KL (line: mean over seeds at each step, ● last step; dots: each seed's steps)", fontsize=9
     )
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_judge_curves(curves: dict[str, list[list[dict]]], task: str, path: Path) -> Path | None:
@@ -248,7 +227,7 @@ def plot_judge_curves(curves: dict[str, list[list[dict]]], task: str, path: Path
     if not curves:
         return None
     colors, fams = _colors(list(curves)), families(list(curves))
-    fig, axes = _figure(len(fams), 2, PAGE_WIDTH + 1.6, 0.9 + 1.9 * len(fams), sharex=True, sharey="col")
+    fig, axes = figure(len(fams), 2, PAGE_WIDTH + 1.6, 0.9 + 1.9 * len(fams), sharex=True, sharey="col")
     judges = sorted({p.get("judge", "?") for seeds in curves.values() for c in seeds for p in c})
     means = {
         (m, key): band(
@@ -281,7 +260,7 @@ def plot_judge_curves(curves: dict[str, list[list[dict]]], task: str, path: Path
         "(mean ± SD over seeds; grey: the other methods)",
         fontsize=9,
     )
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _mean_gold_path(seeds: list[list[dict]], key: str):
@@ -305,7 +284,7 @@ def plot_gold_frontier(paths: dict[str, list[list[dict]]], task: str, path: Path
         return None
     colors, fams = _colors(list(paths)), families(list(paths))
     means = {(m, key): _mean_gold_path(seeds, key) for m, seeds in paths.items() for key in ("gold", "proxy")}
-    fig, axes = _figure(len(fams), 2, PAGE_WIDTH + 1.6, 0.9 + 2.2 * len(fams), sharex=True, sharey="col")
+    fig, axes = figure(len(fams), 2, PAGE_WIDTH + 1.6, 0.9 + 2.2 * len(fams), sharex=True, sharey="col")
     for row, members in enumerate(fams.values()):
         for ax, key in zip(axes[row], ("gold", "proxy")):
             for m in paths:
@@ -327,142 +306,7 @@ def plot_gold_frontier(paths: dict[str, list[list[dict]]], task: str, path: Path
         f"{task}: proxy vs gold along training (mean ± SD over seeds, ● a window of steps; grey: the other methods)",
         fontsize=9,
     )
-    return _save(fig, path)
-
-
-def stored_pairs(output_dir, task: str, methods: list[str] | None) -> list[tuple[str, str]]:
-    folder = Path(output_dir) / task / "compare"
-    pairs = (
-        [tuple(d.name.split("_vs_", 1)) for d in sorted(folder.glob("*_vs_*")) if d.is_dir()] if folder.is_dir() else []
-    )
-    return [(a, b) for a, b in pairs if methods is None or a in methods]
-
-
-def stored_comparisons(output_dir, task: str, methods: list[str] | None, judge: str | None):
-    """(judge id, [(a, b, results)]) of the stored comparisons of ``methods`` (all: None) under ``judge`` (default:
-    the judge most comparisons have)."""
-    pairs = stored_pairs(output_dir, task, methods)
-    counts = Counter(j for a, b in pairs for j in store.judges_for(output_dir, task, a, b))
-    judge = store.judge_id(judge) or (min(counts, key=lambda j: (-counts[j], j)) if counts else None)
-    results = [(a, b, store.load_compare(output_dir, task, a, b, judge)) for a, b in pairs] if judge else []
-    return judge, [(a, b, r) for a, b, r in results if r]
-
-
-def plot_winrates(
-    output_dir, task: str, methods: list[str] | None, path: Path, judge: str | None = None
-) -> Path | None:
-    judge, results = stored_comparisons(output_dir, task, methods, judge)
-    if not results:
-        return None
-    dists = [d for d in ("id", "ood") if any(d in r["distributions"] for _, _, r in results)]
-    fig, axes = _figure(
-        1, len(dists), PAGE_WIDTH + 2.5, 1.2 + 0.4 * len(results)
-    )  # own y labels: N differs by distribution
-    for ax, dist in zip(axes[0], dists):
-        labels = []
-        for i, (a, b, r) in enumerate(results):
-            e = r["distributions"].get(dist) or {}
-            labels.append(f"{a} vs {b} (N={e.get('n', 0)})")
-            left = 0.0
-            for k in ("win", "tie", "lose"):
-                v = 100 * (e.get(k) or 0.0)
-                ax.barh(i, v, left=left, height=0.62, color=OUTCOME_COLORS[k], label=k if i == 0 else None)
-                if v >= 8:
-                    ax.text(
-                        left + v / 2,
-                        i + 0.04,
-                        f"{v:.0f}",
-                        ha="center",
-                        va="center",
-                        fontsize=8,
-                        color="white" if k == "win" else "black",
-                    )
-                left += v
-            if e.get("win_ci"):
-                lo, hi = (100 * x for x in e["win_ci"])
-                ax.errorbar(
-                    100 * e["win"],
-                    i - 0.4,
-                    xerr=[[100 * e["win"] - lo], [hi - 100 * e["win"]]],
-                    color="black",
-                    capsize=2.5,
-                    lw=1,
-                )
-        ax.set_yticks(range(len(results)), labels, fontsize=8)
-        ax.invert_yaxis()
-        ax.set(
-            xlim=(0, 100),
-            xlabel="% of judged pairs (whisker: 95 % CI of the win rate)",
-            title=f"{dist.upper()} prompts",
-        )
-    handles, names = axes[0, 0].get_legend_handles_labels()
-    fig.legend(
-        handles,
-        [f"{n} (first method)" if n != "tie" else n for n in names],
-        loc="outside lower center",
-        ncols=3,
-        fontsize=8,
-    )
-    fig.suptitle(f"{task}: win / tie / lose of the first method, judge {judge}")
-    return _save(fig, path)
-
-
-def plot_differences(
-    output_dir, task: str, methods: list[str] | None, path: Path, judge: str | None = None
-) -> Path | None:
-    judge, results = stored_comparisons(output_dir, task, methods, judge)
-    scored = [(a, b, r) for a, b, r in results if any("score_difference" in e for e in r["distributions"].values())]
-    if not scored:
-        return None
-    dists = [d for d in ("id", "ood") if any(d in r["distributions"] for _, _, r in scored)]
-    fig, axes = _figure(1, len(dists), PAGE_WIDTH, 1.3 + 0.4 * len(scored), sharey=True)
-    for ax, dist in zip(axes[0], dists):
-        for i, (_, _, r) in enumerate(scored):
-            d = (r["distributions"].get(dist) or {}).get("score_difference")
-            if not d:
-                continue
-            seeds = d.get("across_seeds") or {}
-            if seeds.get("ci"):
-                ax.plot(seeds["ci"], [i, i], color=OKABE_ITO[5], lw=6, solid_capstyle="butt", label="seeds")
-            per_seed = list((seeds.get("per_seed") or {}).values())
-            ax.plot(per_seed, [i - 0.25] * len(per_seed), "v", color=OKABE_ITO[3], ms=4, ls="none", label="each")
-            lo, hi = d["diff_ci"]
-            ax.errorbar(
-                d["diff"],
-                i,
-                xerr=[[d["diff"] - lo], [hi - d["diff"]]],
-                fmt="o",
-                color="black",
-                ms=4,
-                capsize=2.5,
-                lw=1,
-                label="prompts",
-            )
-        ax.axvline(0, color="#888888", lw=0.8, ls="--")
-        ax.set(title=f"{dist.upper()} prompts", xlabel=f"{judge} score, first − second")
-    labels = []
-    for a, b, r in scored:
-        ks = {(e.get("score_difference") or {}).get("across_seeds", {}).get("k") for e in r["distributions"].values()}
-        k = max((x for x in ks if x), default=None)
-        labels.append(f"{a} − {b}" + (f" ({k} seeds)" if k else ""))
-    axes[0, 0].set_yticks(range(len(scored)), labels, fontsize=8)
-    axes[0, 0].invert_yaxis()
-    handles, names = axes[0, 0].get_legend_handles_labels()
-    unique = dict(zip(names, handles))
-    text = {
-        "each": "each training seed",
-        "seeds": "95 % CI over seeds (t)",
-        "prompts": "95 % CI over prompts (bootstrap)",
-    }
-    fig.legend(
-        [unique[n] for n in text if n in unique],
-        [text[n] for n in text if n in unique],
-        loc="outside lower center",
-        ncols=3,
-        fontsize=8,
-    )
-    fig.suptitle(f"{task}: paired score difference of each comparison")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def make_plots(
