@@ -14,8 +14,8 @@ panel:
 * ``<task>_winrates.png`` win / tie / lose bars of each stored comparison, ID and OOD side by side (this and the next:
   plots_compare.py);
 * ``<task>_differences.png`` comparisons under a score judge (gold, rm): the paired score difference, first method
-  minus second, ID and OOD side by side, with the 95 % interval over training seeds (thick) and the prompt
-  bootstrap's (thin): the headline "does A beat B" at a glance;
+  minus second, ID and OOD side by side: each training seed's difference, the 95 % interval over seeds (thick)
+  and the prompt bootstrap's (thin): the headline "does A beat B" at a glance;
 * ``<task>_gold_frontier.png`` runs whose judge curve has a score judge (gold): gold and proxy score against √KL, one
   row per family, each method's mean path over seeds with a ± SD band, the starting policy at √KL 0, the other
   methods' paths in grey behind (gilbench/report/gold_frontier.py);
