@@ -120,6 +120,7 @@ def test_paired_score_difference_by_hand():
     # prompt means of A - B: 0.35, -0.2, 0.6 -> 2 prompts up, 1 down
     assert d["prompt_sign_test"] | {"p": None} == {"wins": 2, "losses": 1, "n_prompts": 3, "p": None}
     assert stats.score_difference([{"cluster": "0", "win": 1.0}], "x") is None  # a verdict judge: no scores
+    assert "across_seeds" not in d  # items that do not name their seed: no view across seeds
 
 
 def test_score_difference_across_seeds_by_hand():
