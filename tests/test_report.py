@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -160,6 +161,13 @@ def test_user_spec_file_and_spec_errors(store, tmp_path):
         load_spec("nope")
 
 
+def _ood_items_by_seed(root, a: str, b: str) -> list[list[dict]]:
+    rows = [
+        json.loads(line) for line in (root / TASK / "compare" / f"{a}_vs_{b}" / "gold-v1" / "judgments.jsonl").open()
+    ]
+    return [[r for r in rows if r["seed"] == s and r["distribution"] == "ood"] for s in (0, 1, 2)]
+
+
 def test_the_seed_column_is_the_t_interval_over_seeds(tmp_path):
     from report_fixtures import write_compare
 
@@ -168,11 +176,19 @@ def test_the_seed_column_is_the_t_interval_over_seeds(tmp_path):
     seeds = r["distributions"]["ood"]["score_difference"]["across_seeds"]
     assert seeds["k"] == 3 and seeds["ci"][0] < seeds["mean"] < seeds["ci"][1]
     path = tmp_path / "spec.yaml"
-    path.write_text(f"kind: winrate\ntasks: [{TASK}]\nmethods: [gil]\nbaselines: [rloo]\ncolumns: [diff, seed_diff]\n")
+    spec = "columns: [seed_win, diff, seed_diff]\nsplits: [ood]\n"
+    path.write_text(f"kind: winrate\ntasks: [{TASK}]\nmethods: [gil]\nbaselines: [rloo]\n{spec}")
     text = render_table(str(path), "md", str(root))
     row = next(v for k, v in md_rows(text).items() if k.startswith(f"{TASK}/RLOO/"))
     lo, hi = seeds["ci"]
     assert row[-1] == f"{seeds['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}] (3)" and "t-interval over seeds" in text
+    win = r["distributions"]["ood"]["win_seeds"]
+    per_seed = [sum(it["win"] for it in items) / len(items) for items in _ood_items_by_seed(root, "gil", "rloo")]
+    assert list(win["per_seed"].values()) == pytest.approx(per_seed) and win["k"] == 3
+    wlo, whi = max(0.0, win["ci"][0]), min(1.0, win["ci"][1])
+    assert row[2] == f"{100 * win['mean']:.1f} [{100 * wlo:.1f}, {100 * whi:.1f}] (3)"
+    flipped = load_compare(root, TASK, "rloo", "gil", "gold-v1")["distributions"]["ood"]
+    assert flipped["lose_seeds"] == win and flipped["win_seeds"] == r["distributions"]["ood"]["lose_seeds"]
     path.write_text(
         f"kind: ablation\ntasks: [{TASK}]\nmethods: [gil]\nbaselines: [rloo]\nsplits: [ood]\ncolumns: [diff, seed_diff]\n"
     )

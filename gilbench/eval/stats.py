@@ -75,6 +75,9 @@ def rates(items: list[dict], label: str, n_boot: int = 2000, seed: int = 0) -> t
         out[f"{k}_ci"] = interval(draws[k])
     out["sign_test"] = sign_test(valid)
     out["prompt_sign_test"] = prompt_sign_test(valid)
+    if all("seed" in it for it in valid):  # the win and lose rates across training seeds, as for score differences
+        out["win_seeds"] = across_seeds(valid, lambda it: it["win"])
+        out["lose_seeds"] = across_seeds(valid, lambda it: it["lose"])
     return out, draws["win"]
 
 

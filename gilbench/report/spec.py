@@ -28,7 +28,7 @@ from gilbench.config import read_yaml_mapping
 from gilbench.errors import GilbenchError
 
 KIND_COLUMNS = {
-    "winrate": ["win", "tie", "lose", "n", "p", "diff", "seed_diff"],
+    "winrate": ["win", "tie", "lose", "n", "p", "seed_win", "diff", "seed_diff"],
     "ood": ["win", "gap", "rm"],
     "ablation": ["score", "win", "diff", "seed_diff"],
     "stability": ["final", "best", "best_step", "max_kl", "ev_final", "ev_mean", "length", "repetition", "kl", "judge"],
@@ -48,7 +48,7 @@ KIND_COLUMNS = {
         "worst",
     ],
 }
-# a kind's default columns: all but winrate's p, diff and seed_diff, ablation's diff and seed_diff, frontier's late
+# a kind's default columns: all but winrate's p, seed_win, diff and seed_diff, ablation's diff and seed_diff, frontier's late
 # (the beta sweep's, tables/beta.yaml) and worst
 DEFAULT_COLUMNS = {**KIND_COLUMNS, "winrate": ["win", "tie", "lose", "n"], "ablation": ["score", "win"]}
 DEFAULT_COLUMNS["frontier"] = [c for c in KIND_COLUMNS["frontier"] if c not in ("late", "worst")]

@@ -100,7 +100,7 @@ def _swap_counts(st: dict | None) -> dict:
 
 def _flip_entry(e: dict) -> dict:
     out = dict(e)
-    for x, y in (("win", "lose"), ("win_ci", "lose_ci")):
+    for x, y in (("win", "lose"), ("win_ci", "lose_ci"), ("win_seeds", "lose_seeds")):
         out[x], out[y] = e.get(y), e.get(x)
     out["sign_test"] = _swap_counts(e.get("sign_test"))
     if "prompt_sign_test" in e:

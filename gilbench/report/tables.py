@@ -106,6 +106,9 @@ def rate_cells(e: dict | None, columns: list[str], alpha: float) -> list[str]:
         cells["seed_diff"] = f"{seeds['mean']:+.3f} [{seeds['ci'][0]:+.3f}, {seeds['ci'][1]:+.3f}] ({seeds['k']})"
     elif seeds:
         cells["seed_diff"] = f"{seeds['mean']:+.3f} ({seeds['k']})"
+    w = e.get("win_seeds")
+    ci = w and w["ci"] and [max(0.0, w["ci"][0]), min(1.0, w["ci"][1])]  # a rate's interval stays within 0-100 %
+    cells["seed_win"] = DASH if not w else pct_ci(w["mean"], ci) + f" ({w['k']})"
     return [cells[c] for c in columns]
 
 
@@ -121,7 +124,16 @@ def build_winrate(spec: TableSpec, output_dir) -> Table:
     }
     comps = Comparisons(spec, output_dir, [(t, m, b) for t in tasks for m, b in plan[t]])
     show_method = len({m for t in tasks for m, _ in plan[t]}) > 1
-    names = {"win": "Win", "tie": "Tie", "lose": "Lose", "n": "N", "p": "p", "diff": "Δ score", "seed_diff": "Δ seeds"}
+    names = {
+        "win": "Win",
+        "tie": "Tie",
+        "lose": "Lose",
+        "n": "N",
+        "p": "p",
+        "diff": "Δ score",
+        "seed_diff": "Δ seeds",
+        "seed_win": "Win seeds",
+    }
     lead = [("", "Task")] + ([("", "Method")] if show_method else []) + [("", "vs")]
     table = Table(
         spec.name,
@@ -148,6 +160,11 @@ def build_winrate(spec: TableSpec, output_dir) -> Table:
         table.notes.append(
             "Δ score: the score judge's paired difference, row method minus opponent, on the same prompt and seed "
             "[95 % CI, prompts resampled]; — for judges without scores."
+        )
+    if "seed_win" in spec.columns:
+        table.notes.append(
+            "Win seeds: the mean of each training seed's win rate with a 95 % t-interval over seeds, cut to 0-100 % "
+            "(seeds in brackets)."
         )
     if "seed_diff" in spec.columns:
         table.notes.append(
