@@ -59,8 +59,7 @@ def gold_at(path: list[dict], sqrt_kl: float) -> float | None:
 
 
 def start_gold(path: list[dict]) -> float | None:
-    values = [p["start_gold"] for p in path if p.get("start_gold") is not None]
-    return sum(values) / len(values) if values else None
+    return _mean([p.get("start_gold") for p in path])
 
 
 def _group_gap(point: dict) -> float | None:

@@ -230,9 +230,9 @@ def build_frontier(spec: TableSpec, output_dir) -> Table:
     table = Table(spec.name, spec.title, [("", "Task"), ("", "Method"), ("", "Seeds")] + headers, n_label_columns=2)
     blocks, empty = [], []
     for t in tasks_of(spec, output_dir):
-        block, bases = [], {}
+        block, aggs = [], {}
         for m in methods_of(spec, output_dir, t, None):
-            agg = summarise_method(method_paths(output_dir, t, m), spec.sqrt_kl)
+            agg = aggs[m] = summarise_method(method_paths(output_dir, t, m), spec.sqrt_kl)
             if agg is None:
                 if spec.methods != "auto":
                     empty.append(f"{m} ({t})")
@@ -249,11 +249,11 @@ def build_frontier(spec: TableSpec, output_dir) -> Table:
                     cells.append(mean_sd(agg[FRONTIER_COLUMNS[c][2]], FRONTIER_COLUMNS[c][3]))
             block.append([t, spec.label(m), str(agg["n"])] + cells)
             for b in (b for b in spec.baselines if b != m):
-                if b not in bases:
-                    bases[b] = summarise_method(method_paths(output_dir, t, b), spec.sqrt_kl)
-                    if bases[b] is None and f"{b} ({t})" not in empty:
+                if b not in aggs:
+                    aggs[b] = summarise_method(method_paths(output_dir, t, b), spec.sqrt_kl)
+                    if aggs[b] is None and f"{b} ({t})" not in empty:
                         empty.append(f"{b} ({t})")
-                block.append(frontier_difference_row(spec, t, m, b, agg, bases[b]))
+                block.append(frontier_difference_row(spec, t, m, b, agg, aggs[b]))
         blocks.append(block)
     table.rows = with_sections(blocks)
     late = "; last 2 windows: their mean" if "late" in spec.columns else ""
