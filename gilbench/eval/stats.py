@@ -99,8 +99,9 @@ def across_seeds(items: list[dict], key) -> dict:
     per_seed: dict = {}
     for it in items:
         per_seed.setdefault(it["seed"], []).append(key(it))
-    means = np.array([np.mean(per_seed[s]) for s in sorted(per_seed)], float)
-    out = {"k": len(means), "per_seed": {str(s): float(m) for s, m in zip(sorted(per_seed), means)}}
+    seeds = sorted(per_seed)
+    means = np.array([np.mean(per_seed[s]) for s in seeds], float)
+    out = {"k": len(means), "per_seed": {str(s): float(m) for s, m in zip(seeds, means)}}
     out["mean"] = float(means.mean()) if len(means) else None
     out["ci"] = None
     if len(means) >= 2:

@@ -37,10 +37,15 @@ def pct(x: float | None, digits: int = 1, signed: bool = False) -> str:
     return DASH if x is None else num(100 * x, digits, signed)
 
 
-def pct_ci(x: float | None, ci: list[float] | None, digits: int = 1, signed: bool = False) -> str:
+def num_ci(x: float | None, ci: list[float] | None, digits: int = 3, signed: bool = False) -> str:
+    """``x [lo, hi]`` (just ``x`` without an interval)."""
     if x is None:
         return DASH
-    return pct(x, digits, signed) + (f" [{pct(ci[0], digits, signed)}, {pct(ci[1], digits, signed)}]" if ci else "")
+    return num(x, digits, signed) + (f" [{num(ci[0], digits, signed)}, {num(ci[1], digits, signed)}]" if ci else "")
+
+
+def pct_ci(x: float | None, ci: list[float] | None, digits: int = 1, signed: bool = False) -> str:
+    return DASH if x is None else num_ci(100 * x, ci and [100 * c for c in ci], digits, signed)
 
 
 def mean_sd(stat: dict | None, digits: int = 3, signed: bool = False) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from gilbench.errors import GilbenchError
 from gilbench.report import store
-from gilbench.report.render import DAGGER, DASH, RENDERERS, Table, mean_sd, pct, pct_ci
+from gilbench.report.render import DAGGER, DASH, RENDERERS, Table, mean_sd, num_ci, pct, pct_ci
 from gilbench.report.selection import GIL_FAMILY, methods_of, mixed_config_note, tasks_of, with_sections
 from gilbench.report.spec import TableSpec, load_spec
 from gilbench.report.stability import mean_sd as stat_mean_sd
@@ -99,13 +99,9 @@ def rate_cells(e: dict | None, columns: list[str], alpha: float) -> list[str]:
     cells = {k: pct_ci(e[k], e.get(f"{k}_ci")) + (DAGGER if mark and k == side else "") for k in ("win", "tie", "lose")}
     cells |= {"n": str(e["n"]), "p": f"{st['p']:.3g}" if st.get("p") is not None else DASH}
     d = e.get("score_difference")
-    cells["diff"] = f"{d['diff']:+.3f} [{d['diff_ci'][0]:+.3f}, {d['diff_ci'][1]:+.3f}]" if d else DASH
+    cells["diff"] = num_ci(d["diff"], d["diff_ci"], signed=True) if d else DASH
     seeds = (d or {}).get("across_seeds")
-    cells["seed_diff"] = DASH
-    if seeds and seeds["ci"]:
-        cells["seed_diff"] = f"{seeds['mean']:+.3f} [{seeds['ci'][0]:+.3f}, {seeds['ci'][1]:+.3f}] ({seeds['k']})"
-    elif seeds:
-        cells["seed_diff"] = f"{seeds['mean']:+.3f} ({seeds['k']})"
+    cells["seed_diff"] = num_ci(seeds["mean"], seeds["ci"], signed=True) + f" ({seeds['k']})" if seeds else DASH
     w = e.get("win_seeds")
     ci = w and w["ci"] and [max(0.0, w["ci"][0]), min(1.0, w["ci"][1])]  # a rate's interval stays within 0-100 %
     cells["seed_win"] = DASH if not w else pct_ci(w["mean"], ci) + f" ({w['k']})"

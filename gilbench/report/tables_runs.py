@@ -8,7 +8,7 @@ from dataclasses import asdict
 from gilbench.eval.stats import welch_difference
 from gilbench.report import store
 from gilbench.report.gold_frontier import method_paths, summarise_method
-from gilbench.report.render import DASH, Table, mean_sd, num
+from gilbench.report.render import DASH, Table, mean_sd, num, num_ci
 from gilbench.report.selection import GIL_FAMILY, methods_of, tasks_of, with_sections
 from gilbench.report.spec import TableSpec
 from gilbench.report.stability import Thresholds, analyse_method
@@ -200,10 +200,7 @@ FRONTIER_COLUMNS = {  # column -> (header group, header, summary key, digits)
 def difference_cell(a: dict | None, b: dict | None, digits: int) -> str:
     """Row method minus baseline across seeds: the difference of means [95 % Welch t-interval]."""
     d = welch_difference(a, b)
-    if d is None:
-        return DASH
-    text = num(d["diff"], digits, signed=True)
-    return text + (f" [{num(d['ci'][0], digits, True)}, {num(d['ci'][1], digits, True)}]" if d["ci"] else "")
+    return DASH if d is None else num_ci(d["diff"], d["ci"], digits, signed=True)
 
 
 def frontier_difference_row(spec: TableSpec, task: str, m: str, b: str, agg: dict, base: dict | None) -> list[str]:
