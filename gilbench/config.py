@@ -52,6 +52,7 @@ class RewardModelConfig:
     epochs: int = 1  # passes over the preference pairs
     lr: float = 5e-5  # AdamW learning rate
     batch_size: int = 16  # pairs per optimizer step
+    micro_batch_size: int = 0  # pairs per forward/backward, grouped by text length so short ones are not padded to the batch's longest (same loss; dropout draws differ); 0 = the whole batch at once
     max_length: int = 192  # tokens per prompt+response
     max_pairs: int = 2048  # training pairs used (0 = all)
     pooling: str = "auto"  # auto | cls | mean | last: how hidden states become the score (gilbench.models.reward); auto: the architecture's own head (cls for encoders, last token for decoders)

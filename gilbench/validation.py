@@ -62,6 +62,7 @@ RULES: dict[str, tuple] = {
     "rm.batch_size": _at_least(1),
     "rm.max_length": _at_least(2),
     "rm.max_pairs": _at_least(0),
+    "rm.micro_batch_size": _at_least(0),
     "rm.pooling": _one_of("auto", "cls", "mean", "last"),
     "rl.steps": _at_least(1),
     "rl.rollout_batch_size": _at_least(1),

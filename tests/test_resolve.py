@@ -21,6 +21,7 @@ CHITCHAT_DEFAULTS = {
     "model.policy": "smollm2-135m",
     "sft.enabled": False,
     "rm.max_pairs": 1024,
+    "rm.micro_batch_size": 4,  # pairs of similar length per forward (README, Models)
     "rl.rollout_batch_size": 16,
     "rl.minibatch_size": 8,  # 2 epochs x 2 minibatches: real PPO (issue 13)
     "rl.micro_batch_size": 8,
@@ -70,6 +71,7 @@ def test_chitchat_tasks_resolve_as_before_the_shared_defaults_file(task, steps):
     assert spec.defaults == CHITCHAT_DEFAULTS | lean | {"rl.steps": steps}
     expected = RunConfig(method="ppo-kl", task=task, mixed_precision=resolve_mixed_precision("auto", "auto"))
     expected.model.policy, expected.sft.enabled, expected.rm.max_pairs = "smollm2-135m", False, 1024
+    expected.rm.micro_batch_size = 4
     expected.model.gradient_checkpointing = bool(lean)
     expected.model.critic = "shared" if lean else "policy"
     expected.rl = dataclasses.replace(

@@ -51,6 +51,8 @@ def rm_key(cfg: RunConfig) -> str:
     rm = dataclasses.asdict(cfg.rm)
     if rm["pooling"] == "auto":  # how every reward model scored before the option existed: keep their keys
         del rm["pooling"]
+    if not rm["micro_batch_size"]:  # likewise: one forward a batch, as before the option existed
+        del rm["micro_batch_size"]
     return stable_hash(data_key(cfg), reward_backbone(cfg), rm, cfg.seed)
 
 

@@ -11,9 +11,21 @@ from tqdm.auto import tqdm
 from gilbench import tracking
 
 
-def fit(model, items: Sequence, batch_loss: Callable, cfg, accelerator, seed: int, desc: str):
+def fit(
+    model,
+    items: Sequence,
+    batch_loss: Callable,
+    cfg,
+    accelerator,
+    seed: int,
+    desc: str,
+    split: Callable[[list], list[tuple[list, float]]] | None = None,
+):
     """``cfg.epochs`` passes over ``items`` in ``cfg.batch_size`` batches; ``batch_loss(model, batch)`` is
-    minimised with AdamW at ``cfg.lr``. Returns the (accelerate-prepared) model and the per-step losses."""
+    minimised with AdamW at ``cfg.lr``. ``split(batch)``, if given, cuts a batch into micro-batches with weights
+    (``batch_loss`` of each, times its weight, sums to the batch's loss): each is forwarded and backpropagated on
+    its own and the gradients add up before the step. Returns the (accelerate-prepared) model and the per-step
+    losses."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
@@ -26,15 +38,21 @@ def fit(model, items: Sequence, batch_loss: Callable, cfg, accelerator, seed: in
         order = list(range(len(items)))
         rng.shuffle(order)
         for start in range(0, len(order), cfg.batch_size):
-            loss = batch_loss(model, [items[i] for i in order[start : start + cfg.batch_size]])
-            accelerator.backward(loss)
+            batch = [items[i] for i in order[start : start + cfg.batch_size]]
+            loss = 0.0
+            for part, weight in split(batch) if split else [(batch, 1.0)]:
+                part_loss = batch_loss(model, part)
+                if weight != 1.0:
+                    part_loss = part_loss * weight
+                accelerator.backward(part_loss)
+                loss += part_loss.item()
             accelerator.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-            tracker.log({f"{stage}/loss": losses[-1]}, len(losses))
+            losses.append(loss)
+            tracker.log({f"{stage}/loss": loss}, len(losses))
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.set_postfix(loss=f"{loss:.3f}")
     bar.close()
     tracker.close()
     return model, losses

@@ -27,6 +27,16 @@ def bradley_terry_loss(scorer: RewardScorer, model, batch: list[PreferencePair])
     return -F.logsigmoid(chosen - rejected).mean()
 
 
+def by_length(pairs: list[PreferencePair], size: int) -> list[tuple[list[PreferencePair], float]]:
+    """Micro-batches of ``size`` pairs of similar text length (a pair's chosen and rejected reply stay together, so
+    each micro-batch's loss is complete), weighted by their share of the batch: short pairs are not padded to the
+    batch's longest, and memory holds ``size`` pairs' activations at a time. Same loss, fewer padded tokens."""
+    if not size or size >= len(pairs):
+        return [(pairs, 1.0)]
+    ordered = sorted(pairs, key=lambda p: len(p.prompt) + max(len(p.chosen), len(p.rejected)))
+    return [(ordered[k : k + size], min(size, len(pairs) - k) / len(pairs)) for k in range(0, len(pairs), size)]
+
+
 def train_reward_model(
     scorer: RewardScorer, pairs: list[PreferencePair], val_pairs: list[PreferencePair], cfg, accelerator, seed: int
 ) -> dict:
@@ -44,6 +54,7 @@ def train_reward_model(
         accelerator,
         seed,
         "reward model",
+        split=lambda batch: by_length(batch, cfg.micro_batch_size),
     )
     scorer.model = accelerator.unwrap_model(model)
     scorer.model.eval()
