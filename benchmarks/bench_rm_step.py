@@ -3,8 +3,9 @@
     python benchmarks/bench_rm_step.py --task chitchat-ood --micro 0,2,4,8 --batches 16 --rounds 2
 
 Takes the first ``--batches`` batches of ``rm.batch_size`` pairs in the order training shuffles them (seed 0) and, for
-each batch in turn, times a forward and backward of every setting (no optimizer step, so every setting meets the same
-weights; the order of the settings rotates from batch to batch, so drift in the machine's speed spreads over all).
+each batch in turn, times the RM stage's forward and backward (``fit.backward_batch``) at every setting (no optimizer
+step, so every setting meets the same weights; the order of the settings rotates from batch to batch, so drift in
+the machine's speed spreads over all).
 Prints one JSON line per setting: median and mean seconds per batch, the tokens forwarded (real + padding) as a share
 of the whole-batch forward, and the ratio to the first setting.
 """
@@ -25,6 +26,7 @@ from gilbench.data.tasks import as_task_spec
 from gilbench.models.presets import load_sequence_classifier
 from gilbench.models.reward import RewardScorer, encode_for_reward, set_reward_pooling
 from gilbench.pipeline import make_accelerator
+from gilbench.stages.fit import backward_batch
 from gilbench.stages.reward import bradley_terry_loss, by_length
 
 
@@ -65,6 +67,7 @@ def main() -> None:
     model = accelerator.prepare(model)
     model.train()
     scorer = RewardScorer(model, tokenizer, args.max_length)
+    loss = lambda m, part: bradley_terry_loss(scorer, m, part)  # noqa: E731  (what the RM stage minimises)
     seconds: dict[int, list[float]] = {m: [] for m in settings}
     forwarded = {m: sum(tokens(scorer, by_length(b, m)) for b in batches) for m in settings}
     step = 0
@@ -74,8 +77,7 @@ def main() -> None:
             step += 1
             for m in rotated:
                 t0 = time.perf_counter()
-                for part, weight in by_length(batch, m):
-                    accelerator.backward(bradley_terry_loss(scorer, model, part) * weight)
+                backward_batch(model, batch, loss, accelerator, lambda b, m=m: by_length(b, m))
                 seconds[m].append(time.perf_counter() - t0)
                 model.zero_grad(set_to_none=True)
     base = statistics.median(seconds[settings[0]])

@@ -39,13 +39,7 @@ def fit(
         rng.shuffle(order)
         for start in range(0, len(order), cfg.batch_size):
             batch = [items[i] for i in order[start : start + cfg.batch_size]]
-            loss = 0.0
-            for part, weight in split(batch) if split else [(batch, 1.0)]:
-                part_loss = batch_loss(model, part)
-                if weight != 1.0:
-                    part_loss = part_loss * weight
-                accelerator.backward(part_loss)
-                loss += part_loss.item()
+            loss = backward_batch(model, batch, batch_loss, accelerator, split)
             accelerator.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -56,6 +50,18 @@ def fit(
     bar.close()
     tracker.close()
     return model, losses
+
+
+def backward_batch(model, batch: list, batch_loss: Callable, accelerator, split=None) -> float:
+    """Backpropagate one batch's loss, part by part when ``split`` cuts it (see ``fit``); returns the batch's loss."""
+    loss = 0.0
+    for part, weight in split(batch) if split else [(batch, 1.0)]:
+        part_loss = batch_loss(model, part)
+        if weight != 1.0:
+            part_loss = part_loss * weight
+        accelerator.backward(part_loss)
+        loss += part_loss.item()
+    return loss
 
 
 def start_end(losses: list[float]) -> tuple[float, float]:
