@@ -7,7 +7,13 @@ import torch
 gguf = pytest.importorskip("gguf")
 
 from gilbench.errors import GilbenchError  # noqa: E402
-from gilbench.models.gguf_llama import convert_llama_gguf, hf_name, read_llama_gguf, unpermute_rotary  # noqa: E402
+from gilbench.models.gguf_llama import (  # noqa: E402
+    convert_llama_gguf,
+    hf_name,
+    read_gguf,
+    read_llama_gguf,
+    unpermute_rotary,
+)
 
 HIDDEN, LAYERS, HEADS, KV_HEADS, FFN, VOCAB = 64, 2, 4, 2, 96, 40
 
@@ -87,6 +93,33 @@ def test_names_map_to_transformers_llama():
     assert hf_name("token_embd.weight") == "model.embed_tokens.weight"
     with pytest.raises(GilbenchError, match="no Llama counterpart"):
         hf_name("blk.0.ssm_conv1d.weight")
+
+
+def test_header_parser_equals_the_gguf_packages_reader(tmp_path):
+    path = tmp_path / "tiny.gguf"
+    _write_tiny_llama(path)
+    metadata, tensors = read_gguf(path)
+    theirs = gguf.GGUFReader(str(path))
+    assert metadata == {k: f.contents() for k, f in theirs.fields.items() if not k.startswith("GGUF.")}
+    assert [t.name for t in tensors] == [t.name for t in theirs.tensors]
+    for ours, their in zip(tensors, theirs.tensors):
+        assert ours.kind == their.tensor_type and list(ours.shape) == their.shape.tolist(), ours.name
+        assert ours.data.dtype == their.data.dtype and np.array_equal(ours.data, their.data), ours.name
+
+
+def test_a_damaged_file_is_refused_by_name(tmp_path):
+    path = tmp_path / "tiny.gguf"
+    _write_tiny_llama(path)
+    data = path.read_bytes()
+    (tmp_path / "cut.gguf").write_bytes(data[: len(data) // 2])  # the header is whole, the last tensors are not
+    with pytest.raises(GilbenchError, match="past the end of the file"):
+        read_gguf(tmp_path / "cut.gguf")
+    (tmp_path / "head.gguf").write_bytes(data[:200])  # inside the metadata
+    with pytest.raises(GilbenchError, match="truncated"):
+        read_gguf(tmp_path / "head.gguf")
+    (tmp_path / "not.gguf").write_bytes(b"PK\x03\x04" + data[4:])
+    with pytest.raises(GilbenchError, match="not a GGUF file"):
+        read_gguf(tmp_path / "not.gguf")
 
 
 @pytest.mark.parametrize("tied", [True, False])

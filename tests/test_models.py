@@ -185,6 +185,12 @@ def test_lora_disabled_gives_base_outputs():
 def test_smollm2_loads_from_cache():
     model, tok = load_causal_lm("smollm2-135m")
     assert tok.padding_side == "left" and model.config.pad_token_id is not None
+    # SmolLM2's tokenizer adds no BOS and round-trips text (transformers 5.0's AutoTokenizer built a CodeLlama one
+    # from the GGUF that prepended <s>; gilbench builds the tokenizer class directly)
+    text = "Hello there!  What's your favourite book?\n<|im_start|>user"
+    ids = tok(text, add_special_tokens=True)["input_ids"]
+    assert ids[0] != tok.bos_token_id and ids[-2] == tok.convert_tokens_to_ids("<|im_start|>")
+    assert tok.decode(ids) == text
     start = time.perf_counter()
     load_causal_lm("smollm2-135m")
     assert time.perf_counter() - start < 10
