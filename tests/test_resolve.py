@@ -31,6 +31,7 @@ CHITCHAT_DEFAULTS = {
     "rl.lr": 2.0e-5,
     "generate.max_prompts": 32,
     "generate.max_new_tokens": 32,
+    "generate.batch_size": 32,  # a split's prompts in one decoding loop
 }
 
 
@@ -85,7 +86,7 @@ def test_chitchat_tasks_resolve_as_before_the_shared_defaults_file(task, steps):
         max_new_tokens=24,
         lr=2.0e-5,
     )
-    expected.generate.max_prompts, expected.generate.max_new_tokens = 32, 32
+    expected.generate.max_prompts, expected.generate.max_new_tokens, expected.generate.batch_size = 32, 32, 32
     assert resolve_run("ppo-kl", task).cfg == expected
 
 
