@@ -57,13 +57,14 @@ class _Cursor:
     def __init__(self, buffer, path: Path):
         self.buffer, self.pos, self.path = buffer, 0, path
 
+    def truncated(self) -> GilbenchError:
+        return GilbenchError(f"{self.path} ends inside its GGUF header: the file is truncated; reinstall it")
+
     def unpack(self, fmt: str):
         try:
             (value,) = struct.unpack_from(fmt, self.buffer, self.pos)
         except struct.error:
-            raise GilbenchError(
-                f"{self.path} ends inside its GGUF header: the file is truncated; reinstall it"
-            ) from None
+            raise self.truncated() from None
         self.pos += struct.calcsize(fmt)
         return value
 
@@ -71,7 +72,7 @@ class _Cursor:
         n = self.unpack("<Q")
         raw = self.buffer[self.pos : self.pos + n]
         if len(raw) < n:
-            raise GilbenchError(f"{self.path} ends inside its GGUF header: the file is truncated; reinstall it")
+            raise self.truncated()
         self.pos += n
         return bytes(raw).decode("utf-8")
 
@@ -81,6 +82,8 @@ class _Cursor:
         if kind == _ARRAY:
             item_kind, n = self.unpack("<I"), self.unpack("<Q")
             if item_kind in _NUMPY_TYPES:  # one numpy read, not n struct calls
+                if self.pos + n * _NUMPY_TYPES[item_kind].itemsize > len(self.buffer):
+                    raise self.truncated()
                 values = np.frombuffer(self.buffer, _NUMPY_TYPES[item_kind], n, self.pos)
                 self.pos += values.nbytes
                 return values.tolist()
