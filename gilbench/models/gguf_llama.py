@@ -122,7 +122,8 @@ def read_gguf(path: str | Path) -> tuple[dict, list[GGUFTensor]]:
         infos.append((name, shape, GGMLQuantizationType(cursor.unpack("<I")), cursor.unpack("<Q")))
     alignment = int(metadata.get("general.alignment", 32))
     start = -(-cursor.pos // alignment) * alignment
-    plain = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I8": np.int8, "I16": np.int16, "I32": np.int32}
+    plain = {"F32": np.float32, "F16": np.float16, "F64": np.float64}
+    plain |= {"I8": np.int8, "I16": np.int16, "I32": np.int32, "I64": np.int64}  # the rest: bytes in gguf's layout
     tensors = []
     for name, shape, kind, offset in infos:
         block, type_size = GGML_QUANT_SIZES[kind]
