@@ -27,15 +27,14 @@ from gilbench.models.presets import load_sequence_classifier
 from gilbench.models.reward import RewardScorer, encode_for_reward, set_reward_pooling
 from gilbench.pipeline import make_accelerator
 from gilbench.stages.fit import backward_batch
-from gilbench.stages.reward import bradley_terry_loss, by_length
+from gilbench.stages.reward import bradley_terry_loss, by_length, pair_texts
 
 
 def tokens(scorer: RewardScorer, parts) -> int:
     """Tokens forwarded, padding included, for a batch cut into ``parts``."""
     total = 0
     for part, _ in parts:
-        prompts, replies = [p.prompt for p in part] * 2, [p.chosen for p in part] + [p.rejected for p in part]
-        total += encode_for_reward(scorer.tokenizer, prompts, replies, scorer.max_length, "cpu")["input_ids"].numel()
+        total += encode_for_reward(scorer.tokenizer, *pair_texts(part), scorer.max_length, "cpu")["input_ids"].numel()
     return total
 
 

@@ -19,10 +19,13 @@ def pairwise_accuracy(scorer: RewardScorer, pairs: list[PreferencePair]) -> floa
     return ((chosen > rejected).float().mean()).item()
 
 
+def pair_texts(batch: list[PreferencePair]) -> tuple[list[str], list[str]]:
+    """(prompts, replies) of a batch as the reward model reads them: every chosen reply, then every rejected one."""
+    return [p.prompt for p in batch] * 2, [p.chosen for p in batch] + [p.rejected for p in batch]
+
+
 def bradley_terry_loss(scorer: RewardScorer, model, batch: list[PreferencePair]) -> torch.Tensor:
-    scores = scorer.logits(
-        [p.prompt for p in batch] * 2, [p.chosen for p in batch] + [p.rejected for p in batch], model=model
-    )
+    scores = scorer.logits(*pair_texts(batch), model=model)
     chosen, rejected = scores.chunk(2)
     return -F.logsigmoid(chosen - rejected).mean()
 
