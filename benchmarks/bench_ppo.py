@@ -115,12 +115,14 @@ def linear_weights(module) -> int:
 
 
 def forward_flops(
-    model_cfg, trunk_weights: int, head_weights: int, seqs: int, tokens: int, head_positions: int
+    model_cfg, trunk_weights: int, head_weights: int, seqs: int, tokens: int, head_positions: int, shared: int = 0
 ) -> float:
-    """2 x weights x tokens for the trunk, the vocabulary head on ``head_positions`` per sequence, attention 4 L T^2 d / 2."""
+    """2 x weights x tokens for the trunk, the vocabulary head on ``head_positions`` per sequence, attention 4 L T^2 d / 2;
+    the first ``shared`` tokens of every sequence run once for all (gilbench.models.shared_prefix)."""
     layers, width = model_cfg.num_hidden_layers, model_cfg.hidden_size
     attention = 2 * layers * tokens * tokens * width  # QK^T and AV over a causal half of T x T, 4 L d each
-    return seqs * (2 * trunk_weights * tokens + 2 * head_weights * head_positions + attention)
+    trunk_tokens = seqs * (tokens - shared) + shared
+    return 2 * trunk_weights * trunk_tokens + seqs * (2 * head_weights * head_positions + attention)
 
 
 def backward_factor(model) -> int:
@@ -130,18 +132,19 @@ def backward_factor(model) -> int:
     return 3 if trained > sum(p.numel() for p in params) / 2 else 2
 
 
-def step_flops(policy, critic, reward_flops: float, B: int, P: int, R: int, epochs: int) -> float:
+def step_flops(policy, critic, reward_flops: float, B: int, P: int, R: int, epochs: int, S: int = 0) -> float:
     """Matmul FLOPs of one PPO step: generation, rollout forwards (policy, reference, critic), reward model,
-    and the update (forward + backward, for policy and critic; none for a critic on the policy's trunk).
-    Elementwise work is left out."""
+    and the update (forward + backward, for policy and critic; none for a critic on the policy's trunk); the
+    forwards run the prompts' shared opening of ``S`` tokens once (once per micro-batch in fact: a few % more, left
+    out). Elementwise work is left out."""
     cfg = policy.config
     head = cfg.vocab_size * cfg.hidden_size
     trunk = linear_weights(policy) - head
     T = P + R
     generation = forward_flops(cfg, trunk, head, B, T - 1, R)
-    policy_fwd = forward_flops(cfg, trunk, head, B, T, R + 1)
+    policy_fwd = forward_flops(cfg, trunk, head, B, T, R + 1, shared=S)
     shared = getattr(critic, "shares_policy_trunk", False)  # model.critic=shared: values come off the policy forward
-    critic_fwd = 0 if shared else forward_flops(cfg, linear_weights(critic.trunk), 0, B, T, 0)
+    critic_fwd = 0 if shared else forward_flops(cfg, linear_weights(critic.trunk), 0, B, T, 0, shared=S)
     rollout = generation + 2 * policy_fwd + critic_fwd + reward_flops
     return rollout + epochs * (backward_factor(policy) * policy_fwd + backward_factor(critic) * critic_fwd)
 
@@ -255,7 +258,9 @@ def run_gilbench(args, config: str) -> dict:
         # the cached safetensors, or a random policy of the same shape
         shape = args.policy_shape and random_policy(Path(args.policy_shape), tmp / "policy")
         sft_path, reward_path, fmt = shape or get_preset(cfg.model.policy).folder(), args.reward, "chat"
-        texts = [f"Tell me something interesting about topic number {i}." for i in range(512)]
+        # ~40 tokens each, sharing only the chat template's opening (24 tokens), as chitchat's and qa-chat's do
+        openers = ("Tell me", "Say", "Write", "Give me")
+        texts = [f"{openers[i % 4]} something interesting about topic number {i}." for i in range(512)]
     task = TaskData(
         name="bench",
         rl_prompts=[Prompt(id=str(i), text=t) for i, t in enumerate(texts)],
@@ -299,6 +304,7 @@ def run_gilbench(args, config: str) -> dict:
         prompt_tokens,
         rl.max_new_tokens,
         rl.ppo_epochs,
+        trainer.last_shared_prefix,
     )
     out = {
         "runner": "gilbench",
@@ -314,6 +320,7 @@ def run_gilbench(args, config: str) -> dict:
         "lora": cfg.model.lora,
         "critic": cfg.model.critic,
         "gradient_checkpointing": cfg.model.gradient_checkpointing,
+        "shared_prefix": trainer.last_shared_prefix,
         "critic_lora": cfg.model.critic_lora,
         "steps": steps,
         "seconds": round(seconds, 2),

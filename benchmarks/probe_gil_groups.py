@@ -30,7 +30,8 @@ from gilbench.data.format import format_prompt
 from gilbench.methods.gil import GILConfig, GroupHead, normalized_mutual_info, purity, train_group_head
 from gilbench.models.heads import ValueModel
 from gilbench.models.presets import load_causal_lm
-from gilbench.rl.rollout import full_inputs, response_values, tokenize_prompts
+from gilbench.models.shared_prefix import full_inputs
+from gilbench.rl.rollout import response_values, tokenize_prompts
 
 ROOT = Path(__file__).resolve().parent.parent
 

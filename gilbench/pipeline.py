@@ -171,6 +171,7 @@ def generate_stage(
     cfg: RunConfig, task, policy_dir: Path, reward: RewardScorer | None, accelerator, out: Path, log, trained=None
 ) -> dict:
     from gilbench.models.presets import load_causal_lm
+    from gilbench.rl.model_setup import set_attention
 
     results = {}
     policy, tokenizer = trained or (None, None)
@@ -183,6 +184,8 @@ def generate_stage(
             if policy is None:
                 policy, tokenizer = load_causal_lm(str(policy_dir))
                 policy.to(accelerator.device)
+            # the attention the RL loop sampled with, whether the policy was just trained or reloaded on resume
+            set_attention(policy, cfg.model.attention, accelerator.device, cfg.model.share_prompt_prefix)
             rows = generate_split(
                 policy,
                 tokenizer,

@@ -112,10 +112,12 @@ class ValueModel(nn.Module):
     def gradient_checkpointing_enable(self, **kwargs) -> None:
         self.trunk.gradient_checkpointing_enable(**kwargs)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor | None = None):
+    def forward(self, input_ids, attention_mask, position_ids=None, **kwargs):
+        """``kwargs`` reach the attention layers (a shared prompt prefix, gilbench.models.shared_prefix)."""
         if position_ids is None:
             position_ids = position_ids_from_mask(attention_mask)
-        kwargs = {"use_cache": False} if self._decoder else {}
+        if self._decoder:
+            kwargs["use_cache"] = False
         out = self.trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs)
         hidden = out[0]
         return head_values(self.value_head, hidden), hidden
@@ -162,10 +164,12 @@ class SharedValueHead(nn.Module):
         self.value_head = zero_value_head(self.hidden_size).to(next(policy.parameters()).device)
         self.__dict__["trunk"] = trunk_of(policy)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor | None = None):
+    def forward(self, input_ids, attention_mask, position_ids=None, **kwargs):
         if position_ids is None:
             position_ids = position_ids_from_mask(attention_mask)
-        out = self.trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+        out = self.trunk(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False, **kwargs
+        )
         return head_values(self.value_head, out[0]), out[0]
 
 

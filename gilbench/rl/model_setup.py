@@ -9,6 +9,7 @@ import random
 import numpy as np
 import torch
 
+from gilbench.models import shared_prefix
 from gilbench.models.heads import ValueModel
 from gilbench.models.precision import freeze_in_half
 
@@ -37,11 +38,16 @@ def recompute_activations(model: torch.nn.Module) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
-def set_attention(model: torch.nn.Module, setting: str, device: torch.device) -> None:
+def set_attention(model: torch.nn.Module, setting: str, device: torch.device, share_prefix: bool = False) -> None:
     """The attention kernel (model.attention). ``auto`` is eager on CPU: on SmolLM2-135M, 16 sequences of 65
     tokens, forward + backward took 2.45 s eager against 3.29 s with sdpa (whose CPU flash kernel has a slow
-    backward at these lengths); forwards alone were equal. Elsewhere sdpa, transformers' own default."""
+    backward at these lengths); forwards alone were equal. Elsewhere sdpa, transformers' own default.
+    ``share_prefix`` (model.share_prompt_prefix): eager attention that can run a batch's shared prompt
+    opening once (gilbench.models.shared_prefix)."""
     impl = ("eager" if torch.device(device).type == "cpu" else "sdpa") if setting == "auto" else setting
+    if impl == "eager" and share_prefix and shared_prefix.supports(model):
+        shared_prefix.register()
+        impl = shared_prefix.ATTENTION
     model.set_attn_implementation(impl)
 
 

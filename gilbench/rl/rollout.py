@@ -12,6 +12,7 @@ import torch
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from gilbench.models.heads import head_values, position_ids_from_mask
+from gilbench.models.shared_prefix import run_on, split_prefix
 from gilbench.rl.core import token_logprobs, token_logprobs_and_entropy
 
 # The KV cache's name in model outputs and forward arguments: `cache` in recent transformers, `past_key_values`
@@ -134,8 +135,11 @@ def sample(
     when every row has (``stop_at_eos=False``: fixed-length samples, EOS is an ordinary token)."""
     eos = tokenizer.eos_token_id if stop_at_eos else None
     pad = tokenizer.pad_token_id
-    mask, positions = query_mask, position_ids_from_mask(query_mask)
-    out = policy(input_ids=query, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+    query, mask, offset, shared = split_prefix(policy, query, query_mask, logits_to_keep=1)
+    positions = position_ids_from_mask(mask) + offset * mask  # the prompt's positions (no padded tail yet)
+    out = policy(
+        input_ids=query, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1, **shared
+    )
     done = torch.zeros(len(query), dtype=torch.bool, device=query.device)
     tokens = []
     for t in range(max_new_tokens):
@@ -155,15 +159,10 @@ def sample(
             position_ids=positions,
             use_cache=True,
             **{CACHE: getattr(out, CACHE)},
+            **shared,  # the cache holds the rows' own keys and values; the prefix's come with every step
         )
     response = torch.stack(tokens, dim=1)
     return response, response_mask_from_ids(response, eos)
-
-
-def full_inputs(query, query_mask, response, response_mask):
-    ids = torch.cat([query, response], dim=1)
-    mask = torch.cat([query_mask, response_mask], dim=1)
-    return ids, mask, position_ids_from_mask(mask)
 
 
 def response_logprobs(
@@ -183,12 +182,13 @@ def response_logprobs(
     One forward; the vocabulary head runs only where it predicts a response token, and the log-softmax is
     fused with the gather (``token_logprobs``), so no float32 [B, R, V] tensor is built.
     """
-    ids, mask, pos = full_inputs(query, query_mask, response, response_mask)
     # Only the last R+1 positions predict response tokens: skip the LM head (vocab-sized) over the prompt.
-    out = model(
-        input_ids=ids,
-        attention_mask=mask,
-        position_ids=pos,
+    out, _ = run_on(
+        model,
+        query,
+        query_mask,
+        response,
+        response_mask,
         logits_to_keep=response.shape[1] + 1,
         output_hidden_states=with_hidden,
     )
@@ -208,9 +208,8 @@ def response_logprobs(
 def critic_forward(critic, query, query_mask, response, response_mask, hidden_at: str = "response"):
     """Values of the states before each response token, and the hidden state at the last response token (or at
     the last prompt token: ``hidden_at="prompt"``)."""
-    ids, mask, pos = full_inputs(query, query_mask, response, response_mask)
-    values, hidden = critic(ids, mask, pos)
-    return response_values(values, hidden, query.shape[1], response_mask, hidden_at)
+    (values, hidden), query_length = run_on(critic, query, query_mask, response, response_mask)
+    return response_values(values, hidden, query_length, response_mask, hidden_at)
 
 
 def policy_and_values(
@@ -240,7 +239,8 @@ def policy_and_values(
     if shared:
         hidden = out[-1]
         values = head_values(critic.value_head, hidden)
-        return (logp, entropy, *response_values(values, hidden, query.shape[1], response_mask, hidden_at))
+        query_length = hidden.shape[1] - response.shape[1]  # shorter than query's if a prompt prefix was shared
+        return (logp, entropy, *response_values(values, hidden, query_length, response_mask, hidden_at))
     return (logp, entropy, *critic_forward(critic, *args, hidden_at=hidden_at))
 
 

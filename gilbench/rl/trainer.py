@@ -38,6 +38,7 @@ from gilbench.files import MetricsLog
 from gilbench.method import Method, RunContext
 from gilbench.models.heads import SharedValueHead, ValueModel
 from gilbench.models.precision import half_dtype
+from gilbench.models.shared_prefix import common_prefix_length, uses_shared_prefix
 from gilbench.rl import checkpoint
 from gilbench.rl.core import RunningMoments, explained_variance, gae, kl_per_token, masked_mean, masked_whiten
 from gilbench.rl.kl_control import make_kl_controller
@@ -150,7 +151,9 @@ class RLMethod(Method):
             )
         seed_everything(self.cfg.seed)
         policy, self.tokenizer = ctx.load_policy()
-        set_attention(policy, self.cfg.model.attention, self.acc.device)  # before a critic copies the policy
+        set_attention(
+            policy, self.cfg.model.attention, self.acc.device, self.cfg.model.share_prompt_prefix
+        )  # before a critic copies the policy
         critic = self.build_critic(policy) if self.needs_critic else None
         if self.cfg.model.lora:
             from gilbench.models.presets import apply_lora
@@ -159,7 +162,9 @@ class RLMethod(Method):
             self.ref_policy = None  # the reference is the policy with its adapters disabled
         else:
             self.ref_policy, _ = ctx.load_policy()
-            set_attention(self.ref_policy, self.cfg.model.attention, self.acc.device)  # as the policy's: KL 0 at start
+            set_attention(
+                self.ref_policy, self.cfg.model.attention, self.acc.device, self.cfg.model.share_prompt_prefix
+            )  # as the policy's: KL 0 at start
             freeze(self.ref_policy, half_dtype(self.acc.mixed_precision))
             self.ref_policy.to(self.acc.device)
         own_trunk = critic if critic is not None and not critic.shares_policy_trunk else None
@@ -313,7 +318,9 @@ class RLMethod(Method):
         critic = self.acc.unwrap_model(self.critic) if self.critic is not None else None
         texts = [format_prompt(self.tokenizer, p.text, self.ctx.task.prompt_format) for p in prompts]
         query, query_mask = tokenize_prompts(self.tokenizer, texts, rl.max_prompt_length, device)
+        # the prompt's length and the opening its rows share: benchmarks/bench_ppo.py's model of a step's work
         self.last_prompt_tokens = query.shape[1]
+        self.last_shared_prefix = common_prefix_length(query, query_mask) if uses_shared_prefix(policy) else 0
         policy.eval()
         # Under the run's mixed precision, as the update's forwards are, so old and new log-probs agree.
         with self.acc.autocast():
