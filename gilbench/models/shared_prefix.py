@@ -1,7 +1,7 @@
 """A prompt prefix shared by every row of a batch, run once instead of once per row.
 
 Chat prompts open with the same tokens: SmolLM2's template puts its default system message and the user turn's
-header (24 tokens) before every question, a third of a chitchat [prompt; response] row. ``run_on`` finds the
+header (24 tokens) before every question, a quarter to a third of a chitchat [prompt; response] row. ``run_on`` finds the
 longest prefix all rows of a batch share, runs it alone (one row), and runs the rows without it; inside the
 attention every row then reads the prefix's keys and values before its own. Causal attention makes this the same
 computation: the prefix never sees what follows it, and the rows' positions continue from it. Only float
@@ -131,7 +131,12 @@ def run_on(model, query, query_mask, response, response_mask, **kwargs):
 
 def full_inputs(query, query_mask, response, response_mask, offset: int = 0):
     """Ids, mask and positions of the rows [query; response]; real tokens' positions start at ``offset``."""
-    ids = torch.cat([query, response], dim=1)
     mask = torch.cat([query_mask, response_mask], dim=1)
-    started = mask.cumsum(dim=1) > 0  # left pads keep position 0; a padded tail goes on from the row's last token
-    return ids, mask, position_ids_from_mask(mask) + offset * started
+    return torch.cat([query, response], dim=1), mask, positions_after(mask, offset)
+
+
+def positions_after(mask: torch.Tensor, offset: int) -> torch.Tensor:
+    """Positions of left-padded rows whose first real token follows ``offset`` shared ones: left pads keep 0, a
+    padded tail goes on from its row's last token (``position_ids_from_mask`` shifted)."""
+    started = mask.cumsum(dim=1) > 0
+    return position_ids_from_mask(mask) + offset * started

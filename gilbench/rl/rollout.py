@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import torch
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from gilbench.models.heads import head_values, position_ids_from_mask
-from gilbench.models.shared_prefix import run_on, split_prefix
+from gilbench.models.heads import head_values
+from gilbench.models.shared_prefix import positions_after, run_on, split_prefix
 from gilbench.rl.core import token_logprobs, token_logprobs_and_entropy
 
 # The KV cache's name in model outputs and forward arguments: `cache` in recent transformers, `past_key_values`
@@ -136,7 +136,7 @@ def sample(
     eos = tokenizer.eos_token_id if stop_at_eos else None
     pad = tokenizer.pad_token_id
     query, mask, offset, shared = split_prefix(policy, query, query_mask, logits_to_keep=1)
-    positions = position_ids_from_mask(mask) + offset * mask  # the prompt's positions (no padded tail yet)
+    positions = positions_after(mask, offset)
     out = policy(
         input_ids=query, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1, **shared
     )
