@@ -111,7 +111,8 @@ def run(resolved: ResolvedRun | RunConfig, log=print, overwrite: bool = False) -
     accelerator = make_accelerator(cfg)
     tracking.configure(cfg, out, accelerator)
     log(
-        f"[gilbench] {cfg.run_name()} on {cfg.task}, seed {cfg.seed}, model {cfg.model.policy}, device {accelerator.device} -> {out}"
+        f"[gilbench] {cfg.run_name()} on {cfg.task}, seed {cfg.seed}, model {cfg.model.policy}, device {accelerator.device} "
+        f"({'fp32' if accelerator.mixed_precision == 'no' else accelerator.mixed_precision}) -> {out}"
     )
     if bf16_emulated(accelerator.device.type, accelerator.mixed_precision):
         log(
