@@ -31,6 +31,16 @@ def test_common_prefix_of_left_padded_prompts():
     assert positions.tolist() == [[0, 0, 4, 5, 5], [4, 5, 6, 7, 8], [0, 4, 5, 6, 7]]
 
 
+def test_pad_columns_no_row_uses_are_dropped():
+    # a minibatch keeps its batch's width: here every row has at least two pads
+    query = torch.tensor([[0, 0, 0, 7, 8, 9, 1, 2], [0, 0, 7, 8, 9, 1, 2, 3]])
+    mask = (query != 0).long()
+    rest, rest_mask = drop_prefix(query, mask, 4)
+    assert rest.tolist() == [[0, 2], [2, 3]] and rest_mask.tolist() == [[0, 1], [1, 1]]
+    rest, rest_mask = drop_prefix(query, mask, 0)
+    assert rest.tolist() == [[0, 7, 8, 9, 1, 2], [7, 8, 9, 1, 2, 3]]
+
+
 def test_no_prefix_when_short_or_single_row():
     query, mask = torch.tensor([[1, 2, 3, 4, 5, 6]]), torch.ones(1, 6, dtype=torch.long)
     assert common_prefix_length(query, mask) == 0  # one row: nothing to share
@@ -41,11 +51,14 @@ def test_no_prefix_when_short_or_single_row():
     assert common_prefix_length(same, torch.ones_like(same)) == 5
 
 
-def _batch(tokenizer):
+def _batch(tokenizer, unused_pads: int = 0):
+    """Left-padded prompts sharing OPENING, with ``unused_pads`` more pad columns (a minibatch of a wider batch)."""
     torch.manual_seed(0)
     query, query_mask = tokenize_prompts(
         tokenizer, [format_prompt(tokenizer, OPENING + q) for q in QUESTIONS], 256, "cpu"
     )
+    query = torch.cat([torch.full_like(query[:, :unused_pads], tokenizer.pad_token_id), query], dim=1)
+    query_mask = torch.cat([torch.zeros_like(query_mask[:, :unused_pads]), query_mask], dim=1)
     response = torch.randint(5, 200, (len(QUESTIONS), 6))
     response_mask = torch.ones_like(response)
     response_mask[1, 4:] = 0  # a sample that stopped early
@@ -75,10 +88,10 @@ def _outputs(model, batch, share: bool, checkpointing: bool):
     return [logp.detach(), values.detach(), hidden.detach(), grads, critic_values, critic_hidden, entropy]
 
 
-@pytest.mark.parametrize("checkpointing", [False, True])
-def test_shared_prefix_gives_the_same_numbers(checkpointing):
+@pytest.mark.parametrize("checkpointing, unused_pads", [(False, 0), (True, 0), (False, 3)])
+def test_shared_prefix_gives_the_same_numbers(checkpointing, unused_pads):
     model, tokenizer = load_causal_lm("tiny")
-    batch = _batch(tokenizer)
+    batch = _batch(tokenizer, unused_pads)
     assert common_prefix_length(batch[0], batch[1]) >= len(OPENING)
     whole = _outputs(model, batch, share=False, checkpointing=checkpointing)
     shared = _outputs(model, batch, share=True, checkpointing=checkpointing)

@@ -1,12 +1,13 @@
 """A prompt prefix shared by every row of a batch, run once instead of once per row.
 
 Chat prompts open with the same tokens: SmolLM2's template puts its default system message and the user turn's
-header (24 tokens) before every question, a quarter to a third of a chitchat [prompt; response] row. ``run_on`` finds the
-longest prefix all rows of a batch share, runs it alone (one row), and runs the rows without it; inside the
-attention every row then reads the prefix's keys and values before its own. Causal attention makes this the same
+header (24 tokens) before every question, a quarter to a third of a chitchat [prompt; response] row. ``run_on``
+finds the longest prefix all rows of a batch share, runs it alone (one row), and runs the rows without it; inside
+the attention every row then reads the prefix's keys and values before its own. Causal attention makes this the same
 computation: the prefix never sees what follows it, and the rows' positions continue from it. Only float
 rounding differs (the attention sums in another order). Gradients reach the prefix through its keys and values,
-summed over the rows, so a training forward may share it too.
+summed over the rows, so a training forward may share it too. The rows also lose the left-pad columns none of them
+uses: an update's minibatch keeps the width of the rollout batch it came from, padded to that batch's longest prompt.
 
 It works through a registered attention function (``ATTENTION``) that wraps the model's own eager kernel, so a
 model opts in by using that attention (``model.share_prompt_prefix``, gilbench/rl/model_setup.py); without a
@@ -91,33 +92,38 @@ def common_prefix_length(query: torch.Tensor, query_mask: torch.Tensor) -> int:
 
 
 def drop_prefix(query: torch.Tensor, query_mask: torch.Tensor, length: int):
-    """The prompts without their first ``length`` real tokens, still left-padded (every row loses as many)."""
+    """The prompts without their first ``length`` real tokens, still left-padded (every row loses as many), and
+    without the pad columns no row uses (a minibatch's rows keep their batch's width)."""
     pads = (query.shape[1] - query_mask.sum(dim=1))[:, None]
-    columns = torch.arange(query.shape[1] - length, device=query.device)[None, :]
-    index = columns + length * (columns >= pads)
+    unused = int(pads.min())
+    columns = torch.arange(query.shape[1] - length - unused, device=query.device)[None, :]
+    index = unused + columns + length * (columns >= pads - unused)
     return query.gather(1, index), query_mask.gather(1, index)
 
 
 def split_prefix(model, query, query_mask, **prefix_kwargs):
-    """Run the opening the prompts share through ``model`` (with ``prefix_kwargs``) if it uses the shared-prefix
-    attention and there is one; returns the prompts without it, its length (0: nothing shared) and the keyword
-    arguments that give it to the rows' forwards."""
-    length = common_prefix_length(query, query_mask) if uses_shared_prefix(model) else 0
-    if not length:
+    """For a model with the shared-prefix attention: run the opening the prompts share through it (with
+    ``prefix_kwargs``), if there is one, and cut it and the unused pad columns off the prompts; returns the prompts,
+    the opening's length (0: nothing shared) and the keyword arguments that give it to the rows' forwards."""
+    if not uses_shared_prefix(model):
         return query, query_mask, 0, {}
-    store = PrefixStore(length)
-    start = int(query.shape[1] - query_mask[0].sum())
-    prefix = query[:1, start : start + length]
-    positions = torch.arange(length, device=query.device)[None]
-    model(
-        input_ids=prefix,
-        attention_mask=torch.ones_like(prefix),
-        position_ids=positions,
-        prefix_capture=store,
-        **prefix_kwargs,
-    )
+    length = common_prefix_length(query, query_mask)
+    shared = {}
+    if length:
+        store = PrefixStore(length)
+        start = int(query.shape[1] - query_mask[0].sum())
+        prefix = query[:1, start : start + length]
+        positions = torch.arange(length, device=query.device)[None]
+        model(
+            input_ids=prefix,
+            attention_mask=torch.ones_like(prefix),
+            position_ids=positions,
+            prefix_capture=store,
+            **prefix_kwargs,
+        )
+        shared = {"shared_prefix": store}
     query, query_mask = drop_prefix(query, query_mask, length)
-    return query, query_mask, length, {"shared_prefix": store}
+    return query, query_mask, length, shared
 
 
 def run_on(model, query, query_mask, response, response_mask, **kwargs):
