@@ -35,7 +35,7 @@ class ModelConfig:
         False  # recompute policy and critic activations in the backward (less memory, ~30% more compute)
     )
     attention: str = "auto"  # attention kernel of the RL policy, reference and critic, and of the eval's sampling: eager, sdpa or auto (eager on CPU, where it trains ~25% faster at our lengths; sdpa elsewhere)
-    share_prompt_prefix: bool = True  # with eager attention (the CPU default): run the opening all prompts of a batch share (a chat template's system message) once, not once per row, and drop the left-pad columns no row of a minibatch uses; the same computation up to float rounding. sdpa runs every row whole
+    share_prompt_prefix: bool = True  # with eager attention (the CPU default): run the opening all prompts of a batch share (a chat template's system message) once, not once per row, and drop the left-pad columns no row of a minibatch uses; the same computation up to float rounding. sdpa runs every row whole, as do models whose forward drops extra attention arguments in the installed transformers (a warning says so; GPT-2 on 5.0)
 
 
 @dataclass

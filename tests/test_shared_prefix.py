@@ -9,7 +9,7 @@ import torch
 from gilbench.data.format import format_prompt
 from gilbench.models.heads import SharedValueHead, ValueModel
 from gilbench.models.presets import load_causal_lm
-from gilbench.models.shared_prefix import ATTENTION, common_prefix_length, drop_prefix, full_inputs
+from gilbench.models.shared_prefix import ATTENTION, common_prefix_length, drop_prefix, full_inputs, supports
 from gilbench.rl.model_setup import recompute_activations, set_attention
 from gilbench.rl.rollout import critic_forward, policy_and_values, response_logprobs, sample, tokenize_prompts
 
@@ -65,6 +65,13 @@ def _batch(tokenizer, unused_pads: int = 0):
     return query, query_mask, response, response_mask
 
 
+def _needs_support(model):
+    if not supports(
+        model
+    ):  # e.g. transformers 5.0: GPT-2's LM head drops the attention's arguments (and set_attention warns)
+        pytest.skip("this transformers release does not pass attention arguments through GPT-2: rows run whole")
+
+
 def _outputs(model, batch, share: bool, checkpointing: bool):
     """Log-probs, shared-critic values and hidden states, parameter gradients, and a separate critic's values."""
     set_attention(model, "eager", "cpu", share)
@@ -91,6 +98,7 @@ def _outputs(model, batch, share: bool, checkpointing: bool):
 @pytest.mark.parametrize("checkpointing, unused_pads", [(False, 0), (True, 0), (False, 3)])
 def test_shared_prefix_gives_the_same_numbers(checkpointing, unused_pads):
     model, tokenizer = load_causal_lm("tiny")
+    _needs_support(model)
     batch = _batch(tokenizer, unused_pads)
     assert common_prefix_length(batch[0], batch[1]) >= len(OPENING)
     whole = _outputs(model, batch, share=False, checkpointing=checkpointing)
@@ -106,6 +114,7 @@ def test_lora_policy_and_its_reference_share_the_prefix():
     from gilbench.models.presets import apply_lora
 
     model, tokenizer = load_causal_lm("tiny")
+    _needs_support(model)
     batch = _batch(tokenizer)
     results = []
     for share in (False, True):
@@ -128,6 +137,7 @@ def test_lora_policy_and_its_reference_share_the_prefix():
 
 def test_sampling_with_a_shared_prefix_draws_the_same_tokens():
     model, tokenizer = load_causal_lm("tiny")
+    _needs_support(model)
     query, query_mask, _, _ = _batch(tokenizer)
     drawn = []
     for share in (False, True):

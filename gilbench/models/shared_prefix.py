@@ -20,6 +20,7 @@ import sys
 
 import torch
 
+from gilbench.errors import GilbenchError
 from gilbench.models.heads import position_ids_from_mask
 
 ATTENTION = "gilbench_shared_prefix"
@@ -32,6 +33,14 @@ class PrefixStore(dict):
     def __init__(self, length: int):
         super().__init__()
         self.length = length
+        self.read = False  # set by the rows' forward: a model that drops the attention's arguments never reads it
+
+    def check_read(self, model) -> None:
+        if not self.read:
+            raise GilbenchError(
+                f"{type(model).__name__} did not pass the shared prompt prefix to its attention; "
+                "set --set model.share_prompt_prefix=false"
+            )
 
 
 def register() -> None:
@@ -44,8 +53,20 @@ def register() -> None:
 
 
 def supports(model) -> bool:
-    """Whether ``model``'s attention layers have an eager kernel this module can wrap (Llama, GPT-2, ...)."""
-    return getattr(model, "_supports_attention_backend", False) and _has_eager_kernel(model)
+    """Whether ``model``'s attention layers have an eager kernel this module can wrap (Llama, GPT-2, ...) and its
+    forward passes extra arguments down to them (some transformers releases drop them for some models, e.g. 5.0's
+    GPT-2 LM head): a two-token probe forward must reach the attention."""
+    if not (getattr(model, "_supports_attention_backend", False) and _has_eager_kernel(model)):
+        return False
+    register()
+    previous = model.config._attn_implementation
+    model.set_attn_implementation(ATTENTION)
+    store = PrefixStore(2)
+    ids = torch.zeros(1, 2, dtype=torch.long, device=next(model.parameters()).device)
+    with torch.no_grad():
+        model(input_ids=ids, attention_mask=torch.ones_like(ids), prefix_capture=store)
+    model.set_attn_implementation(previous)
+    return bool(store)
 
 
 def _has_eager_kernel(model) -> bool:
@@ -64,6 +85,7 @@ def _attention(module, query, key, value, attention_mask, prefix_capture=None, s
         prefix_capture.setdefault(module.layer_idx, (key, value))
     elif shared_prefix is not None:
         prefix_key, prefix_value = shared_prefix[module.layer_idx]
+        shared_prefix.read = True
         rows = key.shape[0]
         key = torch.cat([prefix_key.expand(rows, -1, -1, -1), key], dim=2)
         value = torch.cat([prefix_value.expand(rows, -1, -1, -1), value], dim=2)
@@ -132,7 +154,10 @@ def run_on(model, query, query_mask, response, response_mask, **kwargs):
     head = {"logits_to_keep": 1} if "logits_to_keep" in kwargs else {}  # a causal LM: its head on one position
     query, query_mask, length, shared = split_prefix(model, query, query_mask, **head)
     ids, mask, positions = full_inputs(query, query_mask, response, response_mask, offset=length)
-    return model(input_ids=ids, attention_mask=mask, position_ids=positions, **kwargs, **shared), query.shape[1]
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, **kwargs, **shared)
+    if shared:
+        shared["shared_prefix"].check_read(model)
+    return out, query.shape[1]
 
 
 def full_inputs(query, query_mask, response, response_mask, offset: int = 0):

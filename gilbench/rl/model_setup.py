@@ -5,6 +5,7 @@ loop-free methods can use them without importing it."""
 from __future__ import annotations
 
 import random
+import warnings
 
 import numpy as np
 import torch
@@ -45,9 +46,15 @@ def set_attention(model: torch.nn.Module, setting: str, device: torch.device, sh
     ``share_prefix`` (model.share_prompt_prefix): eager attention that can run a batch's shared prompt
     opening once (gilbench.models.shared_prefix)."""
     impl = ("eager" if torch.device(device).type == "cpu" else "sdpa") if setting == "auto" else setting
-    if impl == "eager" and share_prefix and shared_prefix.supports(model):
-        shared_prefix.register()
-        impl = shared_prefix.ATTENTION
+    if impl == "eager" and share_prefix:
+        if shared_prefix.supports(model):
+            impl = shared_prefix.ATTENTION
+        else:
+            warnings.warn(
+                f"model.share_prompt_prefix: {type(model).__name__} does not pass extra arguments to its attention "
+                "with this transformers release; every row runs whole (a newer transformers shares the opening)",
+                stacklevel=2,
+            )
     model.set_attn_implementation(impl)
 
 

@@ -140,6 +140,8 @@ def sample(
     out = policy(
         input_ids=query, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1, **shared
     )
+    if shared:
+        shared["shared_prefix"].check_read(policy)
     done = torch.zeros(len(query), dtype=torch.bool, device=query.device)
     tokens = []
     for t in range(max_new_tokens):
