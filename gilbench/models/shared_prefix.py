@@ -52,10 +52,19 @@ def register() -> None:
     AttentionMaskInterface.register(ATTENTION, eager_mask)
 
 
+_PROBED: dict[type, bool] = {}  # model class -> probe result: it depends on the class and the transformers release
+
+
 def supports(model) -> bool:
     """Whether ``model``'s attention layers have an eager kernel this module can wrap (Llama, GPT-2, ...) and its
     forward passes extra arguments down to them (some transformers releases drop them for some models, e.g. 5.0's
-    GPT-2 LM head): a two-token probe forward must reach the attention."""
+    GPT-2 LM head): a two-token probe forward must reach the attention, once per model class."""
+    if type(model) not in _PROBED:
+        _PROBED[type(model)] = _probe(model)
+    return _PROBED[type(model)]
+
+
+def _probe(model) -> bool:
     if not (getattr(model, "_supports_attention_backend", False) and _has_eager_kernel(model)):
         return False
     register()
